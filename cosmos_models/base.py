@@ -1,0 +1,102 @@
+"""The base class of every table: SQLModel tables that validate like Pydantic models.
+
+SQLModel's ``table=True`` classes skip validation in ``__init__`` and on assignment, and its
+``__setattr__`` replaces SQLAlchemy's ``MutableDict`` with the plain ``dict`` it was given, so that
+in-place JSON changes are silently lost. ``ValidatedTable`` fixes both:
+
+* every table class gets a plain Pydantic twin with the same fields (``__validator__``, built once
+  when the class is created); ``__init__`` validates all fields through it and ``__setattr__``
+  validates the one field assigned, so errors are ordinary ``pydantic.ValidationError``s that
+  name the field;
+* assignments to columns go through SQLAlchemy's instrumentation only, so mutation tracking
+  stays in place.
+"""
+
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, create_model
+from sqlalchemy.orm import registry
+from sqlalchemy.orm.attributes import set_attribute
+from sqlmodel import SQLModel
+
+from cosmos_models.types import metadata
+
+# True while SQLModel's constructor copies already-validated values onto a new instance.
+_constructing: ContextVar[bool] = ContextVar("cosmos_models_constructing", default=False)
+
+_registry = registry(metadata=metadata)
+
+
+class ValidatedTable(SQLModel, registry=_registry):
+    """Base of the package's tables: validation on construction and on assignment."""
+
+    __validator__: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        fields: dict[str, Any] = {
+            name: (info.annotation, info) for name, info in cls.model_fields.items()
+        }
+        cls.__validator__ = create_model(
+            cls.__name__,
+            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+            **fields,
+        )
+
+    @classmethod
+    def model_validate(  # type: ignore[override]
+        cls,
+        obj: Any,
+        *,
+        strict: bool | None = None,
+        from_attributes: bool | None = None,
+        context: dict[str, Any] | None = None,
+        update: dict[str, Any] | None = None,
+    ) -> Self:
+        """Build a row from a dict, an API model or any object with the fields, validated.
+
+        ``update`` adds or overrides values (server-set fields such as ``id``). ``None`` values of
+        an API model mean "not given" (so that a create model's ``id=None`` gets a generated id).
+        Raises ``pydantic.ValidationError`` naming the fields.
+        """
+        if isinstance(obj, BaseModel):
+            data = obj.model_dump(exclude_none=True)
+        elif isinstance(obj, Mapping):
+            data = dict(obj)
+        else:
+            data = {name: getattr(obj, name) for name in cls.model_fields if hasattr(obj, name)}
+        data.update(update or {})
+        if strict or context:
+            cls.__validator__.model_validate(data, strict=strict, context=context)
+        return cls(**data)
+
+    def __init__(self, **data: Any) -> None:
+        relationships = {
+            key: data.pop(key) for key in list(data) if key in self.__sqlmodel_relationships__
+        }
+        checked = self.__validator__.model_validate(data)
+        values = {name: getattr(checked, name) for name in type(self).model_fields}
+        token = _constructing.set(True)
+        try:
+            super().__init__(**values, **relationships)
+        finally:
+            _constructing.reset(token)
+        # Only what the caller passed counts as set (as in Pydantic), not the defaults.
+        object.__setattr__(self, "__pydantic_fields_set__", set(checked.model_fields_set))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        fields = type(self).model_fields
+        if name in fields:
+            if not _constructing.get():
+                shadow = self.__validator__.model_construct()
+                self.__validator__.__pydantic_validator__.validate_assignment(shadow, name, value)
+                value = shadow.__dict__[name]
+            # SQLAlchemy's instrumentation stores the value (coercing dicts to MutableDict and
+            # firing events); letting Pydantic store it afterwards would undo the coercion.
+            set_attribute(self, name, value)
+            self.__pydantic_fields_set__.add(name)
+            return
+        super().__setattr__(name, value)

@@ -1,0 +1,340 @@
+"""DatabaseConnection: where the database is, how to talk to it, and sessions that clean up.
+
+One place decides, per backend, the engine options that make the spec's promises hold:
+
+* SQLite files: foreign keys on for every pooled connection, WAL so readers never block the
+  writer, a busy timeout, and ``BEGIN IMMEDIATE`` for sessions that may write (a deferred
+  transaction that reads and then writes cannot wait for the lock: SQLite fails it at once
+  with "database is locked"). Read-only sessions and plain engine connections begin deferred.
+* ``:memory:``: one connection kept for the connection's life, sessions taken one at a time.
+* PostgreSQL and MariaDB: ``pool_pre_ping`` and configurable pool sizes.
+"""
+
+import functools
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from os import PathLike, environ
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote, quote_plus, unquote
+
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlmodel import Session
+
+from cosmos_models.errors import DatabaseError, IntegrityViolation
+
+ENV_VAR: Final = "COSMOS_DATABASE_URL"
+DEFAULT_DATABASE_PATH: Final = Path("outputs") / "cosmos_workflow.db"
+MEMORY: Final = ":memory:"
+
+# Accepted spellings of each backend, mapped to the driver this package ships with.
+_DRIVERS: Final[dict[str, str]] = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mysql+pymysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "mariadb+pymysql": "mariadb+pymysql",
+}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_SEGMENT_SPLIT = re.compile(r"[/\\]")
+
+_json_dumps = functools.partial(json.dumps, allow_nan=False)
+
+
+def _has_traversal(text: str) -> bool:
+    """True if ``text``, as given or URL-decoded up to 3 times, has a ``..`` segment."""
+    seen = text
+    for _ in range(4):
+        if ".." in _SEGMENT_SPLIT.split(seen):
+            return True
+        decoded = unquote(seen)
+        if decoded == seen:
+            return False
+        seen = decoded
+    return True  # still changing after 3 decodings: refuse rather than guess
+
+
+def _check_text(text: str) -> None:
+    if not text.strip():
+        raise ValueError("database location must not be empty or whitespace")
+    if "\x00" in text or "%00" in text:
+        raise ValueError("database location must not contain NUL bytes")
+
+
+def parse_location(location: "str | PathLike[str] | URL") -> URL:
+    """Turn a file path, ``":memory:"`` or a SQLAlchemy URL into a validated ``URL``.
+
+    Raises ``ValueError`` (naming the problem, never the password) for an empty location, a NUL
+    byte, a ``..`` path segment, an unparsable URL or an unsupported backend.
+    """
+    if isinstance(location, URL):
+        text = location.render_as_string(hide_password=False)
+    elif isinstance(location, PathLike):
+        text = str(location)
+    else:
+        text = location
+    if not isinstance(text, str):
+        raise ValueError(f"database location must be a str or path, not {type(text).__name__}")
+    _check_text(text)
+    if text.strip() == MEMORY:
+        return URL.create("sqlite")
+    match = _SCHEME.match(text)
+    if match is None:
+        if _has_traversal(text):
+            raise ValueError("database path must not contain '..' segments (path traversal)")
+        return URL.create("sqlite", database=str(Path(text).expanduser().absolute()))
+    return _parse_url(text, match.group(1).lower(), match.end())
+
+
+def _parse_url(text: str, scheme: str, rest_at: int) -> URL:
+    if scheme not in _DRIVERS:
+        supported = ", ".join(sorted({d.split("+")[0] for d in _DRIVERS}))
+        raise ValueError(f"unsupported database URL scheme {scheme!r}; use one of: {supported}")
+    try:
+        url = make_url(text)
+    except (sa_exc.ArgumentError, ValueError):
+        raise ValueError(f"database URL for {scheme!r} could not be parsed") from None
+    url = url.set(drivername=_DRIVERS[scheme])
+    if url.get_backend_name() == "sqlite":
+        if _has_traversal(text[rest_at:]):
+            raise ValueError("database path must not contain '..' segments (path traversal)")
+        if url.database in (None, "", MEMORY):
+            return URL.create("sqlite")
+    elif url.database is not None and _has_traversal(url.database):
+        raise ValueError("database name must not contain '..' segments")
+    return url
+
+
+def redact(text: str, url: URL) -> str:
+    """Return ``text`` with the password of ``url`` (raw and URL-encoded) replaced by ``***``."""
+    password = url.password
+    if password:
+        for form in {str(password), quote(str(password), safe=""), quote_plus(str(password))}:
+            text = text.replace(form, "***")
+    return text
+
+
+def get_database_url() -> str:
+    """Return the configured database location.
+
+    ``COSMOS_DATABASE_URL`` unchanged when set and valid, else the absolute path of
+    ``outputs/cosmos_workflow.db``. Raises ``ValueError`` naming the variable when it is invalid.
+    """
+    raw = environ.get(ENV_VAR)
+    if raw is None:
+        return str(DEFAULT_DATABASE_PATH.absolute())
+    try:
+        parse_location(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_VAR} is invalid: {exc}") from None
+    return raw
+
+
+class DatabaseConnection:
+    """A database and its engine, with sessions that commit, roll back and close themselves.
+
+    ``location`` is a file path, ``":memory:"`` or a SQLAlchemy URL (``sqlite:///…``,
+    ``postgresql+psycopg://…``, ``mysql+pymysql://…``); ``None`` means ``get_database_url()``.
+    Raises ``ValueError`` for an invalid location.
+    """
+
+    def __init__(
+        self,
+        location: "str | PathLike[str] | URL | None" = None,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_recycle: int = 1800,
+        busy_timeout_ms: int = 30_000,
+        echo: bool = False,
+    ) -> None:
+        self.url: URL = parse_location(get_database_url() if location is None else location)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.is_memory = self.is_sqlite and not self.url.database
+        self._closed = False
+        self._memory_lock = threading.Lock() if self.is_memory else None
+        self._memory_owner = threading.local()
+        self.engine: Engine = self._create_engine(
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_recycle=pool_recycle,
+            busy_timeout_ms=busy_timeout_ms,
+            echo=echo,
+        )
+        # Sessions may write, so on SQLite they take the write lock when they begin; read-only
+        # sessions and plain engine connections begin deferred (SQLite's default).
+        self.SessionLocal = _session_factory(self.engine.execution_options(cosmos_writer=True))
+        self._read_session = _session_factory(self.engine)
+
+    # -- engine -------------------------------------------------------------------------------
+
+    def _create_engine(
+        self,
+        *,
+        pool_size: int,
+        max_overflow: int,
+        pool_recycle: int,
+        busy_timeout_ms: int,
+        echo: bool,
+    ) -> Engine:
+        if self.is_sqlite:
+            return self._create_sqlite_engine(busy_timeout_ms=busy_timeout_ms, echo=echo)
+        url = self.url
+        if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
+            url = url.update_query_dict({"charset": "utf8mb4"})
+        return create_engine(
+            url,
+            echo=echo,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_recycle=pool_recycle,
+            json_serializer=_json_dumps,
+        )
+
+    def _create_sqlite_engine(self, *, busy_timeout_ms: int, echo: bool) -> Engine:
+        options: dict[str, Any] = {
+            "echo": echo,
+            "json_serializer": _json_dumps,
+            "connect_args": {"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+        }
+        if self.is_memory:
+            options["poolclass"] = StaticPool
+        else:
+            database = self.url.database or ""
+            if not database.startswith("file:"):
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(self.url, **options)
+        use_wal = not self.is_memory
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
+            # Hand transaction control to SQLAlchemy's "begin" event below.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            if use_wal:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            writer = connection.get_execution_options().get("cosmos_writer", False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        return engine
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def create_tables(self) -> None:
+        """Create the package's tables if they do not exist. Raises ``DatabaseError``."""
+        self._check_open()
+        from cosmos_models.types import metadata
+
+        try:
+            metadata.create_all(self.engine)
+        except sa_exc.DBAPIError as exc:
+            raise self.translate_error(exc) from None
+
+    @contextmanager
+    def get_session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """Yield a session: commit on a clean exit, roll back on an exception, always close.
+
+        ``read_only=True`` opens a deferred transaction on SQLite (readers then never wait for
+        a writer). Raises ``RuntimeError("Connection is closed")`` after ``close()``, and
+        ``DatabaseError``/``IntegrityViolation`` for database errors (never with a password).
+        """
+        self._check_open()
+        with self._memory_guard():
+            session = (self._read_session if read_only else self.SessionLocal)()
+            try:
+                yield session
+                session.commit()
+            except sa_exc.DBAPIError as exc:
+                session.rollback()
+                raise self.translate_error(exc) from None
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+
+    @contextmanager
+    def _memory_guard(self) -> Iterator[None]:
+        if self._memory_lock is None:
+            yield
+            return
+        if getattr(self._memory_owner, "held", False):
+            raise RuntimeError(
+                "nested sessions are not supported on an in-memory database; "
+                "use the session you already have"
+            )
+        with self._memory_lock:
+            self._memory_owner.held = True
+            try:
+                yield
+            finally:
+                self._memory_owner.held = False
+
+    def translate_error(self, exc: sa_exc.DBAPIError) -> DatabaseError:
+        """Turn a driver error into a ``DatabaseError`` whose text carries no password."""
+        original = exc.orig if exc.orig is not None else exc
+        first_line = (str(original).strip().splitlines() or [""])[0]
+        message = redact(f"{type(original).__name__}: {first_line}", self.url)
+        if isinstance(exc, sa_exc.IntegrityError):
+            return IntegrityViolation(message)
+        return DatabaseError(message)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("Connection is closed")
+
+    def close(self) -> None:
+        """Release every pooled connection; later ``get_session()`` calls raise ``RuntimeError``."""
+        if not self._closed:
+            self._closed = True
+            self.engine.dispose()
+
+    def __enter__(self) -> "DatabaseConnection":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"DatabaseConnection({self.url.render_as_string(hide_password=True)!r}, {state})"
+
+    __str__ = __repr__
+
+
+def _session_factory(bind: Engine) -> Any:
+    from sqlalchemy.orm import sessionmaker
+
+    return sessionmaker(bind=bind, class_=Session, expire_on_commit=False)
+
+
+def init_database(database_url: "str | PathLike[str] | URL | None" = None) -> DatabaseConnection:
+    """Open the database (default: ``get_database_url()``) and bring its schema up to date.
+
+    Raises ``ValueError`` for an invalid location and ``DatabaseError`` if it cannot be reached.
+    """
+    connection = DatabaseConnection(database_url)
+    try:
+        connection.create_tables()
+    except BaseException:
+        connection.close()
+        raise
+    return connection

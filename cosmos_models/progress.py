@@ -1,0 +1,74 @@
+"""The Progress table (stage, percentage and message events of a run) and its API models."""
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import CheckConstraint, Index, String
+from sqlmodel import Field, Relationship, SQLModel
+
+from cosmos_models.base import ValidatedTable
+from cosmos_models.types import (
+    ID_LENGTH,
+    NAME_LENGTH,
+    Identifier,
+    Name,
+    OptionalText,
+    Percentage,
+    UTCDateTime,
+    UtcDatetime,
+    long_text_type,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from cosmos_models.run import Run
+
+
+class ProgressBase(SQLModel):
+    """Fields a caller supplies for a progress event."""
+
+    run_id: Identifier = Field(
+        sa_type=String(ID_LENGTH), foreign_key="runs.id", ondelete="CASCADE", index=True
+    )
+    stage: Name = Field(
+        sa_type=String(NAME_LENGTH), description="uploading, inference, downloading or another."
+    )
+    percentage: Percentage = Field(description="0.0 to 100.0, finite.")
+    message: OptionalText = Field(
+        default="", sa_type=long_text_type(), description="Human-readable status."
+    )
+
+
+class ProgressCreate(ProgressBase):
+    """What a caller sends to record progress; ``timestamp`` defaults to now (UTC)."""
+
+    timestamp: UtcDatetime | None = None
+
+
+class ProgressRead(ProgressBase):
+    """A progress event as an API returns it."""
+
+    id: int
+    timestamp: datetime
+
+
+class Progress(ProgressBase, ValidatedTable, table=True):
+    """One progress event of a run, for live dashboards and timelines."""
+
+    __tablename__ = "progress"
+    __table_args__ = (
+        CheckConstraint("percentage >= 0.0 AND percentage <= 100.0", name="percentage_range"),
+        # Latest event of a run, and a run's timeline in order.
+        Index("ix_progress_run_id_timestamp_id", "run_id", "timestamp", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    timestamp: UtcDatetime = Field(default_factory=utcnow, sa_type=UTCDateTime(), index=True)
+
+    run: "Run" = Relationship(back_populates="progress")
+
+    def __repr__(self) -> str:
+        return (
+            f"Progress(id={self.id!r}, run_id={self.run_id!r}, stage={self.stage!r}, "
+            f"percentage={self.percentage!r})"
+        )

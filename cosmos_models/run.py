@@ -1,0 +1,137 @@
+"""The Run table (one execution attempt of a prompt), its status and its API models."""
+
+import enum
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import CheckConstraint, Index, String
+from sqlmodel import Field, Relationship, SQLModel
+
+from cosmos_models.base import ValidatedTable
+from cosmos_models.ids import new_run_id
+from cosmos_models.types import (
+    ID_LENGTH,
+    NAME_LENGTH,
+    Identifier,
+    JsonObject,
+    Name,
+    StrEnumType,
+    UTCDateTime,
+    UtcDatetime,
+    json_column_type,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from cosmos_models.progress import Progress
+    from cosmos_models.prompt import Prompt
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is in its lifecycle; stored by value (``"pending"``…)."""
+
+    PENDING = "pending"
+    UPLOADING = "uploading"
+    RUNNING = "running"
+    DOWNLOADING = "downloading"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """True for completed, failed and cancelled: nothing follows them."""
+        return not ALLOWED_TRANSITIONS[self]
+
+
+# The lifecycle, read as the spec reads: pending → uploading → running → downloading → completed,
+# failing or being cancelled from anywhere along the way. A retry is a new run of the same prompt.
+ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING: frozenset(
+        {RunStatus.UPLOADING, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}
+    ),
+    RunStatus.UPLOADING: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.DOWNLOADING, RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
+    ),
+    RunStatus.DOWNLOADING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}),
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+_STATUS_VALUES = ", ".join(f"'{status.value}'" for status in RunStatus)
+
+
+class RunBase(SQLModel):
+    """Fields a caller supplies for a run."""
+
+    prompt_id: Identifier = Field(
+        sa_type=String(ID_LENGTH), foreign_key="prompts.id", ondelete="CASCADE", index=True
+    )
+    model_type: Name = Field(sa_type=String(NAME_LENGTH))
+    status: RunStatus = Field(default=RunStatus.PENDING, sa_type=StrEnumType(RunStatus), index=True)
+    execution_config: JsonObject = Field(
+        default_factory=dict,
+        sa_type=json_column_type(),
+        description="Runtime configuration (GPU node, Docker image…): a JSON object.",
+    )
+    outputs: JsonObject = Field(
+        default_factory=dict,
+        sa_type=json_column_type(),
+        description="Results (file paths, metrics, logs): a JSON object.",
+    )
+    run_metadata: JsonObject = Field(
+        default_factory=dict,
+        sa_type=json_column_type(),
+        sa_column_kwargs={"name": "metadata"},
+        description="Free-form metadata, stored in the column named 'metadata'.",
+    )
+
+
+class RunCreate(RunBase):
+    """What a caller sends to create a run; ``id`` is generated when omitted."""
+
+    id: Identifier | None = Field(default=None, max_length=ID_LENGTH)
+
+
+class RunRead(RunBase):
+    """A run as an API returns it."""
+
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class Run(RunBase, ValidatedTable, table=True):
+    """One execution attempt of a prompt, moving through ``RunStatus``."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status_valid"),
+        # Dashboards: runs of a status in time order; list_runs: newest first.
+        Index("ix_runs_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_runs_created_at_id", "created_at", "id"),
+    )
+
+    id: Identifier = Field(default_factory=new_run_id, primary_key=True, sa_type=String(ID_LENGTH))
+    created_at: UtcDatetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    # Bumped by SQLAlchemy on every UPDATE of the row, ORM or Core, unless set explicitly.
+    updated_at: UtcDatetime = Field(
+        default_factory=utcnow, sa_type=UTCDateTime(), sa_column_kwargs={"onupdate": utcnow}
+    )
+    started_at: UtcDatetime | None = Field(default=None, sa_type=UTCDateTime())
+    completed_at: UtcDatetime | None = Field(default=None, sa_type=UTCDateTime())
+
+    prompt: "Prompt" = Relationship(back_populates="runs")
+    progress: list["Progress"] = Relationship(
+        back_populates="run",
+        cascade_delete=True,
+        passive_deletes=True,
+        sa_relationship_kwargs={"order_by": "(Progress.timestamp, Progress.id)"},
+    )
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, prompt_id={self.prompt_id!r}, status={self.status.value!r})"

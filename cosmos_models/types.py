@@ -1,0 +1,221 @@
+"""Column and field types shared by every table.
+
+Why one module: each backend needs its own answer to the same three questions (how to store an
+aware UTC datetime, how to store JSON, how to store a string enum), and the answers must agree, so
+that a row written on SQLite reads back the same on PostgreSQL or MariaDB.
+"""
+
+import enum
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, Field
+from sqlalchemy import JSON, DateTime, Dialect, MetaData, String, Text
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.ext.mutable import MutableDict
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+# Constraint and index names are derived, never left to the backend, so that a migration can drop
+# them by name on any backend (SQLite batch mode needs names; MySQL invents different ones).
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+"""The ``MetaData`` that holds the package's tables (and nothing else)."""
+
+ID_LENGTH = 255
+NAME_LENGTH = 100
+# MariaDB's JSON_VALID refuses documents nested deeper than 32 levels (a scalar counts as one),
+# so containers may nest 31 deep, the top-level object included. Checked on every backend.
+MAX_JSON_DEPTH = 31
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of values (pydantic side)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _check_required_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or whitespace")
+    return _check_text(value)
+
+
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            "must be timezone-aware; got a naive datetime (use datetime.now(timezone.utc))"
+        )
+    return value.astimezone(UTC)
+
+
+def _check_json_string(value: str, where: str) -> None:
+    if "\x00" in value:
+        raise ValueError(f"{where}: strings must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where}: strings must be valid Unicode (lone surrogate)") from None
+
+
+def check_json_value(value: Any, where: str = "value", depth: int = 0) -> None:
+    """Raise ``ValueError`` unless ``value`` is plain JSON that every backend stores exactly.
+
+    Accepted: ``dict`` with ``str`` keys, ``list``, ``str``, ``int``, finite ``float``, ``bool``
+    and ``None``, nested at most ``MAX_JSON_DEPTH`` containers deep.
+    """
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} is not valid JSON (NaN and infinity are not)")
+        return
+    if isinstance(value, str):
+        _check_json_string(value, where)
+        return
+    if isinstance(value, dict | list):
+        if depth + 1 > MAX_JSON_DEPTH:
+            raise ValueError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                check_json_value(item, f"{where}[{index}]", depth + 1)
+            return
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: object keys must be strings, got {type(key).__name__}")
+            _check_json_string(key, where)
+            check_json_value(item, f"{where}.{key}", depth + 1)
+        return
+    raise ValueError(f"{where}: {type(value).__name__} is not JSON-serializable")
+
+
+def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:
+    check_json_value(value, "value")
+    return value
+
+
+RequiredText = Annotated[str, AfterValidator(_check_required_text)]
+"""A string that must hold something other than whitespace (and no NUL)."""
+
+OptionalText = Annotated[str, AfterValidator(_check_text)]
+"""Any string, empty allowed, but no NUL characters (PostgreSQL cannot store them)."""
+
+Identifier = Annotated[str, Field(max_length=ID_LENGTH), AfterValidator(_check_required_text)]
+Name = Annotated[str, Field(max_length=NAME_LENGTH), AfterValidator(_check_required_text)]
+
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+"""A datetime that must be timezone-aware; it is converted to UTC."""
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json_object)]
+"""A JSON object (``dict`` with ``str`` keys) that every backend stores exactly."""
+
+Percentage = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+
+
+# --------------------------------------------------------------------------------------------
+# Column types (SQLAlchemy side)
+# --------------------------------------------------------------------------------------------
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend, microseconds kept.
+
+    PostgreSQL stores ``TIMESTAMP WITH TIME ZONE``. SQLite and MariaDB have no time zones, so the
+    UTC wall time is stored naive (``DATETIME(6)`` on MariaDB, ISO text on SQLite, the same text
+    the earlier implementation wrote) and the zone is put back on the way out. Naive values are
+    refused on the way in: guessing their zone is how timelines get silently shifted.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        value = _to_utc(value)
+        if dialect.name == "postgresql":
+            return value
+        return value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JSONDocument(TypeDecorator[Any]):
+    """JSON on SQLite and MariaDB, JSONB on PostgreSQL."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.JSONB())
+        return dialect.type_descriptor(JSON())
+
+
+def json_column_type() -> TypeEngine[Any]:
+    """The type of a JSON-object column: in-place changes (``d["k"] = v``) are tracked."""
+    return MutableDict.as_mutable(JSONDocument())
+
+
+def long_text_type() -> TypeEngine[str]:
+    """Text of any length: ``TEXT`` elsewhere, ``LONGTEXT`` on MariaDB (its TEXT stops at 64 KB)."""
+    return Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+class StrEnumType(TypeDecorator[E]):
+    """A string enum stored by its value in a ``VARCHAR`` (never a native ``ENUM`` type).
+
+    Native enums store member names and leave types behind on PostgreSQL; a ``VARCHAR`` plus a
+    named CHECK constraint (declared on the table) migrates the same way on every backend.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_class: type[E], length: int = 16) -> None:
+        super().__init__(length=length)
+        self.enum_class = enum_class
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return str(self.enum_class(value).value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        if value is None:
+            return None
+        return self.enum_class(value)

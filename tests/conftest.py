@@ -1,0 +1,102 @@
+"""One backend fixture used by every database test.
+
+``db`` runs a test on SQLite in memory, a SQLite file, PostgreSQL and MariaDB. Server backends
+that cannot be reached are skipped on a laptop (and listed at the end of the run), and fail the
+run in CI (``CI=true`` or ``COSMOS_REQUIRE_BACKENDS=1``): a skipped backend never counts as passing.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import URL, delete
+
+from cosmos_models import DatabaseConnection, Progress, Prompt, Run
+from tests.backends import (
+    ALL_BACKENDS,
+    SERVER_BACKENDS,
+    backends_required,
+    server_database,
+    server_reason,
+)
+
+_unreachable: dict[str, str] = {}
+_checked: dict[str, str | None] = {}
+
+
+def require_backend(backend: str) -> None:
+    """Skip (laptop) or fail (CI) the current test if ``backend`` is a server that is down."""
+    if backend not in SERVER_BACKENDS:
+        return
+    if backend not in _checked:
+        _checked[backend] = server_reason(backend)
+    reason = _checked[backend]
+    if reason is None:
+        return
+    if backends_required():
+        pytest.fail(f"backend required in CI but unavailable: {reason}", pytrace=False)
+    _unreachable[backend] = reason
+    pytest.skip(reason)
+
+
+_server_dbs: dict[str, URL] = {}
+_server_contexts: list[object] = []
+
+
+def _session_server_url(backend: str) -> URL:
+    if backend not in _server_dbs:
+        context = server_database(backend)
+        _server_dbs[backend] = context.__enter__()
+        _server_contexts.append(context)
+    return _server_dbs[backend]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for context in reversed(_server_contexts):
+        context.__exit__(None, None, None)  # type: ignore[attr-defined]
+    _server_contexts.clear()
+    _server_dbs.clear()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _unreachable:
+        terminalreporter.section("backends skipped")
+        for backend, reason in sorted(_unreachable.items()):
+            terminalreporter.write_line(f"SKIPPED BACKEND {backend}: {reason}")
+        terminalreporter.write_line(
+            "Start the server(s) to run these tests; in CI they are required."
+        )
+
+
+def connect(backend: str, tmp_path: Path) -> DatabaseConnection:
+    """A fresh connection to an empty schema on ``backend``."""
+    require_backend(backend)
+    if backend == "sqlite-memory":
+        return DatabaseConnection(":memory:")
+    if backend == "sqlite-file":
+        return DatabaseConnection(tmp_path / "cosmos_test.db")
+    return DatabaseConnection(_session_server_url(backend))
+
+
+def _empty_tables(connection: DatabaseConnection) -> None:
+    with connection.engine.begin() as conn:
+        for table in (Progress, Run, Prompt):
+            conn.execute(delete(table))  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db(backend: str, tmp_path: Path) -> Iterator[DatabaseConnection]:
+    """A connection with the schema in place, on each backend; leaves no rows behind."""
+    connection = connect(backend, tmp_path)
+    try:
+        connection.create_tables()
+        yield connection
+    finally:
+        if not connection._closed and backend in SERVER_BACKENDS:
+            _empty_tables(connection)
+        connection.close()

@@ -1,0 +1,51 @@
+"""Small builders for valid rows, so each test states only what it is about."""
+
+from datetime import datetime
+from typing import Any
+
+from cosmos_models import DatabaseConnection, Progress, Prompt, Run
+
+
+def make_prompt(**overrides: Any) -> Prompt:
+    values: dict[str, Any] = {
+        "model_type": "transfer",
+        "prompt_text": "cyberpunk city at night",
+        "inputs": {"video": "/inputs/videos/city.mp4"},
+        "parameters": {"num_steps": 35, "cfg_scale": 7.5},
+    }
+    values.update(overrides)
+    return Prompt(**values)
+
+
+def make_run(prompt: Prompt, **overrides: Any) -> Run:
+    values: dict[str, Any] = {
+        "prompt_id": prompt.id,
+        "model_type": prompt.model_type,
+        "execution_config": {"gpu_node": "gpu-001"},
+    }
+    values.update(overrides)
+    return Run(**values)
+
+
+def make_progress(run: Run, percentage: float = 0.0, **overrides: Any) -> Progress:
+    values: dict[str, Any] = {
+        "run_id": run.id,
+        "stage": "uploading",
+        "percentage": percentage,
+        "message": "Starting upload",
+    }
+    values.update(overrides)
+    return Progress(**values)
+
+
+def add_prompt_with_run(
+    db: DatabaseConnection, *, created_at: datetime | None = None
+) -> tuple[str, str]:
+    """Insert a prompt and one run of it; return their ids."""
+    extra = {} if created_at is None else {"created_at": created_at}
+    with db.get_session() as session:
+        prompt = make_prompt(**extra)
+        run = make_run(prompt, **extra)
+        session.add(prompt)
+        session.add(run)
+        return prompt.id, run.id
