@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install test coverage lint format clean
+.PHONY: help install migrate downgrade current migrations-check revision test coverage lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -19,6 +19,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the package (editable) and the dev tools
 
+migrate: $(STAMP) ## bring COSMOS_DATABASE_URL (default outputs/cosmos_workflow.db) to the newest schema
+	$(BIN)/python -m cosmos_models.migrate upgrade
+
+downgrade: $(STAMP) ## go one revision down (or: make downgrade rev=0001 / rev=base)
+	$(BIN)/python -m cosmos_models.migrate downgrade $(or $(rev),-1)
+
+current: $(STAMP) ## print the database's revision
+	$(BIN)/python -m cosmos_models.migrate current
+
+migrations-check: $(STAMP) ## fail if migrations and models disagree (checked on a fresh SQLite db)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(BIN)/python -m cosmos_models.migrate --database "$$tmp/check.db" upgrade --no-backup >/dev/null && \
+	  $(BIN)/python -m cosmos_models.migrate --database "$$tmp/check.db" check
+
+revision: $(STAMP) ## autogenerate a revision for review: make revision m="add x to runs"
+	@test -n "$(m)" || { echo 'usage: make revision m="message"'; exit 2; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  COSMOS_DATABASE_URL="$$tmp/rev.db" $(BIN)/python -m cosmos_models.migrate upgrade --no-backup >/dev/null && \
+	  COSMOS_DATABASE_URL="$$tmp/rev.db" $(BIN)/alembic -c alembic.ini revision --autogenerate -m "$(m)"
+
 test: $(STAMP) ## run the test suite (server backends that are down are skipped, and listed)
 	$(PYTEST)
 
@@ -26,13 +46,13 @@ coverage: $(STAMP) ## run the tests with branch coverage; fails under 95%
 	$(PYTEST) --cov=cosmos_models --cov-branch --cov-report=term-missing --cov-fail-under=95
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
-	$(BIN)/ruff check cosmos_models tests
-	$(BIN)/ruff format --check cosmos_models tests
+	$(BIN)/ruff check cosmos_models tests migrations
+	$(BIN)/ruff format --check cosmos_models tests migrations
 	$(BIN)/mypy --strict cosmos_models
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
-	$(BIN)/ruff format cosmos_models tests
-	$(BIN)/ruff check --fix cosmos_models tests
+	$(BIN)/ruff format cosmos_models tests migrations
+	$(BIN)/ruff check --fix cosmos_models tests migrations
 
 clean: ## remove the virtualenv and caches (not your databases)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov dist build

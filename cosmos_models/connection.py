@@ -239,14 +239,15 @@ class DatabaseConnection:
     # -- sessions -----------------------------------------------------------------------------
 
     def create_tables(self) -> None:
-        """Create the package's tables if they do not exist. Raises ``DatabaseError``."""
-        self._check_open()
-        from cosmos_models.types import metadata
+        """Bring the schema to the newest revision with Alembic (see ``cosmos_models.migrate``).
 
-        try:
-            metadata.create_all(self.engine)
-        except sa_exc.DBAPIError as exc:
-            raise self.translate_error(exc) from None
+        Whatever the database held (nothing, an older revision, an earlier-implementation
+        database), it ends at head with the revision recorded. Raises ``MigrationError``.
+        """
+        self._check_open()
+        from cosmos_models.migrate import upgrade
+
+        upgrade(self)
 
     @contextmanager
     def get_session(self, *, read_only: bool = False) -> Iterator[Session]:

@@ -12,6 +12,7 @@ from sqlalchemy import select, text
 from cosmos_models import (
     DatabaseConnection,
     DatabaseError,
+    MigrationError,
     Prompt,
     get_database_url,
     init_database,
@@ -255,9 +256,9 @@ def test_password_never_in_driver_errors_or_logs(caplog: pytest.LogCaptureFixtur
             session.execute(text("SELECT 1"))
         assert "s3cr3t" not in str(caught.value)
         assert caught.value.__cause__ is None
-        with pytest.raises(DatabaseError) as caught:
+        with pytest.raises(MigrationError) as migration_error:
             connection.create_tables()
-        assert "s3cr3t" not in str(caught.value)
+        assert "s3cr3t" not in str(migration_error.value)
     assert "s3cr3t" not in caplog.text
 
 

@@ -1,0 +1,452 @@
+"""Programmatic Alembic: upgrade, downgrade, current revision, schema check.
+
+``upgrade()`` is what ``make migrate`` and ``init_database()`` run. Around Alembic it adds what a
+user's data needs:
+
+* one migrator at a time: a PostgreSQL advisory lock, a MariaDB named lock, and on SQLite an
+  ``flock`` on the file plus ``BEGIN IMMEDIATE``; the revision is read again under the lock, so a
+  second process finds the work done and does nothing;
+* a database newer than the code (or at a revision it does not know) is refused, untouched;
+* before a SQLite file changes it is copied with SQLite's online backup API next to itself;
+* databases written by the earlier implementation (no ``alembic_version``) are adopted
+  (``cosmos_models.legacy``);
+* on SQLite, foreign keys are off while the schema changes (a batch table rebuild drops and
+  recreates tables, and with foreign keys on, dropping ``runs`` would cascade-delete every
+  progress row) and ``PRAGMA foreign_key_check`` must come back empty before the commit.
+"""
+
+import argparse
+import fcntl
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, TextIO
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy import exc as sa_exc
+
+from cosmos_models.connection import DatabaseConnection, get_database_url, parse_location
+from cosmos_models.errors import MigrationError
+from cosmos_models.types import metadata, utcnow
+
+# An arbitrary constant: the key of PostgreSQL's advisory lock and MariaDB's named lock.
+_LOCK_KEY = 7_316_952_804_113
+_MYSQL_LOCK_NAME = "cosmos_models_migrate"
+_MYSQL_LOCK_TIMEOUT_S = 600
+_TABLES = frozenset({"prompts", "runs", "progress"})
+
+Report = Callable[[str], None]
+
+
+def script_location() -> Path:
+    """Where the migration scripts are: inside the installed package, else the checkout."""
+    packaged = Path(str(files("cosmos_models"))) / "migrations"
+    if (packaged / "env.py").is_file():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic ``Config`` for the package's scripts, bound to ``connection`` if given."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this version of the package knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships revisions
+        raise MigrationError("no migration scripts found")
+    return head
+
+
+def known_revisions() -> set[str]:
+    """Every revision id shipped with this version of the package."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+@dataclass
+class UpgradeResult:
+    """What ``upgrade`` or ``downgrade`` did."""
+
+    before: str | None
+    after: str | None
+    backup_path: Path | None = None
+    adoption: Any = None
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """True if the schema changed."""
+        return self.before != self.after or self.adoption is not None
+
+
+@dataclass
+class DatabaseState:
+    """What a database holds before a migration: revision, tables, earlier-implementation shape."""
+
+    revision: str | None
+    tables: set[str]
+
+    @property
+    def is_legacy(self) -> bool:
+        """True for a database with cosmos tables but no migration history."""
+        return self.revision is None and bool(self.tables & _TABLES)
+
+
+def _state(connection: Connection) -> DatabaseState:
+    tables = set(inspect(connection).get_table_names())
+    revision = MigrationContext.configure(connection).get_current_revision()
+    return DatabaseState(revision=revision, tables=tables)
+
+
+def _check_known(revision: str | None) -> None:
+    if revision is not None and revision not in known_revisions():
+        raise MigrationError(
+            f"the database is at revision {revision!r}, which this version of cosmos_models "
+            f"does not know (its newest is {head_revision()!r}); it may have been migrated by a "
+            "newer version: upgrade cosmos_models instead. Nothing was changed."
+        )
+
+
+def current_revision(url: Any = None) -> str | None:
+    """The revision the database is at (``None`` for an empty or earlier-implementation one)."""
+    database = url if isinstance(url, DatabaseConnection) else DatabaseConnection(url)
+    try:
+        with database.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except sa_exc.DBAPIError as exc:
+        raise database.translate_error(exc) from None
+    finally:
+        if database is not url:
+            database.close()
+
+
+# -- locks and SQLite safety --------------------------------------------------------------------
+
+
+def _sqlite_file(database: DatabaseConnection) -> Path | None:
+    if not database.is_sqlite or database.is_memory:
+        return None
+    name = database.url.database or ""
+    return None if name.startswith("file:") else Path(name)
+
+
+@contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the database file (it does not change the file)."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
+
+
+def _server_lock(connection: Connection) -> None:
+    """Take the migration lock of a server backend for the current transaction/connection."""
+    name = connection.dialect.name
+    if name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    elif name == "mysql":
+        got = connection.execute(
+            text("SELECT GET_LOCK(:name, :timeout)"),
+            {"name": _MYSQL_LOCK_NAME, "timeout": _MYSQL_LOCK_TIMEOUT_S},
+        ).scalar()
+        if got != 1:
+            raise MigrationError("another migration holds the lock; try again when it finishes")
+
+
+def _server_unlock(connection: Connection) -> None:
+    if connection.dialect.name == "mysql":
+        connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
+
+
+@contextmanager
+def _sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    # PRAGMA foreign_keys is a no-op inside a transaction: it must run before BEGIN.
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        tables = sorted({row[0] for row in broken})
+        raise MigrationError(
+            f"the migration would leave {len(broken)} rows whose parent is missing "
+            f"(tables: {', '.join(tables)}); nothing was changed"
+        )
+
+
+def read_sqlite_state(path: Path) -> DatabaseState | None:
+    """Read a SQLite file's revision and tables without changing a byte of it."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        tables = {
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        revision = None
+        if "alembic_version" in tables:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+            revision = row[0] if row else None
+        return DatabaseState(revision=revision, tables=tables - {"alembic_version"})
+    finally:
+        connection.close()
+
+
+def backup_sqlite(path: Path, label: str) -> Path:
+    """Copy a SQLite file with the online backup API to ``<name>.backup-<label>-<time>.db``."""
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"{path.stem}.backup-{label}-{stamp}{path.suffix or '.db'}")
+    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        destination = sqlite3.connect(target)
+        try:
+            source.backup(destination)
+        finally:
+            destination.close()
+    finally:
+        source.close()
+    return target
+
+
+# -- upgrade / downgrade --------------------------------------------------------------------
+
+
+def upgrade(
+    url: Any = None,
+    revision: str = "head",
+    *,
+    backup: bool = True,
+    report: Report | None = None,
+) -> UpgradeResult:
+    """Bring the database (default: ``get_database_url()``) to ``revision``.
+
+    Creates a missing SQLite file; adopts an earlier-implementation database; no-op when already
+    there. ``url`` may be a location or a ``DatabaseConnection``. Raises ``MigrationError`` (the
+    database unchanged) for an unknown revision, an unadoptable database, or a failed step.
+    """
+    return _migrate(url, revision, backup=backup, report=report, direction="upgrade")
+
+
+def downgrade(
+    url: Any = None,
+    revision: str = "-1",
+    *,
+    backup: bool = True,
+    report: Report | None = None,
+) -> UpgradeResult:
+    """Take the database down to ``revision`` (default: one step). Raises ``MigrationError``."""
+    return _migrate(url, revision, backup=backup, report=report, direction="downgrade")
+
+
+def _migrate(
+    url: Any, revision: str, *, backup: bool, report: Report | None, direction: str
+) -> UpgradeResult:
+    database = url if isinstance(url, DatabaseConnection) else DatabaseConnection(url)
+    say = report or (lambda _message: None)
+    try:
+        path = _sqlite_file(database)
+        with _file_lock(path):
+            backup_path = None
+            if path is not None:
+                backup_path = _prepare_sqlite_file(path, revision, direction, backup=backup)
+                if backup_path is not None:
+                    say(f"backup: {backup_path}")
+            result = _run(database, revision, direction, say)
+            result.backup_path = backup_path
+            return result
+    except sa_exc.DBAPIError as exc:
+        error = database.translate_error(exc)
+        raise MigrationError(f"{direction} to {revision!r} failed: {error}") from None
+    finally:
+        if database is not url:
+            database.close()
+
+
+def _target_revision(revision: str, direction: str) -> str | None:
+    if direction == "upgrade" and revision == "head":
+        return head_revision()
+    return None  # relative or explicit targets are resolved by Alembic
+
+
+def _prepare_sqlite_file(path: Path, revision: str, direction: str, *, backup: bool) -> Path | None:
+    """Refuse what must not be touched, and back up what is about to change, before opening."""
+    from cosmos_models.legacy import check_legacy_sqlite
+
+    state = read_sqlite_state(path)
+    if state is None:
+        return None
+    _check_known(state.revision)
+    if state.is_legacy:
+        check_legacy_sqlite(path)
+    elif not (state.tables & _TABLES) and state.revision is None:
+        return None  # nothing of ours yet: there is nothing to lose
+    if state.revision == _target_revision(revision, direction):
+        return None
+    if not backup:
+        return None
+    return backup_sqlite(path, state.revision or "legacy")
+
+
+def _run(database: DatabaseConnection, revision: str, direction: str, say: Report) -> UpgradeResult:
+    from cosmos_models.legacy import adopt
+
+    with database.engine.connect() as plain:
+        connection = plain.execution_options(cosmos_writer=True)
+        with _sqlite_foreign_keys_off(connection):
+            try:
+                with connection.begin():
+                    _server_lock(connection)
+                    state = _state(connection)
+                    _check_known(state.revision)
+                    before = state.revision
+                    say(f"revision before: {before or '(none)'}")
+                    adoption = None
+                    config = alembic_config(connection)
+                    if direction == "upgrade" and state.is_legacy:
+                        adoption = adopt(connection, config)
+                        for line in adoption.summary_lines():
+                            say(line)
+                    try:
+                        if direction == "upgrade":
+                            command.upgrade(config, revision)
+                        else:
+                            command.downgrade(config, revision)
+                    except sa_exc.DBAPIError:
+                        raise
+                    except Exception as exc:
+                        raise MigrationError(f"{direction} to {revision!r} failed: {exc}") from exc
+                    _check_foreign_keys(connection)
+                    after = MigrationContext.configure(connection).get_current_revision()
+            finally:
+                _server_unlock(connection)
+    say(f"revision after: {after or '(none)'}" + ("" if after != before else " (no change)"))
+    return UpgradeResult(before=before, after=after, adoption=adoption)
+
+
+# -- schema check ---------------------------------------------------------------------------
+
+
+def compare_type(
+    context: MigrationContext,
+    inspected_column: Any,
+    metadata_column: Any,
+    inspected_type: Any,
+    metadata_type: Any,
+) -> bool | None:
+    """Alembic type comparison that knows the backends' spellings of the package's types."""
+    if context.dialect.name == "mysql":
+        # MariaDB reports JSON columns as LONGTEXT (with a JSON_VALID check).
+        impl = metadata_type.dialect_impl(context.dialect)
+        if type(impl).__name__ == "JSON" and type(inspected_type).__name__ == "LONGTEXT":
+            return False
+    return None  # Alembic's default comparison
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Only the package's own tables take part in autogenerate (apps may keep theirs alongside)."""
+    if type_ == "table":
+        return name in metadata.tables
+    return True
+
+
+def schema_differences(url: Any = None) -> list[Any]:
+    """What autogenerate would change to make the database match the models (empty: in sync)."""
+    database = url if isinstance(url, DatabaseConnection) else DatabaseConnection(url)
+    try:
+        with database.engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection,
+                opts={
+                    "compare_type": compare_type,
+                    "include_object": include_object,
+                    "target_metadata": metadata,
+                },
+            )
+            return list(compare_metadata(context, metadata))
+    finally:
+        if database is not url:
+            database.close()
+
+
+# -- command line (`python -m cosmos_models.migrate …`, used by the Makefile) ---------------
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """Run a migration command; return the exit code (0 ok, 1 error, 2 usage)."""
+    stream = out or sys.stdout
+    parser = argparse.ArgumentParser(prog="python -m cosmos_models.migrate")
+    parser.add_argument("--database", default=None, help="location (default: COSMOS_DATABASE_URL)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upgrade", help="upgrade to a revision (default head)")
+    up.add_argument("revision", nargs="?", default="head")
+    up.add_argument("--no-backup", action="store_true", help="do not back up a SQLite file")
+    down = sub.add_parser("downgrade", help="downgrade to a revision (default: one step)")
+    down.add_argument("revision", nargs="?", default="-1")
+    down.add_argument("--no-backup", action="store_true")
+    sub.add_parser("current", help="print the current revision")
+    sub.add_parser("check", help="fail if the database schema differs from the models")
+    args = parser.parse_args(argv)
+
+    def say(message: str) -> None:
+        print(message, file=stream, flush=True)
+
+    try:
+        if args.command in ("upgrade", "downgrade"):
+            action = upgrade if args.command == "upgrade" else downgrade
+            location = parse_location(args.database or get_database_url())
+            say(f"database: {location.render_as_string(hide_password=True)}")
+            action(args.database, args.revision, backup=not args.no_backup, report=say)
+        elif args.command == "current":
+            say(current_revision(args.database) or "(none)")
+        else:
+            differences = schema_differences(args.database)
+            for difference in differences:
+                say(f"differs: {difference}")
+            if differences:
+                return 1
+            say("schema matches the models")
+    except (MigrationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
