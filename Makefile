@@ -39,11 +39,13 @@ revision: $(STAMP) ## autogenerate a revision for review: make revision m="add x
 	  COSMOS_DATABASE_URL="$$tmp/rev.db" $(BIN)/python -m cosmos_models.migrate upgrade --no-backup >/dev/null && \
 	  COSMOS_DATABASE_URL="$$tmp/rev.db" $(BIN)/alembic -c alembic.ini revision --autogenerate -m "$(m)"
 
-test: $(STAMP) ## run the test suite (server backends that are down are skipped, and listed)
-	$(PYTEST)
+COV := --cov=cosmos_models --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
 
-coverage: $(STAMP) ## run the tests with branch coverage; fails under 95%
-	$(PYTEST) --cov=cosmos_models --cov-branch --cov-report=term-missing --cov-fail-under=95
+test: $(STAMP) ## run the tests with branch coverage (fails under 95%); down servers are skipped and listed
+	$(PYTEST) $(COV)
+
+coverage: $(STAMP) ## the same, plus an HTML report in htmlcov/
+	$(PYTEST) $(COV) --cov-report=html
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check cosmos_models tests migrations

@@ -145,7 +145,9 @@ class DatabaseConnection:
 
     ``location`` is a file path, ``":memory:"`` or a SQLAlchemy URL (``sqlite:///…``,
     ``postgresql+psycopg://…``, ``mysql+pymysql://…``); ``None`` means ``get_database_url()``.
-    Raises ``ValueError`` for an invalid location.
+    ``sqlite_wal=False`` leaves a SQLite file's journal mode as it is (migrations use it, so that
+    a refused or failed migration does not change a byte). Raises ``ValueError`` for an invalid
+    location.
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class DatabaseConnection:
         max_overflow: int = 10,
         pool_recycle: int = 1800,
         busy_timeout_ms: int = 30_000,
+        sqlite_wal: bool = True,
         echo: bool = False,
     ) -> None:
         self.url: URL = parse_location(get_database_url() if location is None else location)
@@ -164,6 +167,7 @@ class DatabaseConnection:
         self._closed = False
         self._memory_lock = threading.Lock() if self.is_memory else None
         self._memory_owner = threading.local()
+        self._sqlite_wal = sqlite_wal
         self.engine: Engine = self._create_engine(
             pool_size=pool_size,
             max_overflow=max_overflow,
@@ -215,7 +219,7 @@ class DatabaseConnection:
             if not database.startswith("file:"):
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(self.url, **options)
-        use_wal = not self.is_memory
+        use_wal = self._sqlite_wal and not self.is_memory
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:

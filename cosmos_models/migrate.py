@@ -123,17 +123,35 @@ def _check_known(revision: str | None) -> None:
         )
 
 
-def current_revision(url: Any = None) -> str | None:
-    """The revision the database is at (``None`` for an empty or earlier-implementation one)."""
-    database = url if isinstance(url, DatabaseConnection) else DatabaseConnection(url)
+@contextmanager
+def _opened(url: Any, *, migrating: bool = False) -> Iterator[DatabaseConnection]:
+    """The caller's ``DatabaseConnection``, or one opened (and closed) for ``url``.
+
+    A migration of a SQLite file gets its own connection that leaves the journal mode alone.
+    """
+    given = url if isinstance(url, DatabaseConnection) else None
+    if given is not None and not (migrating and _sqlite_file(given) is not None):
+        yield given
+        return
+    location = given.url if given is not None else url
+    database = DatabaseConnection(location, sqlite_wal=not migrating)
     try:
-        with database.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    except sa_exc.DBAPIError as exc:
-        raise database.translate_error(exc) from None
+        yield database
     finally:
-        if database is not url:
-            database.close()
+        database.close()
+
+
+def current_revision(url: Any = None) -> str | None:
+    """The revision the database is at (``None`` for an empty or earlier-implementation one).
+
+    Raises ``DatabaseError`` if the database cannot be reached.
+    """
+    with _opened(url) as database:
+        try:
+            with database.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except sa_exc.DBAPIError as exc:
+            raise database.translate_error(exc) from None
 
 
 # -- locks and SQLite safety --------------------------------------------------------------------
@@ -276,25 +294,22 @@ def downgrade(
 def _migrate(
     url: Any, revision: str, *, backup: bool, report: Report | None, direction: str
 ) -> UpgradeResult:
-    database = url if isinstance(url, DatabaseConnection) else DatabaseConnection(url)
     say = report or (lambda _message: None)
-    try:
-        path = _sqlite_file(database)
-        with _file_lock(path):
-            backup_path = None
-            if path is not None:
-                backup_path = _prepare_sqlite_file(path, revision, direction, backup=backup)
-                if backup_path is not None:
-                    say(f"backup: {backup_path}")
-            result = _run(database, revision, direction, say)
-            result.backup_path = backup_path
-            return result
-    except sa_exc.DBAPIError as exc:
-        error = database.translate_error(exc)
-        raise MigrationError(f"{direction} to {revision!r} failed: {error}") from None
-    finally:
-        if database is not url:
-            database.close()
+    with _opened(url, migrating=True) as database:
+        try:
+            path = _sqlite_file(database)
+            with _file_lock(path):
+                backup_path = None
+                if path is not None:
+                    backup_path = _prepare_sqlite_file(path, revision, direction, backup=backup)
+                    if backup_path is not None:
+                        say(f"backup: {backup_path}")
+                result = _run(database, revision, direction, say)
+                result.backup_path = backup_path
+                return result
+        except sa_exc.DBAPIError as exc:
+            error = database.translate_error(exc)
+            raise MigrationError(f"{direction} to {revision!r} failed: {error}") from None
 
 
 def _target_revision(revision: str, direction: str) -> str | None:
@@ -323,39 +338,45 @@ def _prepare_sqlite_file(path: Path, revision: str, direction: str, *, backup: b
 
 
 def _run(database: DatabaseConnection, revision: str, direction: str, say: Report) -> UpgradeResult:
-    from cosmos_models.legacy import adopt
-
     with database.engine.connect() as plain:
         connection = plain.execution_options(cosmos_writer=True)
         with _sqlite_foreign_keys_off(connection):
             try:
                 with connection.begin():
                     _server_lock(connection)
-                    state = _state(connection)
-                    _check_known(state.revision)
-                    before = state.revision
-                    say(f"revision before: {before or '(none)'}")
-                    adoption = None
-                    config = alembic_config(connection)
-                    if direction == "upgrade" and state.is_legacy:
-                        adoption = adopt(connection, config)
-                        for line in adoption.summary_lines():
-                            say(line)
                     try:
-                        if direction == "upgrade":
-                            command.upgrade(config, revision)
-                        else:
-                            command.downgrade(config, revision)
-                    except sa_exc.DBAPIError:
+                        result = _apply(connection, revision, direction, say)
+                    except (MigrationError, sa_exc.DBAPIError):
                         raise
                     except Exception as exc:
                         raise MigrationError(f"{direction} to {revision!r} failed: {exc}") from exc
-                    _check_foreign_keys(connection)
-                    after = MigrationContext.configure(connection).get_current_revision()
             finally:
                 _server_unlock(connection)
-    say(f"revision after: {after or '(none)'}" + ("" if after != before else " (no change)"))
-    return UpgradeResult(before=before, after=after, adoption=adoption)
+    changed = result.after != result.before
+    say(f"revision after: {result.after or '(none)'}" + ("" if changed else " (no change)"))
+    return result
+
+
+def _apply(connection: Connection, revision: str, direction: str, say: Report) -> UpgradeResult:
+    """Check, adopt if needed, and migrate, inside the caller's locked transaction."""
+    from cosmos_models.legacy import adopt
+
+    state = _state(connection)
+    _check_known(state.revision)
+    say(f"revision before: {state.revision or '(none)'}")
+    adoption = None
+    config = alembic_config(connection)
+    if direction == "upgrade" and state.is_legacy:
+        adoption = adopt(connection, config)
+        for line in adoption.summary_lines():
+            say(line)
+    if direction == "upgrade":
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)
+    _check_foreign_keys(connection)
+    after = MigrationContext.configure(connection).get_current_revision()
+    return UpgradeResult(before=state.revision, after=after, adoption=adoption)
 
 
 # -- schema check ---------------------------------------------------------------------------
@@ -388,21 +409,16 @@ def include_object(
 
 def schema_differences(url: Any = None) -> list[Any]:
     """What autogenerate would change to make the database match the models (empty: in sync)."""
-    database = url if isinstance(url, DatabaseConnection) else DatabaseConnection(url)
-    try:
-        with database.engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection,
-                opts={
-                    "compare_type": compare_type,
-                    "include_object": include_object,
-                    "target_metadata": metadata,
-                },
-            )
-            return list(compare_metadata(context, metadata))
-    finally:
-        if database is not url:
-            database.close()
+    with _opened(url) as database, database.engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection,
+            opts={
+                "compare_type": compare_type,
+                "include_object": include_object,
+                "target_metadata": metadata,
+            },
+        )
+        return list(compare_metadata(context, metadata))
 
 
 # -- command line (`python -m cosmos_models.migrate …`, used by the Makefile) ---------------

@@ -5,9 +5,11 @@ from pathlib import Path
 
 from sqlalchemy import URL, create_engine, text
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "legacy"
-SCHEMA_SQLITE = SHARED / "schema_v0_sqlite.sql"
-SAMPLE = SHARED / "sample_v0.sql"
+# Copies of ../shared/legacy/*.sql (the design's sample), kept with the tests so that a clone or
+# an sdist runs them without the design folder beside it.
+DATA = Path(__file__).resolve().parent / "data" / "legacy_v0"
+SCHEMA_SQLITE = DATA / "schema_v0_sqlite.sql"
+SAMPLE = DATA / "sample_v0.sql"
 
 # The v0 schema on PostgreSQL, as ../shared/legacy/README.md describes it.
 SCHEMA_POSTGRES = """

@@ -160,3 +160,26 @@ def test_postgresql_legacy_database_is_adopted() -> None:
             session.add(Progress(run_id=run.id, stage="x", percentage=1.0, message="new"))
             session.flush()
             assert session.scalar(select(Progress.id).order_by(Progress.id.desc()).limit(1)) == 7
+
+
+def test_failed_adoption_leaves_the_file_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure after the tables were renamed and copied rolls back to the very same bytes."""
+    import cosmos_models.legacy as legacy
+
+    path = make_legacy_sqlite(tmp_path / "fail.db", harder=True)
+    before = md5(path)
+    real_drop = legacy._record_null_timestamps
+
+    def fail_midway(connection: object) -> int:
+        real_drop(connection)  # type: ignore[arg-type]
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(legacy, "_record_null_timestamps", fail_midway)
+    with pytest.raises(MigrationError, match="power cut"):
+        upgrade(path)
+    assert md5(path) == before
+    backups = list(tmp_path.glob("fail.backup-legacy-*.db"))
+    assert len(backups) == 1
+    assert md5(backups[0]) != "" and legacy_rows(backups[0], "runs") == legacy_rows(path, "runs")
