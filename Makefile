@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install migrate downgrade current migrations-check revision test coverage lint format clean
+.PHONY: help install bench migrate downgrade current migrations-check revision test coverage lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -48,13 +48,16 @@ coverage: $(STAMP) ## the same, plus an HTML report in htmlcov/
 	$(PYTEST) $(COV) --cov-report=html
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
-	$(BIN)/ruff check cosmos_models tests migrations
-	$(BIN)/ruff format --check cosmos_models tests migrations
+	$(BIN)/ruff check cosmos_models tests migrations bench
+	$(BIN)/ruff format --check cosmos_models tests migrations bench
 	$(BIN)/mypy --strict cosmos_models
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
-	$(BIN)/ruff format cosmos_models tests migrations
-	$(BIN)/ruff check --fix cosmos_models tests migrations
+	$(BIN)/ruff format cosmos_models tests migrations bench
+	$(BIN)/ruff check --fix cosmos_models tests migrations bench
+
+bench: $(STAMP) ## run the benchmarks (not tests); prints ratios, writes bench/results/*.json
+	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python "$$script" || exit 1; done
 
 clean: ## remove the virtualenv and caches (not your databases)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov dist build

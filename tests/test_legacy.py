@@ -182,4 +182,4 @@ def test_failed_adoption_leaves_the_file_byte_for_byte(
     assert md5(path) == before
     backups = list(tmp_path.glob("fail.backup-legacy-*.db"))
     assert len(backups) == 1
-    assert md5(backups[0]) != "" and legacy_rows(backups[0], "runs") == legacy_rows(path, "runs")
+    assert legacy_rows(backups[0], "runs") == legacy_rows(path, "runs")
