@@ -20,23 +20,23 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv with the package (editable) and the dev tools
 
 migrate: $(STAMP) ## bring COSMOS_DATABASE_URL (default outputs/cosmos_workflow.db) to the newest schema
-	$(BIN)/python -m cosmos_models.migrate upgrade
+	$(BIN)/cosmos-models db upgrade
 
 downgrade: $(STAMP) ## go one revision down (or: make downgrade rev=0001 / rev=base)
-	$(BIN)/python -m cosmos_models.migrate downgrade $(or $(rev),-1)
+	$(BIN)/cosmos-models db downgrade $(or $(rev),-1)
 
 current: $(STAMP) ## print the database's revision
-	$(BIN)/python -m cosmos_models.migrate current
+	$(BIN)/cosmos-models db current
 
 migrations-check: $(STAMP) ## fail if migrations and models disagree (checked on a fresh SQLite db)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	  $(BIN)/python -m cosmos_models.migrate --database "$$tmp/check.db" upgrade --no-backup >/dev/null && \
-	  $(BIN)/python -m cosmos_models.migrate --database "$$tmp/check.db" check
+	  $(BIN)/cosmos-models db upgrade --no-backup --database "$$tmp/check.db" >/dev/null && \
+	  $(BIN)/cosmos-models db check --database "$$tmp/check.db"
 
 revision: $(STAMP) ## autogenerate a revision for review: make revision m="add x to runs"
 	@test -n "$(m)" || { echo 'usage: make revision m="message"'; exit 2; }
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	  COSMOS_DATABASE_URL="$$tmp/rev.db" $(BIN)/python -m cosmos_models.migrate upgrade --no-backup >/dev/null && \
+	  COSMOS_DATABASE_URL="$$tmp/rev.db" $(BIN)/cosmos-models db upgrade --no-backup >/dev/null && \
 	  COSMOS_DATABASE_URL="$$tmp/rev.db" $(BIN)/alembic -c alembic.ini revision --autogenerate -m "$(m)"
 
 COV := --cov=cosmos_models --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95

@@ -15,17 +15,15 @@ user's data needs:
   progress row) and ``PRAGMA foreign_key_check`` must come back empty before the commit.
 """
 
-import argparse
 import fcntl
 import os
 import sqlite3
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -35,7 +33,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy import exc as sa_exc
 
-from cosmos_models.connection import DatabaseConnection, get_database_url, parse_location
+from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import MigrationError
 from cosmos_models.types import metadata, utcnow
 
@@ -249,6 +247,17 @@ def backup_sqlite(path: Path, label: str) -> Path:
     """Copy a SQLite file with the online backup API to ``<name>.backup-<label>-<time>.db``."""
     stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
     target = path.with_name(f"{path.stem}.backup-{label}-{stamp}{path.suffix or '.db'}")
+    return copy_sqlite(path, target)
+
+
+def copy_sqlite(path: Path, target: Path) -> Path:
+    """A consistent copy of a SQLite file, even while others write to it (online backup API).
+
+    Raises ``FileExistsError`` rather than overwrite ``target``.
+    """
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; choose another path")
+    target.parent.mkdir(parents=True, exist_ok=True)
     source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         destination = sqlite3.connect(target)
@@ -419,50 +428,3 @@ def schema_differences(url: Any = None) -> list[Any]:
             },
         )
         return list(compare_metadata(context, metadata))
-
-
-# -- command line (`python -m cosmos_models.migrate …`, used by the Makefile) ---------------
-
-
-def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
-    """Run a migration command; return the exit code (0 ok, 1 error, 2 usage)."""
-    stream = out or sys.stdout
-    parser = argparse.ArgumentParser(prog="python -m cosmos_models.migrate")
-    parser.add_argument("--database", default=None, help="location (default: COSMOS_DATABASE_URL)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("upgrade", help="upgrade to a revision (default head)")
-    up.add_argument("revision", nargs="?", default="head")
-    up.add_argument("--no-backup", action="store_true", help="do not back up a SQLite file")
-    down = sub.add_parser("downgrade", help="downgrade to a revision (default: one step)")
-    down.add_argument("revision", nargs="?", default="-1")
-    down.add_argument("--no-backup", action="store_true")
-    sub.add_parser("current", help="print the current revision")
-    sub.add_parser("check", help="fail if the database schema differs from the models")
-    args = parser.parse_args(argv)
-
-    def say(message: str) -> None:
-        print(message, file=stream, flush=True)
-
-    try:
-        if args.command in ("upgrade", "downgrade"):
-            action = upgrade if args.command == "upgrade" else downgrade
-            location = parse_location(args.database or get_database_url())
-            say(f"database: {location.render_as_string(hide_password=True)}")
-            action(args.database, args.revision, backup=not args.no_backup, report=say)
-        elif args.command == "current":
-            say(current_revision(args.database) or "(none)")
-        else:
-            differences = schema_differences(args.database)
-            for difference in differences:
-                say(f"differs: {difference}")
-            if differences:
-                return 1
-            say("schema matches the models")
-    except (MigrationError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

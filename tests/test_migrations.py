@@ -20,7 +20,6 @@ from cosmos_models.migrate import (
     current_revision,
     downgrade,
     head_revision,
-    main,
     schema_differences,
     script_location,
     upgrade,
@@ -270,22 +269,6 @@ def test_offline_sql_generation(tmp_path: Path, capsys: pytest.CaptureFixture[st
     config.set_main_option("sqlalchemy.url", f"sqlite:///{tmp_path / 'off.db'}")
     command.upgrade(config, "head", sql=True)
     assert "CREATE TABLE prompts" in capsys.readouterr().out
-
-
-def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = str(tmp_path / "cli.db")
-    assert main(["--database", path, "upgrade"]) == 0
-    out = capsys.readouterr().out
-    assert "revision before: (none)" in out
-    assert f"revision after: {head_revision()}" in out
-    assert main(["--database", path, "current"]) == 0
-    assert capsys.readouterr().out.strip() == head_revision()
-    assert main(["--database", path, "check"]) == 0
-    assert main(["--database", path, "downgrade", "base", "--no-backup"]) == 0
-    assert main(["--database", path, "check"]) == 1
-    assert "differs" in capsys.readouterr().out
-    assert main(["--database", "../x.db", "upgrade"]) == 1
-    assert "error:" in capsys.readouterr().err
 
 
 @pytest.mark.slow

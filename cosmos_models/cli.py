@@ -1,0 +1,277 @@
+"""The ``cosmos-models`` command line: migrate, inspect, watch live progress, prune with an archive.
+
+Exit codes: 0 success, 1 error (one line on stderr, no traceback, no secret), 2 usage error.
+Every command takes ``--database`` (default: ``COSMOS_DATABASE_URL``, then
+``outputs/cosmos_workflow.db``); listings take ``--json``.
+"""
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from alembic.script import ScriptDirectory
+from rich.console import Console
+from rich.table import Table
+
+from cosmos_models import migrate
+from cosmos_models.connection import DatabaseConnection, get_database_url, parse_location
+from cosmos_models.errors import CosmosModelsError
+from cosmos_models.maintenance import (
+    FINAL_STATUSES,
+    database_stats,
+    parse_duration,
+    parse_statuses,
+    prune,
+    restore,
+)
+
+app = typer.Typer(
+    name="cosmos-models",
+    help="Inspect and maintain a cosmos_models database.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Schema migrations and backups.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        "-d",
+        help="File path, :memory: or URL "
+        "(default: COSMOS_DATABASE_URL, then outputs/cosmos_workflow.db).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def describe(database: str | None) -> str:
+    """The database's location for humans, password hidden."""
+    return parse_location(database or get_database_url()).render_as_string(hide_password=True)
+
+
+@contextmanager
+def opened(database: str | None) -> Iterator[DatabaseConnection]:
+    """A connection for one command, closed afterwards."""
+    connection = DatabaseConnection(database)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as JSON (datetimes as ISO-8601)."""
+    out.print_json(json.dumps(value, default=_json_default, ensure_ascii=False))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+def when(value: datetime | None) -> str:
+    """A timestamp for tables: UTC, to the second."""
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# -- db -------------------------------------------------------------------------------------
+
+
+def _migration(
+    action: Callable[..., migrate.UpgradeResult], database: str | None, revision: str, backup: bool
+) -> None:
+    out.print(f"database: {describe(database)}")
+    action(database, revision, backup=backup, report=out.print)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="Do not back up a SQLite file first.")
+    ] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Upgrade the schema (default: to head); adopts databases of the earlier implementation."""
+    _migration(migrate.upgrade, database, revision, not no_backup)
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision: an id, -1, or base.")],
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="Do not back up a SQLite file first.")
+    ] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Downgrade the schema to REVISION."""
+    _migration(migrate.downgrade, database, revision, not no_backup)
+
+
+@db_app.command("current")
+def db_current(database: DatabaseOption = None) -> None:
+    """Print the revision the database is at."""
+    revision = migrate.current_revision(database)
+    suffix = " (head)" if revision == migrate.head_revision() else ""
+    out.print(f"{revision or '(none)'}{suffix}")
+
+
+@db_app.command("history")
+def db_history(database: DatabaseOption = None) -> None:
+    """List the revisions, oldest first, marking the database's current one."""
+    current = migrate.current_revision(database)
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    for revision in reversed(list(script.walk_revisions())):
+        marker = " (current)" if revision.revision == current else ""
+        out.print(f"{revision.revision}  {revision.doc}{marker}")
+
+
+@db_app.command("check")
+def db_check(database: DatabaseOption = None) -> None:
+    """Exit 1 if the database schema differs from the models (an autogenerate diff)."""
+    differences = migrate.schema_differences(database)
+    for difference in differences:
+        out.print(f"differs: {difference}")
+    if differences:
+        raise typer.Exit(1)
+    out.print("schema matches the models")
+
+
+@db_app.command("backup")
+def db_backup(
+    path: Annotated[Path, typer.Argument(help="Where to write the copy (must not exist).")],
+    database: DatabaseOption = None,
+) -> None:
+    """Write a consistent copy of a SQLite database file, even while it is in use."""
+    with opened(database) as connection:
+        if not connection.is_sqlite or connection.is_memory:
+            raise CosmosModelsError(
+                "backup copies SQLite files; for PostgreSQL use pg_dump, for MariaDB mariadb-dump"
+            )
+        source = Path(connection.url.database or "")
+    if not source.exists():
+        raise CosmosModelsError(f"database file {source} does not exist")
+    out.print(f"backup written: {migrate.copy_sqlite(source, path)}")
+
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+@app.command("stats")
+def stats_command(database: DatabaseOption = None, as_json: JsonOption = False) -> None:
+    """Rows per table, runs per status, database size, oldest and newest rows."""
+    with opened(database) as connection:
+        stats = database_stats(connection)
+    if as_json:
+        print_json(
+            {
+                "rows": stats.rows,
+                "runs_by_status": stats.runs_by_status,
+                "size_bytes": stats.size_bytes,
+                "oldest": stats.oldest,
+                "newest": stats.newest,
+            }
+        )
+        return
+    table = Table(title=f"{describe(database)}")
+    for column in ("table", "rows", "oldest", "newest"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for name, count in stats.rows.items():
+        table.add_row(name, f"{count:,}", when(stats.oldest[name]), when(stats.newest[name]))
+    out.print(table)
+    statuses = ", ".join(
+        f"{status} {count:,}" for status, count in sorted(stats.runs_by_status.items())
+    )
+    out.print(f"runs by status: {statuses or 'none'}")
+    if stats.size_bytes is not None:
+        out.print(f"size: {stats.size_bytes / 2**20:.2f} MiB")
+
+
+# -- prune / restore ------------------------------------------------------------------------
+
+
+@app.command("prune")
+def prune_command(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age cutoff: 30d, 12h, 90m, 2w, 3600s.")
+    ],
+    status: Annotated[
+        str, typer.Option("--status", help="Comma-separated final statuses to prune.")
+    ] = ",".join(s.value for s in FINAL_STATUSES),
+    archive: Annotated[
+        Path | None,
+        typer.Option("--archive", help="Write every deleted row to this .jsonl.gz first."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be deleted.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
+    database: DatabaseOption = None,
+) -> None:
+    """Delete final runs older than the cutoff, with their progress, in batches."""
+    try:
+        age = parse_duration(older_than)
+        statuses = parse_statuses(status.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with opened(database) as connection:
+        result = prune(
+            connection,
+            older_than=age,
+            statuses=statuses,
+            archive_path=archive,
+            dry_run=dry_run,
+            batch_size=batch_size,
+        )
+    if dry_run:
+        out.print(
+            f"would delete {result.runs:,} runs and {result.progress:,} progress rows (dry run)"
+        )
+        return
+    out.print(
+        f"deleted {result.runs:,} runs and {result.progress:,} progress rows "
+        f"in {result.batches} batches"
+    )
+    if archive is not None:
+        out.print(f"archived {result.archived:,} rows to {archive}")
+
+
+@app.command("restore")
+def restore_command(
+    archive: Annotated[Path, typer.Argument(help="An archive written by prune --archive.")],
+    database: DatabaseOption = None,
+) -> None:
+    """Put the rows of a prune archive back; rows already present are left alone."""
+    with opened(database) as connection:
+        result = restore(connection, archive)
+    restored = ", ".join(f"{count:,} {table}" for table, count in result.restored.items())
+    out.print(f"restored {restored}; {result.already_present:,} rows were already present")
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; exits 0 (ok), 1 (error) or 2 (usage)."""
+    try:
+        # Standalone mode: Typer reports usage errors itself (exit 2) and exits 0 on success.
+        app(args=argv, prog_name="cosmos-models")
+    except (CosmosModelsError, ValueError, RuntimeError, OSError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        err.print(f"error: {message}", markup=False)
+        sys.exit(1)
