@@ -13,18 +13,14 @@ in-place JSON changes are silently lost. ``ValidatedTable`` fixes both:
 """
 
 from collections.abc import Mapping
-from contextvars import ContextVar
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, get_origin
 
 from pydantic import BaseModel, ConfigDict, create_model
 from sqlalchemy.orm import registry
-from sqlalchemy.orm.attributes import set_attribute
+from sqlalchemy.orm.attributes import instance_dict, set_attribute
 from sqlmodel import SQLModel
 
 from cosmos_models.types import metadata
-
-# True while SQLModel's constructor copies already-validated values onto a new instance.
-_constructing: ContextVar[bool] = ContextVar("cosmos_models_constructing", default=False)
 
 _registry = registry(metadata=metadata)
 
@@ -33,6 +29,8 @@ class ValidatedTable(SQLModel, registry=_registry):
     """Base of the package's tables: validation on construction and on assignment."""
 
     __validator__: ClassVar[type[BaseModel]]
+    __field_names__: ClassVar[frozenset[str]] = frozenset()
+    __tracked_fields__: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -40,6 +38,11 @@ class ValidatedTable(SQLModel, registry=_registry):
         fields: dict[str, Any] = {
             name: (info.annotation, info) for name, info in cls.model_fields.items()
         }
+        cls.__field_names__ = frozenset(fields)
+        # JSON-object fields are stored as MutableDicts (see types.json_column_type).
+        cls.__tracked_fields__ = frozenset(
+            name for name, info in cls.model_fields.items() if get_origin(info.annotation) is dict
+        )
         cls.__validator__ = create_model(
             cls.__name__,
             __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
@@ -78,25 +81,31 @@ class ValidatedTable(SQLModel, registry=_registry):
             key: data.pop(key) for key in list(data) if key in self.__sqlmodel_relationships__
         }
         checked = self.__validator__.model_validate(data)
-        values = {name: getattr(checked, name) for name in type(self).model_fields}
-        token = _constructing.set(True)
-        try:
-            super().__init__(**values, **relationships)
-        finally:
-            _constructing.reset(token)
-        # Only what the caller passed counts as set (as in Pydantic), not the defaults.
+        # What SQLModel's own constructor does for a table, minus its second pass over every
+        # field: the values are validated already, so they go straight to SQLAlchemy.
         object.__setattr__(self, "__pydantic_fields_set__", set(checked.model_fields_set))
+        object.__setattr__(self, "__pydantic_extra__", None)
+        object.__setattr__(self, "__pydantic_private__", None)
+        # A new object has no history to keep: plain values go into the instance dict that
+        # SQLAlchemy inserts from; JSON values go through instrumentation so that they become
+        # change-tracking MutableDicts.
+        state = instance_dict(self)
+        tracked = self.__tracked_fields__
+        for name, value in checked.__dict__.items():
+            if name in tracked:
+                set_attribute(self, name, value)
+            else:
+                state[name] = value
+        for name, value in relationships.items():
+            setattr(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        fields = type(self).model_fields
-        if name in fields:
-            if not _constructing.get():
-                shadow = self.__validator__.model_construct()
-                self.__validator__.__pydantic_validator__.validate_assignment(shadow, name, value)
-                value = shadow.__dict__[name]
+        if name in self.__field_names__:
+            shadow = self.__validator__.model_construct()
+            self.__validator__.__pydantic_validator__.validate_assignment(shadow, name, value)
             # SQLAlchemy's instrumentation stores the value (coercing dicts to MutableDict and
             # firing events); letting Pydantic store it afterwards would undo the coercion.
-            set_attribute(self, name, value)
+            set_attribute(self, name, shadow.__dict__[name])
             self.__pydantic_fields_set__.add(name)
             return
         super().__setattr__(name, value)
