@@ -1,0 +1,56 @@
+"""Shared helpers for the benchmarks: side-by-side timing and result files.
+
+Timings alternate between the contenders round by round and keep each one's best round, so a
+burst of noise on this shared machine hurts both sides alike instead of deciding the ratio.
+"""
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_of(contenders: dict[str, Callable[[], int]], rounds: int = 5) -> dict[str, float]:
+    """Run each contender ``rounds`` times, interleaved; return its best rate (items/second).
+
+    A contender runs its whole workload once per call and returns how many items it handled.
+    """
+    best: dict[str, float] = dict.fromkeys(contenders, 0.0)
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            items = run()
+            elapsed = time.perf_counter() - start
+            best[name] = max(best[name], items / elapsed)
+    return best
+
+
+def machine() -> str:
+    """A one-line description of where the numbers were measured."""
+    import os
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def report(name: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Print ``rows`` as a table and write them to ``bench/results/<name>.json``."""
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(_fmt(row.get(c)).ljust(widths[c]) for c in columns))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "machine": machine(), "results": rows}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+    print(f"(written to {RESULTS / (name + '.json')})")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
