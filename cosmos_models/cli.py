@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from alembic.script import ScriptDirectory
 from rich.console import Console
 from rich.table import Table
 
@@ -135,8 +134,7 @@ def db_current(database: DatabaseOption = None) -> None:
 def db_history(database: DatabaseOption = None) -> None:
     """List the revisions, oldest first, marking the database's current one."""
     current = migrate.current_revision(database)
-    script = ScriptDirectory.from_config(migrate.alembic_config())
-    for revision in reversed(list(script.walk_revisions())):
+    for revision in reversed(list(migrate.scripts().walk_revisions())):
         marker = " (current)" if revision.revision == current else ""
         out.print(f"{revision.revision}  {revision.doc}{marker}")
 

@@ -16,6 +16,7 @@ user's data needs:
 """
 
 import fcntl
+import functools
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -63,9 +64,15 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
+def scripts() -> ScriptDirectory:
+    """The shipped revisions, read once per process (they do not change while it runs)."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str:
     """The newest revision this version of the package knows."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = scripts().get_current_head()
     if head is None:  # pragma: no cover - the package always ships revisions
         raise MigrationError("no migration scripts found")
     return head
@@ -73,8 +80,7 @@ def head_revision() -> str:
 
 def known_revisions() -> set[str]:
     """Every revision id shipped with this version of the package."""
-    script = ScriptDirectory.from_config(alembic_config())
-    return {rev.revision for rev in script.walk_revisions()}
+    return {rev.revision for rev in scripts().walk_revisions()}
 
 
 @dataclass

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, create_engine, insert, inspect, select, text
 
 from cosmos_models import DatabaseConnection, MigrationError, Run, init_database
@@ -22,6 +21,7 @@ from cosmos_models.migrate import (
     head_revision,
     schema_differences,
     script_location,
+    scripts,
     upgrade,
 )
 from tests.backends import server_database
@@ -48,12 +48,12 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def revisions_in_order() -> list[str]:
-    script = ScriptDirectory.from_config(alembic_config())
+    script = scripts()
     return [rev.revision for rev in reversed(list(script.walk_revisions()))]
 
 
 def test_there_is_one_head() -> None:
-    script = ScriptDirectory.from_config(alembic_config())
+    script = scripts()
     assert len(script.get_heads()) == 1
     assert head_revision() == script.get_current_head()
 
