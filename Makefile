@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install bench migrate downgrade current migrations-check revision test coverage lint format clean
+.PHONY: help install bench reliability migrate downgrade current migrations-check revision test coverage lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format cosmos_models tests migrations bench
 	$(BIN)/ruff check --fix cosmos_models tests migrations bench
+
+reliability: $(STAMP) ## the reliability suite at full strength (1,000 connection cycles, thorough hypothesis)
+	COSMOS_RELIABILITY_CYCLES=1000 HYPOTHESIS_PROFILE=thorough $(PYTEST) -m reliability -p no:cacheprovider
 
 bench: $(STAMP) ## run the benchmarks (not tests); prints ratios, writes bench/results/*.json
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python "$$script" || exit 1; done

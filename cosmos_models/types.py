@@ -6,7 +6,10 @@ that a row written on SQLite reads back the same on PostgreSQL or MariaDB.
 """
 
 import enum
+import json
 import math
+from collections.abc import Callable
+from decimal import Decimal
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -104,6 +107,49 @@ def check_json_value(value: Any, where: str = "value", depth: int = 0) -> None:
             check_json_value(item, f"{where}.{key}", depth + 1)
         return
     raise ValueError(f"{where}: {type(value).__name__} is not JSON-serializable")
+
+
+def _float_text(value: float) -> str:
+    # Positional notation with a fractional part: PostgreSQL's JSONB keeps numbers as exact
+    # decimals and prints them back as written, so 1e16 stored as "1e+16" would come back as the
+    # integer 10000000000000000. "10000000000000000.0" comes back as the same float.
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not valid JSON")
+    text = format(Decimal(repr(value)), "f")
+    return text if "." in text else f"{text}.0"
+
+
+def dumps_json(value: Any) -> str:
+    """Serialize checked JSON so that it reads back exactly on every backend (floats included)."""
+    parts: list[str] = []
+    _encode(value, parts.append)
+    return "".join(parts)
+
+
+def _encode(value: Any, out: Callable[[str], None]) -> None:
+    if isinstance(value, str):
+        out(json.dumps(value, ensure_ascii=False))
+    elif value is None or isinstance(value, bool):
+        out("null" if value is None else "true" if value else "false")
+    elif isinstance(value, int):
+        out(str(value))
+    elif isinstance(value, float):
+        out(_float_text(value))
+    elif isinstance(value, dict):
+        out("{")
+        for index, (key, item) in enumerate(value.items()):
+            out(("," if index else "") + json.dumps(key, ensure_ascii=False) + ":")
+            _encode(item, out)
+        out("}")
+    elif isinstance(value, list | tuple):
+        out("[")
+        for index, item in enumerate(value):
+            if index:
+                out(",")
+            _encode(item, out)
+        out("]")
+    else:
+        raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
 def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:

@@ -5,10 +5,12 @@ that cannot be reached are skipped on a laptop (and listed at the end of the run
 run in CI (``CI=true`` or ``COSMOS_REQUIRE_BACKENDS=1``): a skipped backend never counts as passing.
 """
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import URL, delete
 
 from cosmos_models import DatabaseConnection, Progress, Prompt, Run
@@ -19,6 +21,11 @@ from tests.backends import (
     server_database,
     server_reason,
 )
+
+# Property-based tests: a quick profile for `make test`, a thorough one for `make reliability`.
+settings.register_profile("default", max_examples=100, deadline=None)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 _unreachable: dict[str, str] = {}
 _checked: dict[str, str | None] = {}
