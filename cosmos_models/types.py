@@ -9,8 +9,8 @@ import enum
 import json
 import math
 from collections.abc import Callable
-from decimal import Decimal
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, Field

@@ -1,7 +1,6 @@
 """Reliability: killed migrations, a full disk, and resources left behind by connections."""
 
 import gc
-from collections.abc import Iterator
 import os
 import signal
 import sqlite3
@@ -9,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -150,7 +150,7 @@ def test_full_disk_is_a_clear_error_and_loses_no_committed_row(tiny_disk: Path) 
     path = tiny_disk / "full.db"
     committed = 0
     with init_database(path) as database:
-        with pytest.raises(DatabaseError, match="(?i)full") as caught:
+        with pytest.raises(DatabaseError, match=r"(?i)full") as caught:
             for batch in range(10_000):
                 with database.get_session() as session:
                     session.add_all(
