@@ -10,8 +10,6 @@ One place decides, per backend, the engine options that make the spec's promises
 * PostgreSQL and MariaDB: ``pool_pre_ping`` and configurable pool sizes.
 """
 
-import functools
-import json
 import re
 import threading
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlmodel import Session
 
 from cosmos_models.errors import DatabaseError, IntegrityViolation
+from cosmos_models.types import dumps_json
 
 ENV_VAR: Final = "COSMOS_DATABASE_URL"
 DEFAULT_DATABASE_PATH: Final = Path("outputs") / "cosmos_workflow.db"
@@ -47,8 +46,6 @@ _DRIVERS: Final[dict[str, str]] = {
 }
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _SEGMENT_SPLIT = re.compile(r"[/\\]")
-
-_json_dumps = functools.partial(json.dumps, allow_nan=False)
 
 
 def _has_traversal(text: str) -> bool:
@@ -203,13 +200,13 @@ class DatabaseConnection:
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_recycle=pool_recycle,
-            json_serializer=_json_dumps,
+            json_serializer=dumps_json,
         )
 
     def _create_sqlite_engine(self, *, busy_timeout_ms: int, echo: bool) -> Engine:
         options: dict[str, Any] = {
             "echo": echo,
-            "json_serializer": _json_dumps,
+            "json_serializer": dumps_json,
             "connect_args": {"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
         }
         if self.is_memory:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, Strict
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, String, Text
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.ext.mutable import MutableDict
@@ -59,6 +59,14 @@ def _check_required_text(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty or whitespace")
     return _check_text(value)
+
+
+def _not_a_number(value: Any) -> Any:
+    # Pydantic would read a number as Unix seconds; a stray 3.5 becoming 1970-01-01T00:00:03.5Z
+    # is a silent error, so timestamps must be datetimes or ISO-8601 text.
+    if isinstance(value, int | float):
+        raise ValueError("must be a datetime or an ISO-8601 string, not a number")
+    return value
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -157,16 +165,19 @@ def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-RequiredText = Annotated[str, AfterValidator(_check_required_text)]
+# Text is strict: Pydantic would otherwise decode bytes into str without a word.
+RequiredText = Annotated[str, Strict(), AfterValidator(_check_required_text)]
 """A string that must hold something other than whitespace (and no NUL)."""
 
-OptionalText = Annotated[str, AfterValidator(_check_text)]
+OptionalText = Annotated[str, Strict(), AfterValidator(_check_text)]
 """Any string, empty allowed, but no NUL characters (PostgreSQL cannot store them)."""
 
-Identifier = Annotated[str, Field(max_length=ID_LENGTH), AfterValidator(_check_required_text)]
-Name = Annotated[str, Field(max_length=NAME_LENGTH), AfterValidator(_check_required_text)]
+Identifier = Annotated[
+    str, Strict(), Field(max_length=ID_LENGTH), AfterValidator(_check_required_text)
+]
+Name = Annotated[str, Strict(), Field(max_length=NAME_LENGTH), AfterValidator(_check_required_text)]
 
-UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+UtcDatetime = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_to_utc)]
 """A datetime that must be timezone-aware; it is converted to UTC."""
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json_object)]

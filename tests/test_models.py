@@ -44,6 +44,7 @@ def field_of(error: ValidationError) -> set[str]:
         ("prompt_text", ""),
         ("prompt_text", "\t\n"),
         ("prompt_text", "nul\x00byte"),
+        ("prompt_text", b"bytes are not text"),
         ("inputs", None),
         ("inputs", []),
         ("inputs", "not an object"),
@@ -61,6 +62,8 @@ def field_of(error: ValidationError) -> set[str]:
         ("id", "x" * 256),
         ("created_at", datetime(2025, 1, 4, 12, 0)),  # naive
         ("created_at", "2025-01-04 12:00:00"),  # naive text
+        ("created_at", 1736000000),  # Unix seconds are not taken for a time
+        ("created_at", 3.5),
     ],
 )
 def test_prompt_refuses_bad_values_naming_the_field(field: str, value: Any) -> None:
