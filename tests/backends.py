@@ -61,7 +61,7 @@ def server_database(backend: str) -> Iterator[URL]:
     """Create an empty database on a server backend, yield its URL, drop it afterwards."""
     name = f"cosmos_test_{os.getpid()}_{secrets.token_hex(4)}"
     admin = admin_url(backend)
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with engine.connect() as connection:
             if backend == "postgresql":
