@@ -19,3 +19,72 @@ class IntegrityViolation(DatabaseError):
 
 class MigrationError(CosmosModelsError):
     """A schema migration could not be applied; the message names the revision and why."""
+
+
+class NotFoundError(CosmosModelsError, LookupError):
+    """A row the caller named does not exist (also a ``LookupError``)."""
+
+
+class PromptNotFoundError(NotFoundError):
+    """No prompt has the given id."""
+
+    def __init__(self, prompt_id: str) -> None:
+        super().__init__(f"prompt {prompt_id!r} does not exist")
+        self.prompt_id = prompt_id
+
+
+class RunNotFoundError(NotFoundError):
+    """No run has the given id (``run_ids`` lists every missing id when there were several)."""
+
+    def __init__(self, run_ids: str | list[str]) -> None:
+        missing = [run_ids] if isinstance(run_ids, str) else sorted(run_ids)
+        names = ", ".join(repr(run_id) for run_id in missing)
+        super().__init__(
+            f"run {names} does not exist" if len(missing) == 1 else f"runs {names} do not exist"
+        )
+        self.run_ids = missing
+        self.run_id = missing[0]
+
+
+class InvalidTransitionError(CosmosModelsError):
+    """The lifecycle does not allow a run to move from one status to another."""
+
+    def __init__(self, run_id: str, from_status: str, to_status: str) -> None:
+        super().__init__(f"run {run_id!r} cannot move from {from_status!r} to {to_status!r}")
+        self.run_id = run_id
+        self.from_status = from_status
+        self.to_status = to_status
+
+
+class TransitionConflictError(CosmosModelsError):
+    """Another writer changed the run's status first (a lost compare-and-set race)."""
+
+    def __init__(self, run_id: str, expected: str, current: str, to_status: str) -> None:
+        super().__init__(
+            f"run {run_id!r} was expected in {expected!r} to move to {to_status!r}, "
+            f"but is now {current!r}"
+        )
+        self.run_id = run_id
+        self.expected = expected
+        self.current = current
+        self.to_status = to_status
+
+
+class RunFinishedError(CosmosModelsError):
+    """The run is completed, failed or cancelled: it takes no more progress or heartbeats."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id!r} is already {status!r}; it takes no more updates")
+        self.run_id = run_id
+        self.status = status
+
+
+class WorkerMismatchError(CosmosModelsError):
+    """A worker acted on a run that it does not hold (another worker holds it, or none does)."""
+
+    def __init__(self, run_id: str, worker_id: str, holder: str | None) -> None:
+        held = f"held by worker {holder!r}" if holder else "not held by any worker"
+        super().__init__(f"worker {worker_id!r} does not hold run {run_id!r}: it is {held}")
+        self.run_id = run_id
+        self.worker_id = worker_id
+        self.holder = holder

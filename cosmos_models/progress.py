@@ -1,6 +1,5 @@
 """The Progress table (stage, percentage and message events of a run) and its API models."""
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import CheckConstraint, Index, String
@@ -49,7 +48,7 @@ class ProgressRead(ProgressBase):
     """A progress event as an API returns it."""
 
     id: int
-    timestamp: datetime
+    timestamp: UtcDatetime
 
 
 class Progress(ProgressBase, ValidatedTable, table=True):

@@ -1,6 +1,5 @@
 """The Prompt table (what to run) and its API models."""
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Index, String
@@ -64,7 +63,7 @@ class PromptRead(PromptBase):
     """A prompt as an API returns it."""
 
     id: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class Prompt(PromptBase, ValidatedTable, table=True):

@@ -1,7 +1,6 @@
 """The Run table (one execution attempt of a prompt), its status and its API models."""
 
 import enum
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import CheckConstraint, Index, String
@@ -15,10 +14,12 @@ from cosmos_models.types import (
     Identifier,
     JsonObject,
     Name,
+    OptionalText,
     StrEnumType,
     UTCDateTime,
     UtcDatetime,
     json_column_type,
+    long_text_type,
     utcnow,
 )
 
@@ -90,19 +91,28 @@ class RunBase(SQLModel):
 
 
 class RunCreate(RunBase):
-    """What a caller sends to create a run; ``id`` is generated when omitted."""
+    """What a caller sends to create a run; ``id`` is generated when omitted.
+
+    ``model_type`` may be left out: ``create_run`` copies it from the prompt. The table still
+    requires it, so a ``Run`` built from a create model without one is refused.
+    """
 
     id: Identifier | None = Field(default=None, max_length=ID_LENGTH)
+    # Narrower in RunBase on purpose: the table requires it, the create model may leave it out.
+    model_type: Name | None = Field(default=None, max_length=NAME_LENGTH)  # type: ignore[assignment]
 
 
 class RunRead(RunBase):
     """A run as an API returns it."""
 
     id: str
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    started_at: UtcDatetime | None
+    completed_at: UtcDatetime | None
+    error_message: str | None = None
+    worker_id: str | None = None
+    heartbeat_at: UtcDatetime | None = None
 
 
 class Run(RunBase, ValidatedTable, table=True):
@@ -124,6 +134,12 @@ class Run(RunBase, ValidatedTable, table=True):
     )
     started_at: UtcDatetime | None = Field(default=None, sa_type=UTCDateTime())
     completed_at: UtcDatetime | None = Field(default=None, sa_type=UTCDateTime())
+    # Why a run failed or was cancelled (set by transition() and reap_stale_runs()).
+    error_message: OptionalText | None = Field(default=None, sa_type=long_text_type())
+    # The worker holding the run since claim_next_run(), and its last sign of life; a run whose
+    # heartbeat grows too old is failed by reap_stale_runs().
+    worker_id: Identifier | None = Field(default=None, sa_type=String(ID_LENGTH))
+    heartbeat_at: UtcDatetime | None = Field(default=None, sa_type=UTCDateTime())
 
     prompt: "Prompt" = Relationship(back_populates="runs")
     progress: list["Progress"] = Relationship(

@@ -1,0 +1,355 @@
+"""The run lifecycle: creating prompts and runs, moving runs between statuses, and workers.
+
+Every function takes a ``DatabaseConnection`` and owns its transaction (one ``get_session()``),
+so each call is all-or-nothing and callers never juggle sessions. Status changes are
+compare-and-set ``UPDATE … WHERE id = :id AND status = :from``: when two writers race, the
+database lets exactly one of them match the row, on every backend.
+
+Workers take runs with ``claim_next_run`` (oldest pending first), prove they are alive with
+``heartbeat`` and finish with ``transition``; ``reap_stale_runs`` fails the runs of workers that
+went silent. ``now=`` lets callers (imports, tests) state the time instead of reading the clock.
+"""
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Final, cast
+
+from sqlalchemy import CursorResult, Executable, Table, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from cosmos_models.connection import DatabaseConnection
+from cosmos_models.errors import (
+    InvalidTransitionError,
+    PromptNotFoundError,
+    RunFinishedError,
+    RunNotFoundError,
+    TransitionConflictError,
+    WorkerMismatchError,
+)
+from cosmos_models.prompt import Prompt, PromptCreate, PromptRead
+from cosmos_models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
+from cosmos_models.types import ID_LENGTH, _to_utc, metadata, utcnow
+
+RUNS: Final[Table] = metadata.tables["runs"]
+PROMPTS: Final[Table] = metadata.tables["prompts"]
+
+ACTIVE_STATUSES: Final = frozenset({RunStatus.UPLOADING, RunStatus.RUNNING, RunStatus.DOWNLOADING})
+"""Statuses in which a worker holds a run: from ``claim_next_run`` until a final status."""
+
+CLAIM_TARGETS: Final = frozenset({RunStatus.UPLOADING, RunStatus.RUNNING})
+
+
+def resolve_now(now: datetime | None, name: str = "now") -> datetime:
+    """Return ``now`` as aware UTC, or the current time; ``ValueError`` naming ``name`` if naive."""
+    if now is None:
+        return utcnow()
+    try:
+        return _to_utc(now)
+    except (ValueError, AttributeError):
+        raise ValueError(f"{name}: must be a timezone-aware datetime, got {now!r}") from None
+
+
+def _checked_text(value: str, name: str, *, max_length: int | None = None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name}: must be a non-empty string")
+    if "\x00" in value:
+        raise ValueError(f"{name}: must not contain NUL characters")
+    if max_length is not None and len(value) > max_length:
+        raise ValueError(f"{name}: must be at most {max_length} characters")
+    return value
+
+
+def run_read(row: Any) -> RunRead:
+    """Build a ``RunRead`` from a ``Run`` or a row of the runs table."""
+    if isinstance(row, Run):
+        return RunRead.model_validate(row, from_attributes=True)
+    data = dict(row._mapping)
+    # The table's column is "metadata"; the models call it run_metadata (a reserved name).
+    data["run_metadata"] = data.pop("metadata")
+    return RunRead.model_validate(data)
+
+
+def _fetch_run(session: Session, run_id: str) -> RunRead:
+    row = session.execute(select(RUNS).where(RUNS.c.id == run_id)).one_or_none()
+    if row is None:
+        raise RunNotFoundError(run_id)
+    return run_read(row)
+
+
+def rowcount(session: Session, statement: Executable) -> int:
+    """Execute an UPDATE or DELETE and return how many rows it matched."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return result.rowcount
+
+
+def _current_status(session: Session, run_id: str) -> RunStatus:
+    status = session.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
+    if status is None:
+        raise RunNotFoundError(run_id)
+    return cast(RunStatus, status)
+
+
+# -- creating ----------------------------------------------------------------------------------
+
+
+def create_prompt(
+    conn: DatabaseConnection,
+    prompt: PromptCreate | Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+) -> PromptRead:
+    """Insert a prompt (its id generated when absent) and return it as stored.
+
+    Raises ``pydantic.ValidationError`` for invalid fields, ``IntegrityViolation`` for a
+    duplicate id and ``DatabaseError`` for other database errors.
+    """
+    data = PromptCreate.model_validate(prompt)
+    update_values = {} if now is None else {"created_at": resolve_now(now)}
+    row = Prompt.model_validate(data, update=update_values)
+    with conn.get_session() as session:
+        session.add(row)
+    return PromptRead.model_validate(row, from_attributes=True)
+
+
+def create_run(
+    conn: DatabaseConnection,
+    run: RunCreate | Mapping[str, Any] | str,
+    *,
+    now: datetime | None = None,
+) -> RunRead:
+    """Insert a pending run of a prompt (given as ``RunCreate``, a dict or a prompt id).
+
+    The run copies its prompt's ``model_type`` unless one is given. Raises
+    ``pydantic.ValidationError`` for invalid fields, ``ValueError`` naming ``status`` for a
+    status other than pending (runs move with ``transition``), ``PromptNotFoundError`` for an
+    unknown prompt and ``IntegrityViolation`` for a duplicate id.
+    """
+    data = RunCreate(prompt_id=run) if isinstance(run, str) else RunCreate.model_validate(run)
+    if data.status is not RunStatus.PENDING:
+        raise ValueError(
+            f"status: a new run starts 'pending', not {data.status.value!r}; "
+            "move it with transition()"
+        )
+    moment = resolve_now(now)
+    with conn.get_session() as session:
+        prompt_model_type = session.execute(
+            select(PROMPTS.c.model_type).where(PROMPTS.c.id == data.prompt_id)
+        ).scalar()
+        if prompt_model_type is None:
+            raise PromptNotFoundError(data.prompt_id)
+        row = Run.model_validate(
+            data,
+            update={
+                "model_type": data.model_type or prompt_model_type,
+                "created_at": moment,
+                "updated_at": moment,
+            },
+        )
+        session.add(row)
+    return run_read(row)
+
+
+# -- transitions -------------------------------------------------------------------------------
+
+
+def _transition_values(
+    source: RunStatus, target: RunStatus, moment: datetime, error_message: str | None
+) -> dict[str, Any]:
+    values: dict[str, Any] = {"status": target, "updated_at": moment}
+    # A run starts when work begins; one failed or cancelled while still pending never started,
+    # so its started_at stays empty and queue-wait statistics are not skewed by it.
+    if source is RunStatus.PENDING and not target.is_final:
+        values["started_at"] = moment
+    if target.is_final:
+        values["completed_at"] = moment
+    if error_message is not None:
+        values["error_message"] = error_message
+    return values
+
+
+def transition(
+    conn: DatabaseConnection,
+    run_id: str,
+    to: RunStatus | str,
+    *,
+    error_message: str | None = None,
+    expected_from: RunStatus | str | None = None,
+    now: datetime | None = None,
+) -> RunRead:
+    """Move a run to status ``to`` with one atomic compare-and-set UPDATE; return the new row.
+
+    ``expected_from`` states the status the caller believes the run is in (else it is read
+    first). ``started_at`` is set when work begins (pending → uploading/running),
+    ``completed_at`` on a final status, ``error_message`` (failed or cancelled only) records why.
+    Raises ``ValueError`` for an unknown status or a misplaced ``error_message``,
+    ``InvalidTransitionError`` if the lifecycle forbids the move, ``TransitionConflictError``
+    (carrying ``current``) if another writer moved the run first, ``RunNotFoundError``.
+    """
+    target = RunStatus(to)
+    if error_message is not None:
+        if target not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise ValueError(
+                f"error_message: only a failed or cancelled run records one, not {target.value!r}"
+            )
+        _checked_text(error_message, "error_message")
+    moment = resolve_now(now)
+    with conn.get_session() as session:
+        source = (
+            _current_status(session, run_id) if expected_from is None else RunStatus(expected_from)
+        )
+        if target not in ALLOWED_TRANSITIONS[source]:
+            raise InvalidTransitionError(run_id, source.value, target.value)
+        matched = rowcount(
+            session,
+            update(RUNS)
+            .where(RUNS.c.id == run_id, RUNS.c.status == source)
+            .values(**_transition_values(source, target, moment, error_message)),
+        )
+        if matched != 1:
+            current = _current_status(session, run_id)
+            raise TransitionConflictError(run_id, source.value, current.value, target.value)
+        return _fetch_run(session, run_id)
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+
+def claim_next_run(
+    conn: DatabaseConnection,
+    worker_id: str,
+    model_types: Iterable[str] | None = None,
+    *,
+    to: RunStatus | str = RunStatus.UPLOADING,
+    now: datetime | None = None,
+) -> RunRead | None:
+    """Take the oldest pending run (by ``created_at``, then ``id``) for ``worker_id``, or None.
+
+    The run moves to ``to`` (``uploading`` by default: inputs go to the GPU node first; pass
+    ``running`` for models without an upload step) and records the worker and a first heartbeat.
+    Concurrent claimers never get the same run: PostgreSQL and MariaDB lock the chosen row with
+    ``FOR UPDATE SKIP LOCKED`` (others skip to the next row instead of waiting); on SQLite the
+    session's ``BEGIN IMMEDIATE`` makes claims take turns. Raises ``ValueError`` naming
+    ``worker_id``, ``model_types`` or ``to``.
+    """
+    worker = _checked_text(worker_id, "worker_id", max_length=ID_LENGTH)
+    target = RunStatus(to)
+    if target not in CLAIM_TARGETS:
+        raise ValueError(
+            f"to: a claimed run moves to 'uploading' or 'running', not {target.value!r}"
+        )
+    types = None if model_types is None else sorted(set(model_types))
+    if types is not None and not types:
+        raise ValueError("model_types: give at least one model type, or None for any")
+    moment = resolve_now(now)
+    with conn.get_session() as session:
+        if not conn.is_sqlite:
+            # READ COMMITTED: MariaDB's default REPEATABLE READ would also lock the gaps of the
+            # index it scans, blocking unrelated inserts of new runs until the claim commits.
+            session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+        query = (
+            select(RUNS.c.id)
+            .where(RUNS.c.status == RunStatus.PENDING)
+            .order_by(RUNS.c.created_at, RUNS.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)  # rendered as nothing on SQLite
+        )
+        if types is not None:
+            query = query.where(RUNS.c.model_type.in_(types))
+        run_id = session.execute(query).scalar()
+        if run_id is None:
+            return None
+        values = _transition_values(RunStatus.PENDING, target, moment, None)
+        values.update(worker_id=worker, heartbeat_at=moment)
+        # The status condition is redundant while the row lock (or SQLite's write lock) is held;
+        # it stays so that a broken lock fails loudly instead of handing one run to two workers.
+        matched = rowcount(
+            session,
+            update(RUNS)
+            .where(RUNS.c.id == run_id, RUNS.c.status == RunStatus.PENDING)
+            .values(**values),
+        )
+        if matched != 1:  # pragma: no cover - unreachable while the lock is held
+            raise TransitionConflictError(
+                run_id, RunStatus.PENDING.value, "changed concurrently", target.value
+            )
+        return _fetch_run(session, run_id)
+
+
+def heartbeat(
+    conn: DatabaseConnection, run_id: str, worker_id: str, *, now: datetime | None = None
+) -> None:
+    """Record that ``worker_id``, which holds run ``run_id``, is alive.
+
+    Raises ``WorkerMismatchError`` if another worker (or none) holds the run,
+    ``RunFinishedError`` if the run is already final (cancelled or reaped: the worker should
+    stop), ``RunNotFoundError`` for an unknown run.
+    """
+    moment = resolve_now(now)
+    with conn.get_session() as session:
+        matched = rowcount(
+            session,
+            update(RUNS)
+            .where(
+                RUNS.c.id == run_id,
+                RUNS.c.worker_id == worker_id,
+                RUNS.c.status.in_(ACTIVE_STATUSES),
+            )
+            .values(heartbeat_at=moment, updated_at=moment),
+        )
+        if matched == 1:
+            return
+        row = session.execute(
+            select(RUNS.c.status, RUNS.c.worker_id).where(RUNS.c.id == run_id)
+        ).one_or_none()
+        if row is None:
+            raise RunNotFoundError(run_id)
+        if row.worker_id != worker_id:
+            raise WorkerMismatchError(run_id, worker_id, row.worker_id)
+        raise RunFinishedError(run_id, row.status.value)
+
+
+def reap_stale_runs(
+    conn: DatabaseConnection, older_than: timedelta, now: datetime | None = None
+) -> list[str]:
+    """Fail the active runs whose last heartbeat is more than ``older_than`` before ``now``.
+
+    Each gets an ``error_message`` naming its worker and last heartbeat. Returns the ids of the
+    runs failed (oldest heartbeat first). Runs moved without a worker (no heartbeat) are left
+    alone. Raises ``ValueError`` naming ``older_than`` unless it is positive.
+    """
+    if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
+        raise ValueError(f"older_than: must be a positive timedelta, got {older_than!r}")
+    moment = resolve_now(now)
+    cutoff = moment - older_than
+    with conn.get_session() as session:
+        stale = session.execute(
+            select(RUNS.c.id, RUNS.c.worker_id, RUNS.c.heartbeat_at)
+            .where(RUNS.c.status.in_(ACTIVE_STATUSES), RUNS.c.heartbeat_at < cutoff)
+            .order_by(RUNS.c.heartbeat_at, RUNS.c.id)
+            # Rows a worker is heartbeating right now are skipped: they are evidently alive.
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not stale:
+            return []
+        session.execute(
+            update(RUNS)
+            .where(RUNS.c.id == bindparam("run_id"))
+            .values(
+                status=RunStatus.FAILED,
+                completed_at=moment,
+                updated_at=moment,
+                error_message=bindparam("message"),
+            ),
+            [
+                {
+                    "run_id": row.id,
+                    "message": (
+                        f"worker {row.worker_id!r} sent no heartbeat since "
+                        f"{row.heartbeat_at.isoformat()}, more than {older_than} before "
+                        f"{moment.isoformat()}: the run was presumed lost"
+                    ),
+                }
+                for row in stale
+            ],
+        )
+        return [row.id for row in stale]

@@ -1,0 +1,242 @@
+"""Reading runs and prompts: single runs with details, and listings that page by keyset.
+
+Listings order by ``(created_at, id)`` (newest first unless ``order="oldest"``) and continue
+after the last row seen rather than at an offset, so a page costs the same deep in the list and
+rows inserted meanwhile never shift later pages (no duplicates, no gaps). The cursor is opaque
+to callers: URL-safe base64 of a small JSON document.
+"""
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, Select, Table, and_, or_, select
+
+from cosmos_models.connection import DatabaseConnection
+from cosmos_models.errors import RunNotFoundError
+from cosmos_models.json_filters import JsonFilter, json_condition
+from cosmos_models.lifecycle import PROMPTS, RUNS, resolve_now, run_read
+from cosmos_models.prompt import PromptRead
+from cosmos_models.readmodels import Page, PromptSummary, RunDetail
+from cosmos_models.run import RunRead, RunStatus
+from cosmos_models.tracking import check_limit, latest_progress
+
+Order = Literal["newest", "oldest"]
+ReadT = TypeVar("ReadT", bound=BaseModel)
+
+# Attribute names callers use → JSON column names in the table.
+RUN_JSON_COLUMNS: Final = {
+    "execution_config": "execution_config",
+    "outputs": "outputs",
+    "run_metadata": "metadata",
+}
+PROMPT_JSON_COLUMNS: Final = {"inputs": "inputs", "parameters": "parameters"}
+
+
+def get_run(conn: DatabaseConnection, run_id: str) -> RunRead:
+    """Return one run. Raises ``RunNotFoundError``."""
+    with conn.get_session(read_only=True) as session:
+        row = session.execute(select(RUNS).where(RUNS.c.id == run_id)).one_or_none()
+    if row is None:
+        raise RunNotFoundError(run_id)
+    return run_read(row)
+
+
+def get_run_detail(conn: DatabaseConnection, run_id: str) -> RunDetail:
+    """Return a run with its prompt's summary and latest progress. Raises ``RunNotFoundError``."""
+    with conn.get_session(read_only=True) as session:
+        row = session.execute(
+            select(RUNS, PROMPTS.c.prompt_text, PROMPTS.c.created_at.label("prompt_created_at"))
+            .join(PROMPTS, PROMPTS.c.id == RUNS.c.prompt_id)
+            .where(RUNS.c.id == run_id)
+        ).one_or_none()
+    if row is None:
+        raise RunNotFoundError(run_id)
+    run = run_read(row)
+    prompt = PromptSummary(
+        id=run.prompt_id,
+        model_type=row.model_type,
+        prompt_text=row.prompt_text,
+        created_at=row.prompt_created_at,
+    )
+    latest = latest_progress(conn, [run_id]).get(run_id)
+    return RunDetail(**run.model_dump(), prompt=prompt, latest_progress=latest)
+
+
+# -- cursors -----------------------------------------------------------------------------------
+
+
+def encode_cursor(kind: str, order: Order, created_at: datetime, row_id: str) -> str:
+    """Return the opaque cursor that continues a listing after the row ``(created_at, id)``."""
+    document = {"k": kind, "o": order, "t": created_at.isoformat(), "i": row_id}
+    return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
+    """Return ``(created_at, id)`` from a cursor of this listing.
+
+    Raises ``ValueError`` naming ``cursor`` for anything that is not a cursor returned by the
+    same listing in the same order.
+    """
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        document = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if document["k"] != kind or document["o"] != order:
+            raise ValueError("from another listing or order")
+        created_at = resolve_now(datetime.fromisoformat(document["t"]), "cursor")
+        row_id = document["i"]
+        if not isinstance(row_id, str):
+            raise TypeError("id is not a string")
+    except (binascii.Error, UnicodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"cursor: not a cursor returned by list_{kind} with order={order!r} ({exc})"
+        ) from None
+    return created_at, row_id
+
+
+# -- listings ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Listing(Generic[ReadT]):
+    kind: str
+    table: Table
+    json_columns: dict[str, str]
+    to_item: Callable[[Any], ReadT]
+
+
+_RUN_LISTING: Final = _Listing("runs", RUNS, RUN_JSON_COLUMNS, run_read)
+_PROMPT_LISTING: Final = _Listing(
+    "prompts",
+    PROMPTS,
+    PROMPT_JSON_COLUMNS,
+    lambda row: PromptRead.model_validate(dict(row._mapping)),
+)
+
+
+def _page(
+    conn: DatabaseConnection,
+    listing: _Listing[ReadT],
+    conditions: list[ColumnElement[bool]],
+    *,
+    window: tuple[datetime | None, datetime | None],
+    json_filters: Sequence[JsonFilter],
+    order: Order,
+    limit: int,
+    cursor: str | None,
+) -> Page[ReadT]:
+    """Run one keyset-paginated listing: ``conditions`` plus the filters every listing has."""
+    check_limit(limit)
+    if order not in ("newest", "oldest"):
+        raise ValueError(f"order: must be 'newest' or 'oldest', got {order!r}")
+    table = listing.table
+    created, row_id = table.c.created_at, table.c.id
+    created_after, created_before = window
+    if created_after is not None:
+        conditions.append(created >= resolve_now(created_after, "created_after"))
+    if created_before is not None:
+        conditions.append(created < resolve_now(created_before, "created_before"))
+    for condition in json_filters:
+        if not isinstance(condition, JsonFilter):
+            raise ValueError(f"json_filters: expected JsonFilter objects, got {condition!r}")
+        conditions.append(
+            json_condition(table, listing.json_columns, condition, conn.engine.dialect.name)
+        )
+    if cursor is not None:
+        after_time, after_id = decode_cursor(cursor, listing.kind, order)
+        if order == "newest":
+            keyset = or_(created < after_time, and_(created == after_time, row_id < after_id))
+        else:
+            keyset = or_(created > after_time, and_(created == after_time, row_id > after_id))
+        conditions.append(keyset)
+    ordering = (created.desc(), row_id.desc()) if order == "newest" else (created, row_id)
+    # One row more than asked tells whether another page exists, without a COUNT.
+    query: Select[Any] = select(table).where(*conditions).order_by(*ordering).limit(limit + 1)
+    with conn.get_session(read_only=True) as session:
+        rows = session.execute(query).all()
+    items = [listing.to_item(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(listing.kind, order, last.created_at, last.id)
+    return Page[ReadT](items=items, next_cursor=next_cursor)
+
+
+def list_runs(
+    conn: DatabaseConnection,
+    *,
+    status: RunStatus | str | Collection[RunStatus | str] | None = None,
+    model_type: str | None = None,
+    prompt_id: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    json_filters: Sequence[JsonFilter] = (),
+    order: Order = "newest",
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[RunRead]:
+    """Return one page of runs matching every filter given, newest first by default.
+
+    ``status`` is one status or several; ``created_after`` is inclusive and ``created_before``
+    exclusive; ``json_filters`` apply to ``execution_config``, ``outputs`` and ``run_metadata``.
+    Raises ``ValueError`` naming the argument: an unknown status, a naive datetime, a bad
+    ``limit`` (1 to 1000), an invalid ``cursor`` or JSON filter.
+    """
+    conditions: list[ColumnElement[bool]] = []
+    if status is not None:
+        wanted = [status] if isinstance(status, str) else list(status)
+        try:
+            statuses = sorted({RunStatus(item) for item in wanted})
+        except ValueError:
+            raise ValueError(f"status: unknown run status in {status!r}") from None
+        conditions.append(RUNS.c.status.in_(statuses))
+    if model_type is not None:
+        conditions.append(RUNS.c.model_type == model_type)
+    if prompt_id is not None:
+        conditions.append(RUNS.c.prompt_id == prompt_id)
+    return _page(
+        conn,
+        _RUN_LISTING,
+        conditions,
+        window=(created_after, created_before),
+        json_filters=json_filters,
+        order=order,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+def list_prompts(
+    conn: DatabaseConnection,
+    *,
+    model_type: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    json_filters: Sequence[JsonFilter] = (),
+    order: Order = "newest",
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[PromptRead]:
+    """Return one page of prompts matching every filter given, newest first by default.
+
+    ``json_filters`` apply to ``inputs`` and ``parameters``. Raises ``ValueError`` naming the
+    argument, as ``list_runs`` does.
+    """
+    conditions: list[ColumnElement[bool]] = []
+    if model_type is not None:
+        conditions.append(PROMPTS.c.model_type == model_type)
+    return _page(
+        conn,
+        _PROMPT_LISTING,
+        conditions,
+        window=(created_after, created_before),
+        json_filters=json_filters,
+        order=order,
+        limit=limit,
+        cursor=cursor,
+    )

@@ -1,0 +1,173 @@
+"""Recording and reading progress events: the write path of workers, the read path of dashboards.
+
+``record_progress_batch`` is the fast path: events are validated as plain Pydantic models (no ORM
+objects, no identity map), the target runs are checked in one query, and all rows go in with one
+Core ``executemany``, inside one transaction, so the cost stays close to the driver's own.
+"""
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final, cast
+
+from pydantic import TypeAdapter
+from sqlalchemy import CursorResult, Select, Table, insert, select
+from sqlalchemy.orm import Session
+
+from cosmos_models.connection import DatabaseConnection
+from cosmos_models.errors import RunFinishedError, RunNotFoundError
+from cosmos_models.lifecycle import RUNS
+from cosmos_models.progress import ProgressCreate, ProgressRead
+from cosmos_models.run import RunStatus
+from cosmos_models.types import metadata, utcnow
+
+PROGRESS: Final[Table] = metadata.tables["progress"]
+MAX_PAGE: Final = 1000
+
+# One validator call for a whole batch: pydantic-core walks the list without Python loops.
+_events_adapter: Final = TypeAdapter(list[ProgressCreate])
+
+
+def _rows(events: list[ProgressCreate]) -> list[dict[str, Any]]:
+    """Plain dicts for ``executemany``; one clock reading stamps events that carry no time."""
+    now = utcnow()
+    rows = []
+    for event in events:
+        row = event.__dict__.copy()
+        if row["timestamp"] is None:
+            row["timestamp"] = now
+        rows.append(row)
+    return rows
+
+
+def _check_runs_open(session: Session, run_ids: set[str]) -> None:
+    """Refuse events for unknown or final runs, checking every run in one query.
+
+    ``FOR SHARE`` (PostgreSQL, MariaDB; nothing on SQLite, whose writers take turns) keeps a
+    concurrent transition from finishing a run between this check and the insert.
+    """
+    found: dict[str, RunStatus] = {
+        row.id: row.status
+        for row in session.execute(
+            select(RUNS.c.id, RUNS.c.status)
+            .where(RUNS.c.id.in_(sorted(run_ids)))
+            .with_for_update(read=True)
+        )
+    }
+    missing = run_ids - found.keys()
+    if missing:
+        raise RunNotFoundError(sorted(missing))
+    for run_id in sorted(found):
+        if found[run_id].is_final:
+            raise RunFinishedError(run_id, found[run_id].value)
+
+
+def record_progress(
+    conn: DatabaseConnection,
+    run_id: str,
+    stage: str,
+    percentage: float,
+    message: str = "",
+    *,
+    timestamp: datetime | None = None,
+) -> ProgressRead:
+    """Record one progress event of a run and return it with its id.
+
+    ``timestamp`` defaults to now (UTC). Raises ``pydantic.ValidationError`` naming the field,
+    ``RunNotFoundError`` for an unknown run, ``RunFinishedError`` for a completed, failed or
+    cancelled run.
+    """
+    event = ProgressCreate(
+        run_id=run_id, stage=stage, percentage=percentage, message=message, timestamp=timestamp
+    )
+    (row,) = _rows([event])
+    with conn.get_session() as session:
+        _check_runs_open(session, {event.run_id})
+        result = cast(CursorResult[Any], session.execute(insert(PROGRESS).values(**row)))
+        (new_id,) = result.inserted_primary_key or (None,)
+    return ProgressRead.model_validate({**row, "id": new_id})
+
+
+def record_progress_batch(
+    conn: DatabaseConnection, events: Iterable[ProgressCreate | Mapping[str, Any]]
+) -> int:
+    """Record many progress events (of one run or many) all or none; return how many.
+
+    Raises ``pydantic.ValidationError`` naming the event's index and field (nothing is written),
+    ``RunNotFoundError`` listing unknown runs, ``RunFinishedError`` for a final run.
+    """
+    items = list(events)
+    if not items:
+        return 0
+    # Already-built ProgressCreate objects are taken as they are (they were validated when
+    # built); dicts are validated in one adapter call.
+    if all(isinstance(item, ProgressCreate) for item in items):
+        checked: list[ProgressCreate] = items  # type: ignore[assignment]
+    else:
+        checked = _events_adapter.validate_python(items)
+    rows = _rows(checked)
+    with conn.get_session() as session:
+        _check_runs_open(session, {row["run_id"] for row in rows})
+        session.execute(insert(PROGRESS), rows)
+    return len(rows)
+
+
+def check_limit(limit: int) -> None:
+    """Raise ``ValueError`` naming ``limit`` unless it is an integer from 1 to ``MAX_PAGE``."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit: must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
+
+
+def latest_progress(conn: DatabaseConnection, run_ids: Iterable[str]) -> dict[str, ProgressRead]:
+    """Return the latest event (greatest ``timestamp``, then ``id``) of each run, in one query.
+
+    Runs without events, and unknown run ids, are absent from the result. For each run the
+    database reads one entry from the end of ``ix_progress_run_id_timestamp_id``, so the cost
+    grows with the number of runs asked for, not with the size of the progress table.
+    Raises ``DatabaseError``.
+    """
+    wanted = sorted(set(run_ids))
+    if not wanted:
+        return {}
+    with conn.get_session(read_only=True) as session:
+        rows = session.execute(latest_progress_query(wanted)).all()
+    return {row.run_id: ProgressRead.model_validate(dict(row._mapping)) for row in rows}
+
+
+def latest_progress_query(run_ids: list[str]) -> Select[Any]:
+    """The one statement behind ``latest_progress`` (public so that its plan can be checked)."""
+    latest_id = (
+        select(PROGRESS.c.id)
+        .where(PROGRESS.c.run_id == RUNS.c.id)
+        .order_by(PROGRESS.c.timestamp.desc(), PROGRESS.c.id.desc())
+        .limit(1)
+        .correlate(RUNS)
+        .scalar_subquery()
+    )
+    heads = select(latest_id.label("progress_id")).where(RUNS.c.id.in_(run_ids)).subquery("heads")
+    return select(PROGRESS).join(heads, PROGRESS.c.id == heads.c.progress_id)
+
+
+def progress_since(
+    conn: DatabaseConnection, run_id: str, after_id: int = 0, limit: int = 100
+) -> list[ProgressRead]:
+    """Return a run's events with ``id > after_id``, oldest first, at most ``limit`` of them.
+
+    For dashboard polling: pass the last id seen. Raises ``ValueError`` naming ``after_id`` or
+    ``limit``, ``RunNotFoundError`` for an unknown run.
+    """
+    if isinstance(after_id, bool) or not isinstance(after_id, int) or after_id < 0:
+        raise ValueError(f"after_id: must be an integer ≥ 0, got {after_id!r}")
+    check_limit(limit)
+    with conn.get_session(read_only=True) as session:
+        rows = session.execute(
+            select(PROGRESS)
+            .where(PROGRESS.c.run_id == run_id, PROGRESS.c.id > after_id)
+            .order_by(PROGRESS.c.id)
+            .limit(limit)
+        ).all()
+        if (
+            not rows
+            and session.execute(select(RUNS.c.id).where(RUNS.c.id == run_id)).scalar() is None
+        ):
+            raise RunNotFoundError(run_id)
+    return [ProgressRead.model_validate(dict(row._mapping)) for row in rows]
