@@ -196,7 +196,9 @@ def test_every_illegal_move_is_refused_naming_run_from_and_to(
             source.value,
             target.value,
         )
-        assert run_id in str(error) and source.value in str(error) and target.value in str(error)
+        assert run_id in str(error)
+        assert source.value in str(error)
+        assert target.value in str(error)
 
 
 def test_transition_reports_conflicts_unknown_runs_and_statuses(db: DatabaseConnection) -> None:
@@ -240,7 +242,8 @@ def test_claim_takes_the_oldest_pending_run_then_the_smallest_id(db: DatabaseCon
     assert claimed.started_at == claimed.heartbeat_at == claimed.updated_at == at(10)
     second = claim_next_run(db, "gpu-002", to="running")
     third = claim_next_run(db, "gpu-003")
-    assert second is not None and third is not None
+    assert second is not None
+    assert third is not None
     assert (second.id, second.status, third.id) == (tie_b, "running", newer)
     assert claim_next_run(db, "gpu-004") is None
 
@@ -250,9 +253,11 @@ def test_claim_filters_on_model_types(db: DatabaseConnection) -> None:
     (reason,) = pending_runs(db, 1, "reason")
     assert claim_next_run(db, "w", model_types=["predict"]) is None
     got = claim_next_run(db, "w", model_types=("reason", "predict"))
-    assert got is not None and got.id == reason
+    assert got is not None
+    assert got.id == reason
     got = claim_next_run(db, "w", model_types={"transfer"})
-    assert got is not None and got.id == transfer
+    assert got is not None
+    assert got.id == transfer
 
 
 @pytest.mark.parametrize(
@@ -302,7 +307,8 @@ def test_claim_skips_a_row_locked_by_another_transaction(db: DatabaseConnection)
         holder.execute(text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": first})
         claimed = in_threads(lambda _: claim_next_run(db, "w"), 1)[0]
         holder.rollback()
-    assert claimed is not None and claimed.id == second  # SKIP LOCKED, without waiting
+    assert claimed is not None
+    assert claimed.id == second
 
 
 def test_heartbeat_only_from_the_holding_worker(db: DatabaseConnection) -> None:
@@ -334,7 +340,8 @@ def test_reap_fails_runs_whose_heartbeat_is_too_old(db: DatabaseConnection) -> N
     reaped = get_run(db, stale)
     assert (reaped.status, reaped.completed_at) == ("failed", at(120))
     assert reaped.error_message is not None
-    assert "w-stale" in reaped.error_message and "heartbeat" in reaped.error_message
+    assert "w-stale" in reaped.error_message
+    assert "heartbeat" in reaped.error_message
     assert get_run(db, unclaimed).status == "pending"
     assert reap_stale_runs(db, timedelta(seconds=60), now=at(120)) == []  # already failed
     with pytest.raises(RunFinishedError):

@@ -175,7 +175,24 @@ def test_unknown_revision_is_refused_on_servers(empty_url: str) -> None:
 def test_sqlite_backup_is_made_before_a_change(tmp_path: Path) -> None:
     path = tmp_path / "b.db"
     upgrade(path, revisions_in_order()[0])
-    add_prompt_with_run(DatabaseConnection(path))
+    # Plain SQL: the live models have columns that this first revision does not.
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO prompts (id, model_type, prompt_text, inputs, parameters, created_at)"
+                " VALUES ('ps_1', 'transfer', 'text', '{}', '{}', '2025-01-04 12:00:00.000000')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO runs (id, prompt_id, model_type, status, execution_config, outputs,"
+                " metadata, created_at, updated_at) VALUES ('rs_1', 'ps_1', 'transfer',"
+                " 'pending', '{}', '{}', '{}', '2025-01-04 12:00:00.000000',"
+                " '2025-01-04 12:00:00.000000')"
+            )
+        )
+    engine.dispose()
     lines: list[str] = []
     result = upgrade(path, report=lines.append)
     if result.after == result.before:  # only one revision so far: go down and up instead
