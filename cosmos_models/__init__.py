@@ -14,6 +14,7 @@ from cosmos_models.errors import (
     TransitionConflictError,
     WorkerMismatchError,
 )
+from cosmos_models.json_filters import JsonFilter
 from cosmos_models.lifecycle import (
     ACTIVE_STATUSES,
     claim_next_run,
@@ -25,6 +26,8 @@ from cosmos_models.lifecycle import (
 )
 from cosmos_models.progress import Progress, ProgressCreate, ProgressRead
 from cosmos_models.prompt import Prompt, PromptCreate, PromptRead, PromptUpdate
+from cosmos_models.queries import get_run, get_run_detail, list_prompts, list_runs
+from cosmos_models.readmodels import Page, PromptSummary, RunDetail, api_json_schemas
 from cosmos_models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
 from cosmos_models.tracking import (
     latest_progress,
@@ -42,8 +45,10 @@ __all__ = [
     "DatabaseError",
     "IntegrityViolation",
     "InvalidTransitionError",
+    "JsonFilter",
     "MigrationError",
     "NotFoundError",
+    "Page",
     "Progress",
     "ProgressCreate",
     "ProgressRead",
@@ -51,22 +56,29 @@ __all__ = [
     "PromptCreate",
     "PromptNotFoundError",
     "PromptRead",
+    "PromptSummary",
     "PromptUpdate",
     "Run",
     "RunCreate",
+    "RunDetail",
     "RunFinishedError",
     "RunNotFoundError",
     "RunRead",
     "RunStatus",
     "TransitionConflictError",
     "WorkerMismatchError",
+    "api_json_schemas",
     "claim_next_run",
     "create_prompt",
     "create_run",
     "get_database_url",
+    "get_run",
+    "get_run_detail",
     "heartbeat",
     "init_database",
     "latest_progress",
+    "list_prompts",
+    "list_runs",
     "metadata",
     "progress_since",
     "reap_stale_runs",

@@ -1,0 +1,230 @@
+"""Recording progress (one event or a batch, all or none) and reading it back, on every backend."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import func, select, text
+
+from cosmos_models import (
+    DatabaseConnection,
+    ProgressCreate,
+    RunFinishedError,
+    RunNotFoundError,
+    create_prompt,
+    create_run,
+    latest_progress,
+    progress_since,
+    record_progress,
+    record_progress_batch,
+    transition,
+)
+from cosmos_models.tracking import PROGRESS, latest_progress_query
+
+T0 = datetime(2025, 1, 4, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def runs(db: DatabaseConnection, count: int) -> list[str]:
+    prompt = create_prompt(
+        db, {"model_type": "transfer", "prompt_text": "t", "inputs": {}, "parameters": {}}
+    )
+    return [create_run(db, prompt.id, now=at(i)).id for i in range(count)]
+
+
+def progress_count(db: DatabaseConnection) -> int:
+    with db.get_session(read_only=True) as session:
+        return int(session.execute(select(func.count()).select_from(PROGRESS)).scalar_one())
+
+
+# -- one event ---------------------------------------------------------------------------------
+
+
+def test_record_progress_returns_the_stored_event(db: DatabaseConnection) -> None:
+    (run_id,) = runs(db, 1)
+    event = record_progress(db, run_id, "uploading", 12.5, "sending city.mp4", timestamp=at(3))
+    assert (event.run_id, event.stage, event.percentage, event.message) == (
+        run_id,
+        "uploading",
+        12.5,
+        "sending city.mp4",
+    )
+    assert event.timestamp == at(3)
+    assert event.id > 0
+    later = record_progress(db, run_id, "inference", 50)
+    assert later.id > event.id
+    assert later.message == ""
+    assert later.timestamp.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"percentage": 100.5}, "percentage"),
+        ({"percentage": -0.1}, "percentage"),
+        ({"percentage": float("nan")}, "percentage"),
+        ({"stage": "  "}, "stage"),
+        ({"stage": "x" * 101}, "stage"),
+        ({"message": "nul\x00"}, "message"),
+        ({"timestamp": datetime(2025, 1, 4, 12)}, "timestamp"),  # naive
+        ({"run_id": ""}, "run_id"),
+    ],
+)
+def test_record_progress_refuses_bad_values_naming_the_field(
+    db: DatabaseConnection, kwargs: dict[str, Any], field: str
+) -> None:
+    (run_id,) = runs(db, 1)
+    arguments: dict[str, Any] = {
+        "run_id": run_id,
+        "stage": "inference",
+        "percentage": 10.0,
+        "message": "ok",
+        **kwargs,
+    }
+    with pytest.raises(ValidationError) as caught:
+        record_progress(db, **arguments)
+    assert field in {str(error["loc"][0]) for error in caught.value.errors()}
+    assert progress_count(db) == 0
+
+
+def test_record_progress_refuses_unknown_and_final_runs(db: DatabaseConnection) -> None:
+    with pytest.raises(RunNotFoundError, match="rs_missing"):
+        record_progress(db, "rs_missing", "inference", 1.0)
+    done, failed = runs(db, 2)
+    transition(db, done, "running")
+    transition(db, done, "completed")
+    transition(db, failed, "failed", error_message="boom")
+    for run_id, status in ((done, "completed"), (failed, "failed")):
+        with pytest.raises(RunFinishedError, match=status) as caught:
+            record_progress(db, run_id, "inference", 1.0)
+        assert caught.value.run_id == run_id
+    assert progress_count(db) == 0
+
+
+# -- batches -----------------------------------------------------------------------------------
+
+
+def test_batch_writes_events_of_several_runs(db: DatabaseConnection) -> None:
+    run_a, run_b = runs(db, 2)
+    events: list[ProgressCreate | dict[str, Any]] = [
+        {"run_id": run_a, "stage": "uploading", "percentage": 0, "timestamp": at(1)},
+        ProgressCreate(run_id=run_b, stage="uploading", percentage=5.5, message="m"),
+        {"run_id": run_a, "stage": "inference", "percentage": 40.0, "message": "frame 48/120"},
+    ]
+    assert record_progress_batch(db, events) == 3
+    assert record_progress_batch(db, iter([ProgressCreate(run_id=run_a, stage="s", percentage=1)]))
+    assert [e.stage for e in progress_since(db, run_a)] == ["uploading", "inference", "s"]
+    assert progress_since(db, run_b)[0].message == "m"
+    assert record_progress_batch(db, []) == 0
+
+
+def test_batch_is_all_or_none(db: DatabaseConnection) -> None:
+    run_a, finished = runs(db, 2)
+    transition(db, finished, "cancelled")
+    good = {"run_id": run_a, "stage": "inference", "percentage": 10.0}
+    with pytest.raises(ValidationError) as caught:
+        record_progress_batch(db, [good, good, {**good, "percentage": 101}])
+    assert caught.value.errors()[0]["loc"][:2] == (2, "percentage")
+    with pytest.raises(RunNotFoundError) as missing:
+        record_progress_batch(db, [good, {**good, "run_id": "rs_x"}, {**good, "run_id": "rs_y"}])
+    assert missing.value.run_ids == ["rs_x", "rs_y"]
+    with pytest.raises(RunFinishedError, match="cancelled"):
+        record_progress_batch(db, [good, {**good, "run_id": finished}])
+    assert progress_count(db) == 0
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def test_latest_progress_is_the_greatest_timestamp_then_id(db: DatabaseConnection) -> None:
+    run_a, run_b, silent = runs(db, 3)
+    record_progress_batch(
+        db,
+        [
+            {"run_id": run_a, "stage": "late", "percentage": 90, "timestamp": at(30)},
+            {"run_id": run_a, "stage": "early", "percentage": 10, "timestamp": at(10)},
+            {"run_id": run_b, "stage": "first", "percentage": 10, "timestamp": at(20)},
+            {"run_id": run_b, "stage": "tie-later-id", "percentage": 20, "timestamp": at(20)},
+        ],
+    )
+    latest = latest_progress(db, [run_a, run_b, silent, "rs_unknown", run_a])
+    assert set(latest) == {run_a, run_b}
+    assert (latest[run_a].stage, latest[run_a].timestamp) == ("late", at(30))
+    assert latest[run_b].stage == "tie-later-id"
+    assert latest_progress(db, []) == {}
+
+
+def test_progress_since_pages_through_a_run_for_polling(db: DatabaseConnection) -> None:
+    run_a, run_b = runs(db, 2)
+    record_progress_batch(
+        db,
+        [
+            {"run_id": run_id, "stage": "s", "percentage": i}
+            for i in range(5)
+            for run_id in (run_a, run_b)
+        ],
+    )
+    first = progress_since(db, run_a, limit=2)
+    assert [e.percentage for e in first] == [0, 1]
+    rest = progress_since(db, run_a, after_id=first[-1].id, limit=10)
+    assert [e.percentage for e in rest] == [2, 3, 4]
+    assert {e.run_id for e in first + rest} == {run_a}
+    assert progress_since(db, run_a, after_id=rest[-1].id) == []
+    with pytest.raises(RunNotFoundError):
+        progress_since(db, "rs_missing")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"after_id": -1}, "after_id"),
+        ({"after_id": True}, "after_id"),
+        ({"after_id": "3"}, "after_id"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"limit": 2.5}, "limit"),
+    ],
+)
+def test_progress_since_refuses_bad_arguments(
+    db: DatabaseConnection, kwargs: dict[str, Any], name: str
+) -> None:
+    with pytest.raises(ValueError, match=name):
+        progress_since(db, "rs_any", **kwargs)
+
+
+def _plan(db: DatabaseConnection, run_ids: list[str]) -> str:
+    query = latest_progress_query(run_ids)
+    sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    dialect = db.engine.dialect.name
+    prefix = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
+    with db.engine.connect() as connection:
+        # Fresh statistics, as a database with millions of rows would have.
+        if dialect == "postgresql":
+            connection.execute(text("ANALYZE progress"))
+            connection.execute(text("ANALYZE runs"))
+        elif dialect == "mysql":
+            connection.execute(text("ANALYZE TABLE progress, runs"))
+        rows = connection.exec_driver_sql(prefix + sql).all()
+    return "\n".join(" ".join(str(value) for value in row) for row in rows)
+
+
+def test_latest_progress_reads_the_run_timestamp_index(db: DatabaseConnection) -> None:
+    run_ids = runs(db, 20)
+    record_progress_batch(
+        db,
+        (
+            {"run_id": run_id, "stage": "s", "percentage": i % 100, "timestamp": at(i)}
+            for run_id in run_ids
+            for i in range(250)
+        ),
+    )
+    plan = _plan(db, run_ids[:3])
+    assert "ix_progress_run_id_timestamp_id" in plan, plan
+    # No full pass over progress: SQLite "SCAN progress", PostgreSQL "Seq Scan", MariaDB "ALL".
+    assert "SCAN progress" not in plan, plan
+    assert "Seq Scan on progress" not in plan, plan
+    assert "progress ALL" not in plan, plan
