@@ -70,10 +70,8 @@ def run_read(row: Any) -> RunRead:
 
 
 def _fetch_run(session: Session, run_id: str) -> RunRead:
-    row = session.execute(select(RUNS).where(RUNS.c.id == run_id)).one_or_none()
-    if row is None:
-        raise RunNotFoundError(run_id)
-    return run_read(row)
+    """Read back a run this transaction has just updated (so it exists)."""
+    return run_read(session.execute(select(RUNS).where(RUNS.c.id == run_id)).one())
 
 
 def rowcount(session: Session, statement: Executable) -> int:

@@ -1,6 +1,6 @@
 """Small builders for valid rows, so each test states only what it is about."""
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cosmos_models import DatabaseConnection, Progress, Prompt, Run
@@ -49,3 +49,12 @@ def add_prompt_with_run(
         session.add(prompt)
         session.add(run)
         return prompt.id, run.id
+
+
+T0 = datetime(2025, 1, 4, 12, 0, tzinfo=UTC)
+"""A fixed moment: tests state times explicitly instead of sleeping to order events."""
+
+
+def at(seconds: float) -> datetime:
+    """``T0`` plus ``seconds``."""
+    return T0 + timedelta(seconds=seconds)

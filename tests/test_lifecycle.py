@@ -29,12 +29,7 @@ from cosmos_models import (
 )
 from cosmos_models.lifecycle import resolve_now
 from tests.concurrency import claim_all, in_processes, in_threads, move_once, process_url
-
-T0 = datetime(2025, 1, 4, 12, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+from tests.factories import T0, at
 
 
 def new_prompt(db: DatabaseConnection, model_type: str = "transfer") -> str:

@@ -1,6 +1,6 @@
 """Recording progress (one event or a batch, all or none) and reading it back, on every backend."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,12 +21,7 @@ from cosmos_models import (
     transition,
 )
 from cosmos_models.tracking import PROGRESS, latest_progress_query
-
-T0 = datetime(2025, 1, 4, 12, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+from tests.factories import at
 
 
 def runs(db: DatabaseConnection, count: int) -> list[str]:
