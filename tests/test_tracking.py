@@ -223,3 +223,12 @@ def test_latest_progress_reads_the_run_timestamp_index(db: DatabaseConnection) -
     assert "SCAN progress" not in plan, plan
     assert "Seq Scan on progress" not in plan, plan
     assert "progress ALL" not in plan, plan
+
+
+def test_batch_checks_event_objects_again(db: DatabaseConnection) -> None:
+    (run_id,) = runs(db, 1)
+    event = ProgressCreate(run_id=run_id, stage="inference", percentage=50)
+    event.percentage = 500  # models without validate_assignment accept this silently
+    with pytest.raises(ValidationError, match="percentage"):
+        record_progress_batch(db, [event])
+    assert progress_count(db) == 0
