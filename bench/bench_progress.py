@@ -4,7 +4,7 @@ Both sides insert the same events into the same table in one transaction; the dr
 values already in storage form (it validates nothing). Prints speed ratios (driver time divided
 by ours: 1.0 is driver speed, the target is ≥ 0.5) and writes bench/results/progress.json.
 
-    .venv/bin/python bench/bench_progress.py [--events 20000] [--repeat 3]
+    .venv/bin/python bench/bench_progress.py [--events 20000] [--repeat 7]
 """
 
 import argparse
@@ -41,14 +41,18 @@ def database(backend: str) -> Iterator[URL | str]:
             yield url
 
 
-def best_of(repeat: int, setup: Callable[[], None], work: Callable[[], None]) -> float:
-    times = []
+def interleaved_best_of(
+    repeat: int, setup: Callable[[], None], *contenders: Callable[[], None]
+) -> list[float]:
+    """Best time of each contender, taking turns so that machine noise hits all alike."""
+    best = [float("inf")] * len(contenders)
     for _ in range(repeat):
-        setup()
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for index, work in enumerate(contenders):
+            setup()
+            start = time.perf_counter()
+            work()
+            best[index] = min(best[index], time.perf_counter() - start)
+    return best
 
 
 def measure(backend: str, events: int, repeat: int) -> dict[str, Any]:
@@ -110,8 +114,7 @@ def measure(backend: str, events: int, repeat: int) -> dict[str, Any]:
         def ours() -> None:
             record_progress_batch(db, batch)
 
-        driver_s = best_of(repeat, empty, driver)
-        ours_s = best_of(repeat, empty, ours)
+        driver_s, ours_s = interleaved_best_of(repeat, empty, driver, ours)
         empty()
         db.close()
     return {
@@ -126,7 +129,7 @@ def measure(backend: str, events: int, repeat: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     results = []
     for backend in ("sqlite-file", "postgresql", "mariadb"):

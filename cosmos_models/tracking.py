@@ -7,11 +7,10 @@ Core ``executemany``, inside one transaction, so the cost stays close to the dri
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Annotated, Any, Final, NotRequired, cast
+from typing import Annotated, Any, Final, NotRequired
 
 from pydantic import TypeAdapter
-from sqlalchemy import CursorResult, Select, Table, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Select, Table, bindparam, insert, select
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from cosmos_models.connection import DatabaseConnection
@@ -55,7 +54,16 @@ def _rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return events
 
 
-def _check_runs_open(session: Session, run_ids: set[str]) -> None:
+# Built once: statement construction costs more than the query itself for small batches.
+_RUN_STATUSES: Final = (
+    select(RUNS.c.id, RUNS.c.status)
+    .where(RUNS.c.id.in_(bindparam("run_ids", expanding=True)))
+    .with_for_update(read=True)
+)
+_INSERT_PROGRESS: Final = insert(PROGRESS)
+
+
+def _check_runs_open(connection: Connection, run_ids: set[str]) -> None:
     """Refuse events for unknown or final runs, checking every run in one query.
 
     ``FOR SHARE`` (PostgreSQL, MariaDB; nothing on SQLite, whose writers take turns) keeps a
@@ -63,11 +71,7 @@ def _check_runs_open(session: Session, run_ids: set[str]) -> None:
     """
     found: dict[str, RunStatus] = {
         row.id: row.status
-        for row in session.execute(
-            select(RUNS.c.id, RUNS.c.status)
-            .where(RUNS.c.id.in_(sorted(run_ids)))
-            .with_for_update(read=True)
-        )
+        for row in connection.execute(_RUN_STATUSES, {"run_ids": sorted(run_ids)})
     }
     missing = run_ids - found.keys()
     if missing:
@@ -97,8 +101,9 @@ def record_progress(
     )
     (row,) = _rows([event.model_dump()])
     with conn.get_session() as session:
-        _check_runs_open(session, {event.run_id})
-        result = cast(CursorResult[Any], session.execute(insert(PROGRESS).values(**row)))
+        connection = session.connection()
+        _check_runs_open(connection, {event.run_id})
+        result = connection.execute(insert(PROGRESS).values(**row))
         (new_id,) = result.inserted_primary_key or (None,)
     return ProgressRead.model_validate({**row, "id": new_id})
 
@@ -118,8 +123,10 @@ def record_progress_batch(
         return 0
     rows = _rows(_events_adapter.validate_python(items))
     with conn.get_session() as session:
-        _check_runs_open(session, {row["run_id"] for row in rows})
-        session.execute(insert(PROGRESS), rows)
+        # Core on the session's connection: the ORM layer has nothing to add to these statements.
+        connection = session.connection()
+        _check_runs_open(connection, {row["run_id"] for row in rows})
+        connection.execute(_INSERT_PROGRESS, rows)
     return len(rows)
 
 
