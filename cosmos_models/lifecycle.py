@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import CursorResult, Executable, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
@@ -28,7 +29,7 @@ from cosmos_models.errors import (
 )
 from cosmos_models.prompt import Prompt, PromptCreate, PromptRead
 from cosmos_models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
-from cosmos_models.types import ID_LENGTH, _to_utc, metadata, utcnow
+from cosmos_models.types import Identifier, RequiredText, _to_utc, metadata, utcnow
 
 RUNS: Final[Table] = metadata.tables["runs"]
 PROMPTS: Final[Table] = metadata.tables["prompts"]
@@ -49,14 +50,16 @@ def resolve_now(now: datetime | None, name: str = "now") -> datetime:
         raise ValueError(f"{name}: must be a timezone-aware datetime, got {now!r}") from None
 
 
-def _checked_text(value: str, name: str, *, max_length: int | None = None) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name}: must be a non-empty string")
-    if "\x00" in value:
-        raise ValueError(f"{name}: must not contain NUL characters")
-    if max_length is not None and len(value) > max_length:
-        raise ValueError(f"{name}: must be at most {max_length} characters")
-    return value
+# The same rules as the columns these arguments are stored in, applied before any SQL runs.
+_IDENTIFIER: Final = TypeAdapter(Identifier)
+_REQUIRED_TEXT: Final = TypeAdapter(RequiredText)
+
+
+def _checked(adapter: TypeAdapter[str], value: str, name: str) -> str:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(f"{name}: {exc.errors()[0]['msg']}") from None
 
 
 def run_read(row: Any) -> RunRead:
@@ -189,7 +192,7 @@ def transition(
             raise ValueError(
                 f"error_message: only a failed or cancelled run records one, not {target.value!r}"
             )
-        _checked_text(error_message, "error_message")
+        _checked(_REQUIRED_TEXT, error_message, "error_message")
     moment = resolve_now(now)
     with conn.get_session() as session:
         source = (
@@ -229,7 +232,7 @@ def claim_next_run(
     session's ``BEGIN IMMEDIATE`` makes claims take turns. Raises ``ValueError`` naming
     ``worker_id``, ``model_types`` or ``to``.
     """
-    worker = _checked_text(worker_id, "worker_id", max_length=ID_LENGTH)
+    worker = _checked(_IDENTIFIER, worker_id, "worker_id")
     target = RunStatus(to)
     if target not in CLAIM_TARGETS:
         raise ValueError(

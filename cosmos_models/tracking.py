@@ -1,16 +1,16 @@
 """Recording and reading progress events: the write path of workers, the read path of dashboards.
 
-``record_progress_batch`` is the fast path: events are validated as plain Pydantic models (no ORM
-objects, no identity map), the target runs are checked in one query, and all rows go in with one
-Core ``executemany``, inside one transaction, so the cost stays close to the driver's own.
+``record_progress_batch`` is the fast path: events are validated into plain dicts by one
+pydantic-core call (no model or ORM objects, no identity map), the target runs are checked in one
+query, and all rows go in with one Core ``executemany``, inside one transaction.
 """
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Annotated, Any, Final, NotRequired
+from typing import Annotated, Any, Final, NotRequired, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, Select, Table, bindparam, insert, select
+from sqlalchemy import Connection, Row, Select, Table, bindparam, insert, select
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from cosmos_models.connection import DatabaseConnection
@@ -104,7 +104,7 @@ def record_progress(
         connection = session.connection()
         _check_runs_open(connection, {event.run_id})
         result = connection.execute(insert(PROGRESS).values(**row))
-        (new_id,) = result.inserted_primary_key or (None,)
+        new_id = cast(Row[Any], result.inserted_primary_key)[0]  # one row inserted: never None
     return ProgressRead.model_validate({**row, "id": new_id})
 
 
