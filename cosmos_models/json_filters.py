@@ -19,6 +19,8 @@ from typing import Any, Final, Literal
 from sqlalchemy import ARRAY, ColumnElement, Float, Table, Text, and_, bindparam, case, cast, func
 from sqlalchemy.sql.elements import BinaryExpression
 
+from cosmos_models.types import backend_family
+
 Operator = Literal["==", "!=", "<", "<=", ">", ">="]
 JsonScalar = str | int | float | bool | None
 
@@ -116,10 +118,6 @@ def _kind(value: JsonScalar) -> str:
     return "string" if isinstance(value, str) else "number"
 
 
-def _dialect_family(name: str) -> str:
-    return "mysql" if name in ("mysql", "mariadb") else name
-
-
 def _json_path(path: Sequence[str | int]) -> str:
     # SQLite and MySQL: $."key"[0]; keys are quoted so that dots or spaces in them stay literal.
     return "$" + "".join(f"[{key}]" if isinstance(key, int) else f'."{key}"' for key in path)
@@ -152,7 +150,7 @@ def json_condition(
             f"use one of {sorted(columns)}"
         )
     column = table.c[columns[condition.column]]
-    family = _dialect_family(dialect)
+    family = backend_family(dialect)
     if family == "postgresql":
         keys = bindparam(None, [str(key) for key in condition.path], type_=ARRAY(Text))
         json_type = func.jsonb_typeof(column.op("#>")(keys))

@@ -23,7 +23,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, bindparam, create_engine, inspect, text
 
 from cosmos_models.errors import MigrationError
-from cosmos_models.types import ID_LENGTH, NAME_LENGTH, UTCDateTime
+from cosmos_models.types import ID_LENGTH, NAME_LENGTH, UTCDateTime, backend_family
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PREFIX = "legacy_v0_"
@@ -102,11 +102,15 @@ class AdoptionReport:
 
 
 def _length(connection: Connection, column: str) -> str:
-    return f"CHAR_LENGTH({column})" if connection.dialect.name == "mysql" else f"LENGTH({column})"
+    return (
+        f"CHAR_LENGTH({column})"
+        if backend_family(connection.dialect) == "mysql"
+        else f"LENGTH({column})"
+    )
 
 
 def _not_json_object(connection: Connection, column: str) -> str:
-    dialect = connection.dialect.name
+    dialect = backend_family(connection.dialect)
     if dialect == "postgresql":
         return f"json_typeof({column}::json) <> 'object'"
     if dialect == "mysql":
@@ -227,6 +231,8 @@ def adopt(connection: Connection, config: Config) -> AdoptionReport:
             text(f"ALTER SEQUENCE IF EXISTS progress_id_seq RENAME TO {PREFIX}progress_id_seq")
         )
     command.upgrade(config, "0001")
+    if dialect == "sqlite":
+        _pad_sqlite_times(connection)
 
     report.null_timestamps = _record_null_timestamps(connection)
     report.orphan_runs = _set_aside(
@@ -240,27 +246,8 @@ def adopt(connection: Connection, config: Config) -> AdoptionReport:
         f"run_id NOT IN (SELECT id FROM {PREFIX}runs WHERE prompt_id IN "
         f"(SELECT id FROM {PREFIX}prompts))",
     )
-    epoch = bindparam("epoch", EPOCH, type_=UTCDateTime())
-    for table, columns in LEGACY_COLUMNS.items():
-        selected = []
-        for column in columns:
-            value = _quote(connection, column)
-            if column in REQUIRED_TIMESTAMPS.get(table, ()):
-                value = f"COALESCE({value}, :epoch)"
-            elif dialect == "postgresql" and column in JSON_COLUMNS.get(table, ()):
-                value = f"{value}::jsonb"
-            selected.append(value)
-        where = ""
-        if table == "runs":
-            where = f" WHERE prompt_id IN (SELECT id FROM {PREFIX}prompts)"
-        elif table == "progress":
-            where = " WHERE run_id IN (SELECT id FROM runs)"
-        quoted = ", ".join(_quote(connection, column) for column in columns)
-        sql = f"INSERT INTO {table} ({quoted}) SELECT {', '.join(selected)} FROM {PREFIX}{table}"
-        statement = text(sql + where)
-        if ":epoch" in sql:
-            statement = statement.bindparams(epoch)
-        report.copied[table] = connection.execute(statement).rowcount
+    for table in LEGACY_COLUMNS:
+        report.copied[table] = _copy_kept_rows(connection, table)
     if dialect == "postgresql":
         connection.execute(
             text(
@@ -271,6 +258,48 @@ def adopt(connection: Connection, config: Config) -> AdoptionReport:
     for table in ("progress", "runs", "prompts"):
         connection.execute(text(f"DROP TABLE {PREFIX}{table}"))
     return report
+
+
+# Which v0 rows are kept in the new tables: those whose parents are kept.
+_KEPT = {
+    "prompts": "",
+    "runs": f" WHERE prompt_id IN (SELECT id FROM {PREFIX}prompts)",
+    "progress": " WHERE run_id IN (SELECT id FROM runs)",
+}
+
+
+def _copy_kept_rows(connection: Connection, table: str) -> int:
+    """Copy one table's kept v0 rows into the new table; NULL required times become EPOCH."""
+    columns = LEGACY_COLUMNS[table]
+    selected = []
+    for column in columns:
+        value = _quote(connection, column)
+        if column in REQUIRED_TIMESTAMPS.get(table, ()):
+            value = f"COALESCE({value}, :epoch)"
+        elif connection.dialect.name == "postgresql" and column in JSON_COLUMNS.get(table, ()):
+            value = f"{value}::jsonb"
+        selected.append(value)
+    quoted = ", ".join(_quote(connection, column) for column in columns)
+    sql = f"INSERT INTO {table} ({quoted}) SELECT {', '.join(selected)} FROM {PREFIX}{table}"
+    statement = text(sql + _KEPT[table])
+    if ":epoch" in sql:
+        statement = statement.bindparams(bindparam("epoch", EPOCH, type_=UTCDateTime()))
+    return int(connection.execute(statement).rowcount)
+
+
+def _pad_sqlite_times(connection: Connection) -> None:
+    # v0 text without microseconds ('2025-01-04 12:00:00') is given its '.000000': the package
+    # writes six digits always, and SQLite compares this column as text (keyset pagination
+    # needs equal instants to be equal text).
+    for table, columns in ALL_TIMESTAMPS.items():
+        for column in columns:
+            name = _quote(connection, column)
+            connection.execute(
+                text(
+                    f"UPDATE {PREFIX}{table} SET {name} = {name} || '.000000' "
+                    f"WHERE length({name}) = 19"
+                )
+            )
 
 
 def _quote(connection: Connection, name: str) -> str:
@@ -290,7 +319,7 @@ def _set_aside(connection: Connection, table: str, orphan_condition: str) -> int
 
 
 def _record_null_timestamps(connection: Connection) -> int:
-    as_text = "CHAR(255)" if connection.dialect.name == "mysql" else "VARCHAR(255)"
+    as_text = "CHAR(255)" if backend_family(connection.dialect) == "mysql" else "VARCHAR(255)"
     selects = [
         f"SELECT '{table}', CAST(id AS {as_text}), "
         f"'{column}' FROM {PREFIX}{table} WHERE {_quote(connection, column)} IS NULL"

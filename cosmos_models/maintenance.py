@@ -19,7 +19,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from cosmos_models.archive import Archive, Record
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.run import RunStatus
-from cosmos_models.types import UTCDateTime, metadata, utcnow
+from cosmos_models.types import UTCDateTime, backend_family, metadata, utcnow
 
 PROMPTS: Table = metadata.tables["prompts"]
 RUNS: Table = metadata.tables["runs"]
@@ -74,7 +74,7 @@ class DatabaseStats:
 
 
 def _size_bytes(conn: DatabaseConnection, connection: Connection) -> int | None:
-    dialect = connection.dialect.name
+    dialect = backend_family(connection.dialect)
     if dialect == "postgresql":
         return int(
             connection.execute(text("SELECT pg_database_size(current_database())")).scalar_one()

@@ -36,7 +36,7 @@ from sqlalchemy import exc as sa_exc
 
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import MigrationError
-from cosmos_models.types import metadata, utcnow
+from cosmos_models.types import backend_family, metadata, utcnow
 
 # An arbitrary constant: the key of PostgreSQL's advisory lock and MariaDB's named lock.
 _LOCK_KEY = 7_316_952_804_113
@@ -186,7 +186,7 @@ def _file_lock(path: Path | None) -> Iterator[None]:
 
 def _server_lock(connection: Connection) -> None:
     """Take the migration lock of a server backend for the current transaction/connection."""
-    name = connection.dialect.name
+    name = backend_family(connection.dialect)
     if name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
     elif name == "mysql":
@@ -199,7 +199,7 @@ def _server_lock(connection: Connection) -> None:
 
 
 def _server_unlock(connection: Connection) -> None:
-    if connection.dialect.name == "mysql":
+    if backend_family(connection.dialect) == "mysql":
         connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
 
 
@@ -405,7 +405,7 @@ def compare_type(
     metadata_type: Any,
 ) -> bool | None:
     """Alembic type comparison that knows the backends' spellings of the package's types."""
-    if context.dialect.name == "mysql":
+    if backend_family(context.dialect) == "mysql":
         # MariaDB reports JSON columns as LONGTEXT (with a JSON_VALID check).
         impl = metadata_type.dialect_impl(context.dialect)
         if type(impl).__name__ == "JSON" and type(inspected_type).__name__ == "LONGTEXT":

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BeforeValidator, Field, Strict
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, String, Text
-from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.mutable import MutableDict
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -37,6 +37,12 @@ NAME_LENGTH = 100
 # MariaDB's JSON_VALID refuses documents nested deeper than 32 levels (a scalar counts as one),
 # so containers may nest 31 deep, the top-level object included. Checked on every backend.
 MAX_JSON_DEPTH = 31
+
+
+def backend_family(dialect: Dialect | str) -> str:
+    """``"mysql"`` for MySQL and MariaDB (SQLAlchemy names them apart), else the dialect's name."""
+    name = dialect if isinstance(dialect, str) else dialect.name
+    return "mysql" if name in ("mysql", "mariadb") else name
 
 
 def utcnow() -> datetime:
@@ -191,38 +197,66 @@ Percentage = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
 # --------------------------------------------------------------------------------------------
 
 
+class _SQLiteUTCText(sqlite.DATETIME):
+    """SQLite's DATETIME column, with values converted by ``UTCDateTime`` alone.
+
+    SQLAlchemy's own SQLite DATETIME formats and parses in Python, field by field; ``isoformat``
+    and ``fromisoformat`` do the same in C, which matters on the batch-insert hot path.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)  # type: ignore[no-untyped-call]
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> None:
+        return None
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every backend, microseconds kept.
 
     PostgreSQL stores ``TIMESTAMP WITH TIME ZONE``. SQLite and MariaDB have no time zones, so the
-    UTC wall time is stored naive (``DATETIME(6)`` on MariaDB, ISO text on SQLite, the same text
-    the earlier implementation wrote) and the zone is put back on the way out. Naive values are
-    refused on the way in: guessing their zone is how timelines get silently shifted.
+    UTC wall time is stored naive (``DATETIME(6)`` on MariaDB; on SQLite the text
+    ``YYYY-MM-DD HH:MM:SS.ffffff``, always with six digits so that text order is time order, the
+    same text the earlier implementation wrote) and the zone is put back on the way out. Naive
+    values are refused on the way in: guessing their zone is how timelines get silently shifted.
     """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "mysql":
+        family = backend_family(dialect)
+        if family == "mysql":
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
-        if dialect.name == "postgresql":
+        if family == "postgresql":
             return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
-        return dialect.type_descriptor(DateTime())
+        return dialect.type_descriptor(_SQLiteUTCText())
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | str | None:
         if value is None:
             return None
         if not isinstance(value, datetime):
             raise TypeError(f"expected a datetime, got {type(value).__name__}")
-        value = _to_utc(value)
-        if dialect.name == "postgresql":
+        if value.tzinfo is not UTC:  # validated values are UTC already: the hot path skips this
+            value = _to_utc(value)
+        family = backend_family(dialect)
+        if family == "postgresql":
             return value
-        return value.replace(tzinfo=None)
+        if family == "mysql":
+            return value.replace(tzinfo=None)
+        # 'YYYY-MM-DD HH:MM:SS.ffffff+00:00' without its fixed '+00:00'
+        return value.isoformat(sep=" ", timespec="microseconds")[:-6]
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_result_value(
+        self, value: datetime | str | None, dialect: Dialect
+    ) -> datetime | None:
         if value is None:
             return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)

@@ -183,3 +183,23 @@ def test_failed_adoption_leaves_the_file_byte_for_byte(
     backups = list(tmp_path.glob("fail.backup-legacy-*.db"))
     assert len(backups) == 1
     assert legacy_rows(backups[0], "runs") == legacy_rows(path, "runs")
+
+
+def test_sqlite_times_without_microseconds_are_padded(tmp_path: Path) -> None:
+    path = make_legacy_sqlite(
+        tmp_path / "short.db",
+        extra_sql="UPDATE runs SET created_at = '2025-01-04 12:05:00' WHERE id = 'rs_20250104_120500_aaa111';",
+    )
+    upgrade(path)
+    connection = sqlite3.connect(path)
+    try:
+        stored = connection.execute(
+            "SELECT created_at FROM runs WHERE id = 'rs_20250104_120500_aaa111'"
+        ).fetchone()[0]
+    finally:
+        connection.close()
+    assert stored == "2025-01-04 12:05:00.000000"
+    with DatabaseConnection(path) as database, database.get_session() as session:
+        run = session.get(Run, "rs_20250104_120500_aaa111")
+        assert run is not None
+        assert run.created_at == datetime(2025, 1, 4, 12, 5, tzinfo=UTC)

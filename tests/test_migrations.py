@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -354,3 +355,19 @@ def test_wheel_install_migrates_outside_the_checkout(tmp_path: Path) -> None:
     assert str(site) in out.stdout
     assert f"None {head_revision()}" in out.stdout
     assert (work / "db" / "x.db").exists()
+
+
+def test_mariadb_spelling_of_the_url_gives_the_same_schema() -> None:
+    """``mariadb://`` names the dialect 'mariadb', not 'mysql': types must not differ by name."""
+    require_backend("mariadb")
+    with server_database("mariadb") as url:
+        mariadb_url = url.set(drivername="mariadb+pymysql").render_as_string(hide_password=False)
+        upgrade(mariadb_url)
+        assert schema_differences(mariadb_url) == []
+        with DatabaseConnection(mariadb_url) as database:
+            add_prompt_with_run(
+                database, created_at=datetime(2025, 1, 4, 0, 0, 0, 654321, tzinfo=UTC)
+            )
+            with database.get_session() as session:
+                run = session.scalars(select(Run)).one()
+                assert run.created_at.microsecond == 654321
