@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install bench reliability migrate downgrade current migrations-check revision test coverage lint format clean
+.PHONY: help install demo bench reliability migrate downgrade current migrations-check revision test coverage lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ migrate: $(STAMP) ## bring COSMOS_DATABASE_URL (default outputs/cosmos_workflow.
 
 downgrade: $(STAMP) ## go one revision down (or: make downgrade rev=0001 / rev=base)
 	$(BIN)/cosmos-models db downgrade $(or $(rev),-1)
+
+demo: $(STAMP) ## add sample prompts/runs and simulate workers for a minute (then: cosmos-models watch)
+	$(BIN)/cosmos-models demo
 
 current: $(STAMP) ## print the database's revision
 	$(BIN)/cosmos-models db current

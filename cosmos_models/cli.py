@@ -273,3 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         message = " ".join(str(exc).split()) or type(exc).__name__
         err.print(f"error: {message}", markup=False)
         sys.exit(1)
+
+
+# The prompts/runs/watch/demo commands live beside these; importing them registers them on `app`.
+from cosmos_models import cli_runs  # noqa: E402, F401

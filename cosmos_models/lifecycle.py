@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import CursorResult, Executable, Table, bindparam, select, update
+from sqlalchemy import CursorResult, Executable, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from cosmos_models.connection import DatabaseConnection
@@ -29,10 +29,8 @@ from cosmos_models.errors import (
 )
 from cosmos_models.prompt import Prompt, PromptCreate, PromptRead
 from cosmos_models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
-from cosmos_models.types import Identifier, RequiredText, _to_utc, metadata, utcnow
-
-RUNS: Final[Table] = metadata.tables["runs"]
-PROMPTS: Final[Table] = metadata.tables["prompts"]
+from cosmos_models.tables import PROMPTS, RUNS
+from cosmos_models.types import Identifier, RequiredText, _to_utc, utcnow
 
 ACTIVE_STATUSES: Final = frozenset({RunStatus.UPLOADING, RunStatus.RUNNING, RunStatus.DOWNLOADING})
 """Statuses in which a worker holds a run: from ``claim_next_run`` until a final status."""

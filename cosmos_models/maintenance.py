@@ -19,11 +19,9 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from cosmos_models.archive import Archive, Record
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.run import RunStatus
-from cosmos_models.types import UTCDateTime, backend_family, metadata, utcnow
+from cosmos_models.tables import PROGRESS, PROMPTS, RUNS
+from cosmos_models.types import UTCDateTime, backend_family, utcnow
 
-PROMPTS: Table = metadata.tables["prompts"]
-RUNS: Table = metadata.tables["runs"]
-PROGRESS: Table = metadata.tables["progress"]
 TABLES: dict[str, Table] = {"prompts": PROMPTS, "runs": RUNS, "progress": PROGRESS}
 FINAL_STATUSES = tuple(status for status in RunStatus if status.is_final)
 

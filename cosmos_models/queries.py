@@ -20,10 +20,11 @@ from sqlalchemy import ColumnElement, Select, Table, and_, or_, select
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import RunNotFoundError
 from cosmos_models.json_filters import JsonFilter, json_condition
-from cosmos_models.lifecycle import PROMPTS, RUNS, resolve_now, run_read
+from cosmos_models.lifecycle import resolve_now, run_read
 from cosmos_models.prompt import PromptRead
 from cosmos_models.readmodels import Page, PromptSummary, RunDetail
 from cosmos_models.run import RunRead, RunStatus
+from cosmos_models.tables import PROMPTS, RUNS
 from cosmos_models.tracking import check_limit, latest_progress
 
 Order = Literal["newest", "oldest"]

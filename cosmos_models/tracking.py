@@ -10,17 +10,16 @@ from datetime import datetime
 from typing import Annotated, Any, Final, NotRequired, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, Row, Select, Table, bindparam, insert, select
+from sqlalchemy import Connection, Row, Select, bindparam, insert, select
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import RunFinishedError, RunNotFoundError
-from cosmos_models.lifecycle import RUNS
 from cosmos_models.progress import ProgressCreate, ProgressRead
 from cosmos_models.run import RunStatus
-from cosmos_models.types import metadata, utcnow
+from cosmos_models.tables import PROGRESS, RUNS
+from cosmos_models.types import utcnow
 
-PROGRESS: Final[Table] = metadata.tables["progress"]
 MAX_PAGE: Final = 1000
 
 

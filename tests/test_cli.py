@@ -16,6 +16,10 @@ from tests.legacy_fixtures import make_legacy_sqlite
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the command line in-process; return (exit code, stdout, stderr)."""
+    from cosmos_models.cli import out
+
+    out.width = 200  # a wide terminal, so that table cells are not wrapped mid-text
     with pytest.raises(SystemExit) as exited:
         main(list(args))
     captured = capsys.readouterr()

@@ -20,7 +20,8 @@ from cosmos_models import (
     record_progress_batch,
     transition,
 )
-from cosmos_models.tracking import PROGRESS, latest_progress_query
+from cosmos_models.tables import PROGRESS
+from cosmos_models.tracking import latest_progress_query
 from tests.factories import at
 
 

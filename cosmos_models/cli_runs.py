@@ -1,0 +1,345 @@
+"""``cosmos-models`` commands about prompts and runs: list, show, watch live, and a demo."""
+
+import random
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cosmos_models.cli import (
+    DatabaseOption,
+    JsonOption,
+    app,
+    describe,
+    opened,
+    out,
+    print_json,
+    when,
+)
+from cosmos_models.connection import DatabaseConnection
+from cosmos_models.errors import CosmosModelsError
+from cosmos_models.lifecycle import claim_next_run, create_prompt, create_run, heartbeat, transition
+from cosmos_models.prompt import PromptCreate
+from cosmos_models.queries import get_run_detail, list_prompts, list_runs
+from cosmos_models.readmodels import RunDetail
+from cosmos_models.run import RunRead, RunStatus
+from cosmos_models.tracking import latest_progress, progress_since, record_progress
+from cosmos_models.types import utcnow
+
+prompts_app = typer.Typer(help="Prompts: what to run.", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs: execution attempts and their progress.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(runs_app, name="runs")
+
+LimitOption = Annotated[
+    int, typer.Option("--limit", min=1, max=1000, help="How many rows at most.")
+]
+ModelTypeOption = Annotated[str | None, typer.Option("--model-type", help="Only this model type.")]
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    if start is None:
+        return "-"
+    seconds = int(((end or utcnow()) - start).total_seconds())
+    return str(timedelta(seconds=seconds))
+
+
+@prompts_app.command("list")
+def prompts_list(
+    model_type: ModelTypeOption = None,
+    limit: LimitOption = 20,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The newest prompts."""
+    with opened(database) as connection:
+        page = list_prompts(connection, model_type=model_type, limit=limit)
+    if as_json:
+        print_json([prompt.model_dump(mode="json") for prompt in page.items])
+        return
+    table = Table(title=f"prompts in {describe(database)}")
+    for column in ("id", "model", "created", "prompt"):
+        table.add_column(column, no_wrap=column == "id")
+    for prompt in page.items:
+        text = (
+            prompt.prompt_text if len(prompt.prompt_text) <= 50 else prompt.prompt_text[:49] + "…"
+        )
+        table.add_row(prompt.id, prompt.model_type, when(prompt.created_at), text)
+    out.print(table)
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[
+        list[RunStatus] | None,
+        typer.Option("--status", help="Only runs in this status (repeatable)."),
+    ] = None,
+    model_type: ModelTypeOption = None,
+    limit: LimitOption = 20,
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The newest runs, with their latest progress."""
+    with opened(database) as connection:
+        page = list_runs(connection, status=status or None, model_type=model_type, limit=limit)
+        latest = latest_progress(connection, [run.id for run in page.items])
+    if as_json:
+        print_json([run.model_dump(mode="json") for run in page.items])
+        return
+    table = Table(title=f"runs in {describe(database)}")
+    for column in ("id", "model", "status", "created", "duration", "progress"):
+        table.add_column(column, no_wrap=column == "id")
+    for run in page.items:
+        event = latest.get(run.id)
+        progress = "-" if event is None else f"{event.stage} {event.percentage:.0f}%"
+        table.add_row(
+            run.id,
+            run.model_type,
+            run.status.value,
+            when(run.created_at),
+            _duration(run.started_at, run.completed_at),
+            progress,
+        )
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="The run's id.")],
+    database: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One run: its prompt, timing, outputs and the whole progress timeline."""
+    with opened(database) as connection:
+        detail = get_run_detail(connection, run_id)
+        timeline = []
+        after = 0
+        while page := progress_since(connection, run_id, after, 500):
+            timeline.extend(page)
+            after = page[-1].id
+    if as_json:
+        payload = detail.model_dump(mode="json")
+        payload["progress"] = [event.model_dump(mode="json") for event in timeline]
+        print_json(payload)
+        return
+    _print_detail(detail)
+    table = Table(title="progress")
+    for column in ("time", "stage", "%", "message"):
+        table.add_column(column, justify="right" if column == "%" else "left")
+    for event in timeline:
+        table.add_row(when(event.timestamp), event.stage, f"{event.percentage:.1f}", event.message)
+    out.print(table)
+
+
+def _print_detail(detail: RunDetail) -> None:
+    out.print(
+        f"[bold]{detail.id}[/bold]  {detail.model_type}  status: [bold]{detail.status.value}[/bold]"
+    )
+    if detail.error_message:
+        out.print(f"error: {detail.error_message}", markup=False)
+    out.print(f"prompt: {detail.prompt.id}  {detail.prompt.prompt_text}", markup=False)
+    took = _duration(detail.started_at, detail.completed_at)
+    out.print(
+        f"created {when(detail.created_at)}, started {when(detail.started_at)}, "
+        f"completed {when(detail.completed_at)}, took {took}"
+    )
+    if detail.worker_id:
+        out.print(
+            f"worker: {detail.worker_id}, last heartbeat {when(detail.heartbeat_at)}", markup=False
+        )
+    out.print(f"execution config: {detail.execution_config}", markup=False)
+    out.print(f"outputs: {detail.outputs}", markup=False)
+
+
+# -- watch ----------------------------------------------------------------------------------
+
+
+def _watched(connection: DatabaseConnection, run_ids: list[str]) -> list[RunRead]:
+    if run_ids:
+        return [get_run_detail(connection, run_id) for run_id in run_ids]
+    active = [status for status in RunStatus if not status.is_final]
+    return list_runs(connection, status=active, order="oldest", limit=200).items
+
+
+@app.command("watch")
+def watch(
+    run_ids: Annotated[
+        list[str] | None, typer.Argument(help="Runs to watch (default: all active).")
+    ] = None,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.05, help="Seconds between refreshes.")
+    ] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="Show one snapshot and exit.")] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Live progress bars, one per run, until the runs are final (or Ctrl-C)."""
+    ids = list(run_ids or [])
+    bars = Progress(
+        TextColumn("{task.fields[run]}"),
+        TextColumn("{task.fields[status]:<11}"),
+        TextColumn("{task.fields[stage]:<12}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+    )
+    tasks: dict[str, TaskID] = {}
+    with (
+        opened(database) as connection,
+        Live(bars, console=out, refresh_per_second=8, transient=False),
+    ):
+        try:
+            while True:
+                runs = _watched(connection, ids)
+                latest = latest_progress(connection, [run.id for run in runs])
+                for run in runs:
+                    event = latest.get(run.id)
+                    fields: dict[str, Any] = {
+                        "run": run.id,
+                        "status": run.status.value,
+                        "stage": event.stage if event else "-",
+                        "message": event.message if event else "",
+                    }
+                    if run.id not in tasks:
+                        tasks[run.id] = bars.add_task(run.id, total=100, **fields)
+                    done = (
+                        100.0
+                        if run.status is RunStatus.COMPLETED
+                        else (event.percentage if event else 0.0)
+                    )
+                    bars.update(tasks[run.id], completed=done, **fields)
+                    if run.status.is_final:
+                        bars.stop_task(tasks[run.id])
+                finished = all(run.status.is_final for run in runs)
+                if once or finished:
+                    break
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+    if not tasks:
+        out.print("no active runs")
+
+
+# -- demo -----------------------------------------------------------------------------------
+
+DEMO_PROMPTS = [
+    PromptCreate(
+        model_type="transfer",
+        prompt_text="cyberpunk city at night",
+        inputs={"video": "/inputs/videos/city.mp4", "depth": "/inputs/depth/city_depth.mp4"},
+        parameters={"num_steps": 35, "cfg_scale": 7.5},
+    ),
+    PromptCreate(
+        model_type="reason",
+        prompt_text="What happens next in this scene?",
+        inputs={"video": "/outputs/result.mp4", "context": "urban environment"},
+        parameters={"reasoning_depth": 3, "temperature": 0.7},
+    ),
+    PromptCreate(
+        model_type="predict",
+        prompt_text="Continue this animation",
+        inputs={"frames": ["frame1.png", "frame2.png", "frame3.png"]},
+        parameters={"prediction_length": 60, "fps": 30},
+    ),
+]
+STAGES = (
+    (RunStatus.UPLOADING, "uploading"),
+    (RunStatus.RUNNING, "inference"),
+    (RunStatus.DOWNLOADING, "downloading"),
+)
+
+
+def _demo_worker(
+    connection: DatabaseConnection,
+    worker_id: str,
+    step_seconds: float,
+    stop: threading.Event,
+    seed: int,
+) -> None:
+    rng = random.Random(seed)  # noqa: S311 - simulated failures, not secrets
+    while not stop.is_set():
+        run = claim_next_run(connection, worker_id)
+        if run is None:
+            return
+        for status, stage in STAGES:
+            if run.status is not status:
+                run = transition(connection, run.id, status)
+            for percentage in (0.0, 25.0, 50.0, 75.0, 100.0):
+                if stop.wait(step_seconds):
+                    transition(
+                        connection, run.id, RunStatus.CANCELLED, error_message="demo stopped"
+                    )
+                    return
+                record_progress(connection, run.id, stage, percentage, f"{stage} {percentage:.0f}%")
+                heartbeat(connection, run.id, worker_id)
+            if stage == "inference" and rng.random() < 0.2:
+                transition(
+                    connection,
+                    run.id,
+                    RunStatus.FAILED,
+                    error_message="simulated GPU out of memory",
+                )
+                break
+        else:
+            transition(connection, run.id, RunStatus.COMPLETED)
+
+
+@app.command("demo")
+def demo(
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.5, help="About how long the simulated workers run.")
+    ] = 60.0,
+    runs_per_prompt: Annotated[int, typer.Option("--runs-per-prompt", min=1, max=20)] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=8)] = 3,
+    database: DatabaseOption = None,
+) -> None:
+    """Add sample prompts and runs for the three model types, then simulate workers on them."""
+    with opened(database) as connection:
+        connection.create_tables()
+        run_count = 0
+        for prompt in DEMO_PROMPTS:
+            stored = create_prompt(connection, prompt)
+            for _ in range(runs_per_prompt):
+                create_run(
+                    connection,
+                    {"prompt_id": stored.id, "execution_config": {"gpu_node": "demo-gpu"}},
+                )
+                run_count += 1
+        where = describe(database)
+        out.print(f"added {len(DEMO_PROMPTS)} prompts and {run_count} pending runs to {where}")
+        # Each run goes through 3 stages of 5 steps; spread the runs over the workers and time.
+        rounds = -(-run_count // workers)
+        step = max(seconds / (rounds * 15), 0.01)
+        out.print(f"{workers} simulated workers for about {seconds:.0f}s; try: cosmos-models watch")
+        stop = threading.Event()
+        threads = [
+            threading.Thread(
+                target=_demo_worker,
+                args=(connection, f"demo-worker-{i}", step, stop, i),
+                daemon=True,
+            )
+            for i in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        final = list_runs(connection, limit=run_count).items
+        counts: dict[str, int] = {}
+        for run in final:
+            counts[run.status.value] = counts.get(run.status.value, 0) + 1
+        if not counts:
+            raise CosmosModelsError("the demo runs disappeared")
+        out.print(
+            "done: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+        )

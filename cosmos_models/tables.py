@@ -1,0 +1,18 @@
+"""Core handles on the three tables, for the statements that skip the ORM.
+
+Batch writes, compare-and-set updates, listings and pruning build SQL on these; the models in
+prompt.py, run.py and progress.py define them.
+"""
+
+from typing import Final
+
+from sqlalchemy import Table
+
+from cosmos_models.progress import Progress
+from cosmos_models.prompt import Prompt
+from cosmos_models.run import Run
+from cosmos_models.types import metadata
+
+PROMPTS: Final[Table] = metadata.tables[Prompt.__tablename__]
+RUNS: Final[Table] = metadata.tables[Run.__tablename__]
+PROGRESS: Final[Table] = metadata.tables[Progress.__tablename__]
