@@ -49,6 +49,14 @@ def _duration(start: datetime | None, end: datetime | None) -> str:
     return str(timedelta(seconds=seconds))
 
 
+def _listing(title: str, columns: tuple[str, ...]) -> Table:
+    """A table for a listing; ids are never wrapped, so they can be copied whole."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, no_wrap=column == "id")
+    return table
+
+
 @prompts_app.command("list")
 def prompts_list(
     model_type: ModelTypeOption = None,
@@ -62,9 +70,7 @@ def prompts_list(
     if as_json:
         print_json([prompt.model_dump(mode="json") for prompt in page.items])
         return
-    table = Table(title=f"prompts in {describe(database)}")
-    for column in ("id", "model", "created", "prompt"):
-        table.add_column(column, no_wrap=column == "id")
+    table = _listing(f"prompts in {describe(database)}", ("id", "model", "created", "prompt"))
     for prompt in page.items:
         text = (
             prompt.prompt_text if len(prompt.prompt_text) <= 50 else prompt.prompt_text[:49] + "…"
@@ -91,9 +97,10 @@ def runs_list(
     if as_json:
         print_json([run.model_dump(mode="json") for run in page.items])
         return
-    table = Table(title=f"runs in {describe(database)}")
-    for column in ("id", "model", "status", "created", "duration", "progress"):
-        table.add_column(column, no_wrap=column == "id")
+    table = _listing(
+        f"runs in {describe(database)}",
+        ("id", "model", "status", "created", "duration", "progress"),
+    )
     for run in page.items:
         event = latest.get(run.id)
         progress = "-" if event is None else f"{event.stage} {event.percentage:.0f}%"
