@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.live import Live
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from cosmos_models.cli import (
@@ -24,8 +24,9 @@ from cosmos_models.cli import (
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import CosmosModelsError
 from cosmos_models.lifecycle import claim_next_run, create_prompt, create_run, heartbeat, transition
+from cosmos_models.progress import ProgressRead
 from cosmos_models.prompt import PromptCreate
-from cosmos_models.queries import get_run_detail, list_prompts, list_runs
+from cosmos_models.queries import get_run, get_run_detail, list_prompts, list_runs
 from cosmos_models.readmodels import RunDetail
 from cosmos_models.run import RunRead, RunStatus
 from cosmos_models.tracking import latest_progress, progress_since, record_progress
@@ -166,11 +167,15 @@ def _print_detail(detail: RunDetail) -> None:
 # -- watch ----------------------------------------------------------------------------------
 
 
-def _watched(connection: DatabaseConnection, run_ids: list[str]) -> list[RunRead]:
-    if run_ids:
-        return [get_run_detail(connection, run_id) for run_id in run_ids]
-    active = [status for status in RunStatus if not status.is_final]
-    return list_runs(connection, status=active, order="oldest", limit=200).items
+def _watched(connection: DatabaseConnection, given: list[str], seen: list[str]) -> list[RunRead]:
+    """The runs asked for; without ids, every active run and every run seen active before."""
+    if given:
+        return [get_run(connection, run_id) for run_id in given]
+    active_statuses = [status for status in RunStatus if not status.is_final]
+    active = {run.id: run for run in list_runs(connection, status=active_statuses, limit=200).items}
+    seen.extend(sorted(run_id for run_id in active if run_id not in seen))
+    # A run that finished since the last refresh is fetched once more, to show how it ended.
+    return [active.get(run_id) or get_run(connection, run_id) for run_id in seen]
 
 
 @app.command("watch")
@@ -185,14 +190,15 @@ def watch(
     database: DatabaseOption = None,
 ) -> None:
     """Live progress bars, one per run, until the runs are final (or Ctrl-C)."""
-    ids = list(run_ids or [])
+    given = list(run_ids or [])
+    seen: list[str] = []
     bars = Progress(
         TextColumn("{task.fields[run]}"),
         TextColumn("{task.fields[status]:<11}"),
         TextColumn("{task.fields[stage]:<12}"),
         BarColumn(),
         TextColumn("{task.percentage:>5.1f}%"),
-        TimeElapsedColumn(),
+        TextColumn("{task.fields[elapsed]:>8}"),
         TextColumn("{task.fields[message]}"),
     )
     tasks: dict[str, TaskID] = {}
@@ -202,34 +208,36 @@ def watch(
     ):
         try:
             while True:
-                runs = _watched(connection, ids)
+                runs = _watched(connection, given, seen)
                 latest = latest_progress(connection, [run.id for run in runs])
                 for run in runs:
-                    event = latest.get(run.id)
-                    fields: dict[str, Any] = {
-                        "run": run.id,
-                        "status": run.status.value,
-                        "stage": event.stage if event else "-",
-                        "message": event.message if event else "",
-                    }
-                    if run.id not in tasks:
-                        tasks[run.id] = bars.add_task(run.id, total=100, **fields)
-                    done = (
-                        100.0
-                        if run.status is RunStatus.COMPLETED
-                        else (event.percentage if event else 0.0)
-                    )
-                    bars.update(tasks[run.id], completed=done, **fields)
-                    if run.status.is_final:
-                        bars.stop_task(tasks[run.id])
-                finished = all(run.status.is_final for run in runs)
-                if once or finished:
+                    _draw(bars, tasks, run, latest.get(run.id))
+                if once or all(run.status.is_final for run in runs):
                     break
                 time.sleep(interval)
         except KeyboardInterrupt:
             pass
+    if not out.is_terminal:
+        out.line()  # Live leaves the last frame without a newline when output is not a terminal
     if not tasks:
         out.print("no active runs")
+
+
+def _draw(
+    bars: Progress, tasks: dict[str, TaskID], run: RunRead, event: ProgressRead | None
+) -> None:
+    """Add or update the bar of one run (elapsed counts from when the run started)."""
+    fields: dict[str, Any] = {
+        "run": run.id,
+        "status": run.status.value,
+        "stage": event.stage if event else "-",
+        "message": event.message if event else "",
+        "elapsed": _duration(run.started_at, run.completed_at),
+    }
+    if run.id not in tasks:
+        tasks[run.id] = bars.add_task(run.id, total=100, **fields)
+    done = 100.0 if run.status is RunStatus.COMPLETED else (event.percentage if event else 0.0)
+    bars.update(tasks[run.id], completed=done, **fields)
 
 
 # -- demo -----------------------------------------------------------------------------------
