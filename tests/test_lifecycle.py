@@ -216,7 +216,11 @@ def test_sixteen_threads_racing_one_run_have_exactly_one_winner(db: DatabaseConn
     assert Counter(outcomes) == {"won": 1, "conflict:uploading": 15}
 
 
-def test_eight_processes_racing_one_run_have_exactly_one_winner(db: DatabaseConnection) -> None:
+# Processes cannot share an in-memory database: every other backend, none skipped.
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgresql", "mariadb"])
+def test_eight_processes_racing_one_run_have_exactly_one_winner(
+    backend: str, db: DatabaseConnection
+) -> None:
     url = process_url(db)
     (run_id,) = pending_runs(db, 1)
     outcomes = in_processes("move", url, [run_id] * 8)
@@ -274,7 +278,11 @@ def test_claim_refuses_bad_arguments(
         claim_next_run(db, **arguments)
 
 
-def test_eight_processes_claiming_one_queue_never_share_a_run(db: DatabaseConnection) -> None:
+# Processes cannot share an in-memory database: every other backend, none skipped.
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgresql", "mariadb"])
+def test_eight_processes_claiming_one_queue_never_share_a_run(
+    backend: str, db: DatabaseConnection
+) -> None:
     url = process_url(db)
     run_ids = pending_runs(db, 40)
     outcomes = in_processes("claim", url, [f"worker-{i}" for i in range(8)])
@@ -292,9 +300,11 @@ def test_sixteen_threads_claiming_one_queue_never_share_a_run(db: DatabaseConnec
     assert sorted(claimed) == sorted(run_ids)  # every run once: no duplicates, none lost
 
 
-def test_claim_skips_a_row_locked_by_another_transaction(db: DatabaseConnection) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite has no row locks: a second writer waits for the whole database")
+# Row locks exist on the servers only: SQLite's second writer waits for the whole database.
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_claim_skips_a_row_locked_by_another_transaction(
+    backend: str, db: DatabaseConnection
+) -> None:
     first, second = pending_runs(db, 2)
     from sqlalchemy import text
 
