@@ -1,6 +1,6 @@
 """Adopting databases written by the earlier implementation (``create_all``, no migrations).
 
-Such a database has the three tables with the v0 columns, no ``alembic_version``, naive UTC text
+Such a database has the three tables with the v0 columns, no migration history, naive UTC text
 timestamps (SQLite), JSON as text, no indexes, and foreign keys that were never enforced. It is
 adopted in one transaction, after a read-only check that refuses anything else untouched:
 
@@ -226,6 +226,9 @@ def adopt(connection: Connection, config: Config) -> AdoptionReport:
     for table in LEGACY_COLUMNS:
         connection.execute(text(f"ALTER TABLE {table} RENAME TO {PREFIX}{table}"))
     if dialect == "postgresql":
+        # v0 times are UTC; should a column be naive (TIMESTAMP WITHOUT TIME ZONE), reading it
+        # as UTC rather than in the server's zone keeps the instant.
+        connection.execute(text("SET LOCAL TIME ZONE 'UTC'"))
         # The v0 SERIAL's sequence keeps its name through the rename and would collide.
         connection.execute(
             text(f"ALTER SEQUENCE IF EXISTS progress_id_seq RENAME TO {PREFIX}progress_id_seq")

@@ -8,7 +8,7 @@ user's data needs:
   second process finds the work done and does nothing;
 * a database newer than the code (or at a revision it does not know) is refused, untouched;
 * before a SQLite file changes it is copied with SQLite's online backup API next to itself;
-* databases written by the earlier implementation (no ``alembic_version``) are adopted
+* databases written by the earlier implementation (no migration history) are adopted
   (``cosmos_models.legacy``);
 * on SQLite, foreign keys are off while the schema changes (a batch table rebuild drops and
   recreates tables, and with foreign keys on, dropping ``runs`` would cascade-delete every
@@ -43,6 +43,17 @@ _LOCK_KEY = 7_316_952_804_113
 _MYSQL_LOCK_NAME = "cosmos_models_migrate"
 _MYSQL_LOCK_TIMEOUT_S = 600
 _TABLES = frozenset({"prompts", "runs", "progress"})
+# The package's own version table, not Alembic's default "alembic_version": an app that keeps
+# these tables in its database usually runs Alembic for its own tables too, and the two
+# histories must not collide (each would take the other's revision for an unknown one).
+VERSION_TABLE = "cosmos_models_version"
+
+
+def _revision(connection: Connection) -> str | None:
+    """The revision recorded in ``VERSION_TABLE`` (``None``: none recorded)."""
+    options = {"version_table": VERSION_TABLE}
+    return MigrationContext.configure(connection, opts=options).get_current_revision()
+
 
 Report = Callable[[str], None]
 
@@ -114,7 +125,7 @@ class DatabaseState:
 
 def _state(connection: Connection) -> DatabaseState:
     tables = set(inspect(connection).get_table_names())
-    revision = MigrationContext.configure(connection).get_current_revision()
+    revision = _revision(connection)
     return DatabaseState(revision=revision, tables=tables)
 
 
@@ -153,7 +164,7 @@ def current_revision(url: Any = None) -> str | None:
     with _opened(url) as database:
         try:
             with database.engine.connect() as connection:
-                return MigrationContext.configure(connection).get_current_revision()
+                return _revision(connection)
         except sa_exc.DBAPIError as exc:
             raise database.translate_error(exc) from None
 
@@ -241,10 +252,10 @@ def read_sqlite_state(path: Path) -> DatabaseState | None:
             for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
         revision = None
-        if "alembic_version" in tables:
-            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        if VERSION_TABLE in tables:
+            row = connection.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
             revision = row[0] if row else None
-        return DatabaseState(revision=revision, tables=tables - {"alembic_version"})
+        return DatabaseState(revision=revision, tables=tables - {VERSION_TABLE})
     finally:
         connection.close()
 
@@ -390,7 +401,7 @@ def _apply(connection: Connection, revision: str, direction: str, say: Report) -
     else:
         command.downgrade(config, revision)
     _check_foreign_keys(connection)
-    after = MigrationContext.configure(connection).get_current_revision()
+    after = _revision(connection)
     return UpgradeResult(before=state.revision, after=after, adoption=adoption)
 
 
@@ -431,6 +442,7 @@ def schema_differences(url: Any = None) -> list[Any]:
                 "compare_type": compare_type,
                 "include_object": include_object,
                 "target_metadata": metadata,
+                "version_table": VERSION_TABLE,
             },
         )
         return list(compare_metadata(context, metadata))

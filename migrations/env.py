@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy import Connection, Engine
 
 from cosmos_models.connection import DatabaseConnection, get_database_url
-from cosmos_models.migrate import compare_type, include_object
+from cosmos_models.migrate import VERSION_TABLE, compare_type, include_object
 from cosmos_models.types import metadata
 
 config = context.config
@@ -24,6 +24,7 @@ def _configure(connection: Connection) -> None:
         render_as_batch=True,
         compare_type=compare_type,
         include_object=include_object,
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -36,6 +37,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         context.run_migrations()

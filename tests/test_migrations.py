@@ -4,6 +4,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -154,7 +155,9 @@ def test_newer_or_unknown_revision_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     upgrade(path)
     with DatabaseConnection(path) as database, database.engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = 'ffff_from_future'"))
+        connection.execute(
+            text("UPDATE cosmos_models_version SET version_num = 'ffff_from_future'")
+        )
     before = md5(path)
     with pytest.raises(MigrationError, match="ffff_from_future") as caught:
         upgrade(path)
@@ -166,7 +169,7 @@ def test_newer_or_unknown_revision_is_refused_untouched(tmp_path: Path) -> None:
 def test_unknown_revision_is_refused_on_servers(empty_url: str) -> None:
     upgrade(empty_url)
     with DatabaseConnection(empty_url) as database, database.engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+        connection.execute(text("UPDATE cosmos_models_version SET version_num = 'ffff'"))
     with pytest.raises(MigrationError, match="'ffff'"):
         upgrade(empty_url)
     with pytest.raises(MigrationError, match="'ffff'"):
@@ -259,7 +262,9 @@ def test_concurrent_migrations_apply_once(empty_url: str) -> None:
     assert sorted(results, key=str).count((None, head_revision())) == 1
     assert results.count((head_revision(), head_revision())) == 3
     with DatabaseConnection(empty_url) as database, database.engine.connect() as connection:
-        assert connection.execute(text("SELECT COUNT(*) FROM alembic_version")).scalar_one() == 1
+        assert (
+            connection.execute(text("SELECT COUNT(*) FROM cosmos_models_version")).scalar_one() == 1
+        )
 
 
 def test_env_py_takes_the_url_from_the_environment_or_an_engine(
@@ -371,3 +376,23 @@ def test_mariadb_spelling_of_the_url_gives_the_same_schema() -> None:
             with database.get_session() as session:
                 run = session.scalars(select(Run)).one()
                 assert run.created_at.microsecond == 654321
+
+
+def test_an_apps_own_alembic_history_is_left_alone(tmp_path: Path) -> None:
+    """Apps keep these tables beside their own, often with their own Alembic history."""
+    path = tmp_path / "app.db"
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        connection.execute("INSERT INTO alembic_version VALUES ('app_rev_42')")
+        connection.execute("CREATE TABLE app_users (id INTEGER PRIMARY KEY)")
+    connection.close()
+    assert upgrade(path).after == head_revision()
+    assert schema_differences(path) == []
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("app_rev_42",)
+        ]
+    finally:
+        connection.close()
