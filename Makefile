@@ -66,7 +66,7 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format cosmos_models tests migrations bench
 	$(BIN)/ruff check --fix cosmos_models tests migrations bench
 
-reliability: $(STAMP) ## the reliability suite at full strength (1,000 connection cycles, thorough hypothesis)
+reliability: $(STAMP) ## the reliability suite at full strength (1,000 connection cycles, 1,000 examples per property)
 	COSMOS_RELIABILITY_CYCLES=1000 HYPOTHESIS_PROFILE=thorough $(PYTEST) -m reliability -p no:cacheprovider
 
 bench: $(STAMP) ## run the benchmarks (not tests); prints ratios, writes bench/results/*.json

@@ -24,7 +24,7 @@ from tests.backends import (
 
 # Property-based tests: a quick profile for `make test`, a thorough one for `make reliability`.
 settings.register_profile("default", max_examples=100, deadline=None)
-settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 _unreachable: dict[str, str] = {}

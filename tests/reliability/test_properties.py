@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from cosmos_models import DatabaseConnection, Progress, Prompt, Run
 from tests.factories import make_progress, make_prompt, make_run
 
-pytestmark = pytest.mark.reliability
+# Thousands of examples against a server take minutes: more than the default per-test timeout.
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(1800)]
 
 # Text every backend stores: no NUL (PostgreSQL), no lone surrogates (not UTF-8).
 TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
