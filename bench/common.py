@@ -6,6 +6,7 @@ burst of noise on this shared machine hurts both sides alike instead of deciding
 
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,31 @@ def best_of(contenders: dict[str, Callable[[], int]], rounds: int = 5) -> dict[s
             elapsed = time.perf_counter() - start
             best[name] = max(best[name], items / elapsed)
     return best
+
+
+def interleaved_latencies(
+    contenders: dict[str, Callable[[], object]], rounds: dict[str, int]
+) -> dict[str, list[float]]:
+    """Time single calls of each contender, taking turns; return each one's latencies (seconds).
+
+    ``rounds`` says how many calls each contender gets (a slow contender may get fewer); calls
+    alternate while more than one contender still has calls left, so noise hits all alike.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for index in range(max(rounds.values())):
+        for name, call in contenders.items():
+            if index < rounds[name]:
+                start = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def median_p95_ms(samples: list[float]) -> tuple[float, float]:
+    """The median and 95th percentile of ``samples`` (seconds), in milliseconds."""
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered) * 1000, p95 * 1000
 
 
 def machine() -> str:
