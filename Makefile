@@ -66,8 +66,8 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format cosmos_models tests migrations bench
 	$(BIN)/ruff check --fix cosmos_models tests migrations bench
 
-reliability: $(STAMP) ## the reliability suite at full strength (1,000 connection cycles, 1,000 examples per property)
-	COSMOS_RELIABILITY_CYCLES=1000 HYPOTHESIS_PROFILE=thorough $(PYTEST) -m reliability -p no:cacheprovider
+reliability: $(STAMP) ## the reliability suite at full strength (1,000 connection cycles, 1,000 examples per property, full-size contention, 20 race rounds)
+	COSMOS_RELIABILITY_CYCLES=1000 COSMOS_RELIABILITY_SCALE=1 COSMOS_RELIABILITY_ROUNDS=20 HYPOTHESIS_PROFILE=thorough $(PYTEST) -m reliability -p no:cacheprovider
 
 bench: $(STAMP) ## run the benchmarks (not tests); prints ratios, writes bench/results/*.json
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python "$$script" || exit 1; done

@@ -5,12 +5,24 @@ Process targets live here, not in a test module, so that child processes import 
 
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from cosmos_models import DatabaseConnection, TransitionConflictError, claim_next_run, transition
+from cosmos_models import (
+    DatabaseConnection,
+    TransitionConflictError,
+    claim_next_run,
+    latest_progress,
+    list_runs,
+    progress_since,
+    record_progress_batch,
+    transition,
+)
+from tests.factories import T0
 
 # A fork server imports this module once and forks clean children from it: as safe as spawn
 # (no inherited engines or threads) without paying each child's imports on a 2-CPU machine.
@@ -58,10 +70,19 @@ def _child(job: str, url: str, arg: str, barrier: Any, results: Any) -> None:
 
 def in_processes(job: str, url: str, args: list[str]) -> list[Any]:
     """Run ``job`` ("move" or "claim") in one spawned process per arg, started together."""
-    barrier = _SPAWN.Barrier(len(args))
+    return together([(_child, (job, url, arg)) for arg in args])
+
+
+def together(jobs: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> list[Any]:
+    """Start one process per ``(target, args)``, released together; return what each reported.
+
+    Each target is called as ``target(*args, barrier, results)`` and must wait at the barrier,
+    then put exactly one outcome on ``results``. Outcomes come back in the order they arrive.
+    """
+    barrier = _SPAWN.Barrier(len(jobs))
     results = _SPAWN.Queue()
     children = [
-        _SPAWN.Process(target=_child, args=(job, url, arg, barrier, results)) for arg in args
+        _SPAWN.Process(target=target, args=(*args, barrier, results)) for target, args in jobs
     ]
     for child in children:
         child.start()
@@ -69,6 +90,89 @@ def in_processes(job: str, url: str, args: list[str]) -> list[Any]:
     for child in children:
         child.join(TIMEOUT)
     return outcomes
+
+
+# -- progress writers and dashboard readers (tests/reliability) --------------------------------
+
+
+def progress_events(run_id: str, writer: int, first: int, count: int) -> list[dict[str, Any]]:
+    """Events ``first`` .. ``first + count - 1`` of one writer; the message carries the number."""
+    return [
+        {
+            "run_id": run_id,
+            "stage": "inference",
+            "percentage": sequence % 101,
+            "message": f"{writer}:{sequence}",
+            "timestamp": T0 + timedelta(seconds=sequence, microseconds=writer),
+        }
+        for sequence in range(first, first + count)
+    ]
+
+
+def sequence_of(message: str) -> int:
+    """The event number a ``progress_events`` message carries."""
+    return int(message.rsplit(":", 1)[1])
+
+
+def progress_writer(
+    url: str, run_id: str, writer: int, events: int, batch: int, barrier: Any, results: Any
+) -> None:
+    """Record ``events`` events in batches of ``batch``; report "ok" or the error."""
+    conn = DatabaseConnection(url)
+    try:
+        barrier.wait(TIMEOUT)
+        for first in range(0, events, batch):
+            record_progress_batch(
+                conn, progress_events(run_id, writer, first, min(batch, events - first))
+            )
+        results.put("ok")
+    except Exception as exc:
+        results.put(f"error:{type(exc).__name__}: {exc}")
+    finally:
+        conn.close()
+
+
+def dashboard_reader(
+    url: str, run_ids: list[str], expected: int, batch: int, barrier: Any, results: Any
+) -> None:
+    """Poll dashboards until every run shows ``expected`` events; report what was wrong.
+
+    Each poll continues from the last id seen (``progress_since``), so a run's events must
+    arrive in their writer's order with no gap, and since batches commit whole and the page
+    size is a multiple of the batch size, every poll must end on a batch boundary.
+    """
+    conn = DatabaseConnection(url)
+    try:
+        barrier.wait(TIMEOUT)
+        seen = dict.fromkeys(run_ids, 0)
+        last_id = dict.fromkeys(run_ids, 0)
+        problems: list[str] = []
+        polls = 0
+        deadline = time.monotonic() + TIMEOUT
+        while min(seen.values()) < expected and not problems:
+            if time.monotonic() > deadline:
+                problems.append(f"timed out having seen {seen}")
+            polls += 1
+            for run_id in run_ids:
+                page = progress_since(conn, run_id, after_id=last_id[run_id], limit=5 * batch)
+                for event in page:
+                    if sequence_of(event.message) != seen[run_id]:
+                        problems.append(f"{run_id}: got {event.message} after {seen[run_id]}")
+                        break
+                    seen[run_id] += 1
+                    last_id[run_id] = event.id
+                if seen[run_id] % batch:
+                    problems.append(f"{run_id}: a poll saw part of a batch ({seen[run_id]})")
+            latest = latest_progress(conn, run_ids)
+            if any(sequence_of(event.message) + 1 < seen[rid] for rid, event in latest.items()):
+                problems.append(f"latest_progress is behind progress_since: {latest}")
+            if len(list_runs(conn, status="running", limit=50).items) != len(run_ids):
+                problems.append("list_runs lost a running run")
+        results.put({"polls": polls, "problems": problems})
+    except Exception as exc:
+        results.put(f"error:{type(exc).__name__}: {exc}")
+    finally:
+        conn.close()
 
 
 def in_threads(work: Callable[[int], Any], count: int) -> list[Any]:

@@ -3,7 +3,15 @@
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cosmos_models import DatabaseConnection, Progress, Prompt, Run
+from cosmos_models import (
+    DatabaseConnection,
+    Progress,
+    Prompt,
+    PromptCreate,
+    Run,
+    create_prompt,
+    create_run,
+)
 
 
 def make_prompt(**overrides: Any) -> Prompt:
@@ -58,3 +66,20 @@ T0 = datetime(2025, 1, 4, 12, 0, tzinfo=UTC)
 def at(seconds: float) -> datetime:
     """``T0`` plus ``seconds``."""
     return T0 + timedelta(seconds=seconds)
+
+
+def new_prompt(db: DatabaseConnection, model_type: str = "transfer") -> str:
+    """Create a prompt through the lifecycle service; return its id."""
+    data = PromptCreate(
+        model_type=model_type,
+        prompt_text="cyberpunk city at night",
+        inputs={"video": "/inputs/videos/city.mp4"},
+        parameters={"num_steps": 35},
+    )
+    return create_prompt(db, data).id
+
+
+def pending_runs(db: DatabaseConnection, count: int, model_type: str = "transfer") -> list[str]:
+    """Create ``count`` pending runs of a new prompt, one second apart; return their ids."""
+    prompt_id = new_prompt(db, model_type)
+    return [create_run(db, prompt_id, now=at(i)).id for i in range(count)]

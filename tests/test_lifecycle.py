@@ -29,23 +29,7 @@ from cosmos_models import (
 )
 from cosmos_models.lifecycle import resolve_now
 from tests.concurrency import claim_all, in_processes, in_threads, move_once, process_url
-from tests.factories import T0, at
-
-
-def new_prompt(db: DatabaseConnection, model_type: str = "transfer") -> str:
-    data = PromptCreate(
-        model_type=model_type,
-        prompt_text="cyberpunk city at night",
-        inputs={"video": "/inputs/videos/city.mp4"},
-        parameters={"num_steps": 35},
-    )
-    return create_prompt(db, data).id
-
-
-def pending_runs(db: DatabaseConnection, count: int, model_type: str = "transfer") -> list[str]:
-    prompt_id = new_prompt(db, model_type)
-    return [create_run(db, prompt_id, now=at(i)).id for i in range(count)]
-
+from tests.factories import T0, at, new_prompt, pending_runs
 
 # -- creating ----------------------------------------------------------------------------------
 
