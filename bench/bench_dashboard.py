@@ -325,7 +325,7 @@ def _compare(
             found = connection.execute(LEGACY_LATEST, {"ids": asked}).all()
         return {row.run_id: row.message for row in found}
 
-    statement = latest_progress_query(sorted(asked))
+    statement = latest_progress_query(sorted(asked), db.engine.dialect.name)
 
     def statement_only() -> int:
         with db.engine.connect() as connection:

@@ -193,9 +193,9 @@ def test_progress_since_refuses_bad_arguments(
 
 
 def _plan(db: DatabaseConnection, run_ids: list[str]) -> str:
-    query = latest_progress_query(run_ids)
-    sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
     dialect = db.engine.dialect.name
+    query = latest_progress_query(run_ids, dialect)
+    sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
     prefix = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
     with db.engine.connect() as connection:
         # Fresh statistics, as a database with millions of rows would have.
