@@ -31,6 +31,10 @@ _SPAWN.set_forkserver_preload(["tests.concurrency"])
 TIMEOUT = 120
 
 
+# Processes cannot share an in-memory database: process races run on every other backend.
+PROCESS_BACKENDS = ("sqlite-file", "postgresql", "mariadb")
+
+
 def process_url(db: DatabaseConnection) -> str:
     """The URL a child process opens; an in-memory database cannot be shared, so skip there."""
     if db.is_memory:

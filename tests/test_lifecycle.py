@@ -28,7 +28,14 @@ from cosmos_models import (
     transition,
 )
 from cosmos_models.lifecycle import resolve_now
-from tests.concurrency import claim_all, in_processes, in_threads, move_once, process_url
+from tests.concurrency import (
+    PROCESS_BACKENDS,
+    claim_all,
+    in_processes,
+    in_threads,
+    move_once,
+    process_url,
+)
 from tests.factories import T0, at, new_prompt, pending_runs
 
 # -- creating ----------------------------------------------------------------------------------
@@ -200,8 +207,7 @@ def test_sixteen_threads_racing_one_run_have_exactly_one_winner(db: DatabaseConn
     assert Counter(outcomes) == {"won": 1, "conflict:uploading": 15}
 
 
-# Processes cannot share an in-memory database: every other backend, none skipped.
-@pytest.mark.parametrize("backend", ["sqlite-file", "postgresql", "mariadb"])
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_eight_processes_racing_one_run_have_exactly_one_winner(
     backend: str, db: DatabaseConnection
 ) -> None:
@@ -262,8 +268,7 @@ def test_claim_refuses_bad_arguments(
         claim_next_run(db, **arguments)
 
 
-# Processes cannot share an in-memory database: every other backend, none skipped.
-@pytest.mark.parametrize("backend", ["sqlite-file", "postgresql", "mariadb"])
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_eight_processes_claiming_one_queue_never_share_a_run(
     backend: str, db: DatabaseConnection
 ) -> None:

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from cosmos_models import DatabaseConnection
-from tests.concurrency import claim_all, in_processes, in_threads, move_once, process_url
+from tests.concurrency import (
+    PROCESS_BACKENDS,
+    claim_all,
+    in_processes,
+    in_threads,
+    move_once,
+    process_url,
+)
 from tests.factories import pending_runs
 
 pytestmark = pytest.mark.reliability
@@ -27,8 +34,9 @@ def test_transition_races_of_threads_have_one_winner_every_round(db: DatabaseCon
         assert Counter(outcomes) == {"won": 1, "conflict:uploading": THREADS - 1}, round_number
 
 
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_transition_races_of_processes_have_one_winner_every_round(
-    db: DatabaseConnection,
+    backend: str, db: DatabaseConnection
 ) -> None:
     url = process_url(db)
     for round_number in range(ROUNDS):
@@ -54,7 +62,10 @@ def test_claim_races_of_threads_share_no_run_every_round(db: DatabaseConnection)
         _assert_each_run_claimed_once(outcomes, run_ids, round_number)
 
 
-def test_claim_races_of_processes_share_no_run_every_round(db: DatabaseConnection) -> None:
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_claim_races_of_processes_share_no_run_every_round(
+    backend: str, db: DatabaseConnection
+) -> None:
     url = process_url(db)
     for round_number in range(ROUNDS):
         run_ids = pending_runs(db, QUEUE)
