@@ -23,7 +23,7 @@ migrate: $(STAMP) ## bring COSMOS_DATABASE_URL (default outputs/cosmos_workflow.
 	$(BIN)/cosmos-models db upgrade
 
 downgrade: $(STAMP) ## go one revision down (or: make downgrade rev=0001 / rev=base)
-	$(BIN)/cosmos-models db downgrade $(or $(rev),-1)
+	$(BIN)/cosmos-models db downgrade -- $(or $(rev),-1)
 
 demo: $(STAMP) ## add sample prompts/runs and simulate workers for a minute (then: cosmos-models watch)
 	$(BIN)/cosmos-models demo

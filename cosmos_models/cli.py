@@ -112,13 +112,16 @@ def db_upgrade(
 
 @db_app.command("downgrade")
 def db_downgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision: an id, -1, or base.")],
+    revision: Annotated[
+        str,
+        typer.Argument(help="Target revision: an id, base, or -N (write: db downgrade -- -2)."),
+    ] = "-1",
     no_backup: Annotated[
         bool, typer.Option("--no-backup", help="Do not back up a SQLite file first.")
     ] = False,
     database: DatabaseOption = None,
 ) -> None:
-    """Downgrade the schema to REVISION."""
+    """Downgrade the schema to REVISION (default: one revision down)."""
     _migration(migrate.downgrade, database, revision, not no_backup)
 
 

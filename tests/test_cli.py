@@ -42,6 +42,11 @@ def test_db_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     code, _, err = cli(capsys, "db", "backup", str(backup), "-d", path)
     assert code == 1
     assert "already exists" in err
+    code, out, _ = cli(capsys, "db", "downgrade", "--no-backup", "-d", path)  # one step
+    assert code == 0
+    assert f"revision before: {head_revision()}" in out
+    assert cli(capsys, "db", "upgrade", "-d", path)[0] == 0
+    assert cli(capsys, "db", "downgrade", "--no-backup", "-d", path, "--", "-1")[0] == 0
     assert cli(capsys, "db", "downgrade", "base", "--no-backup", "-d", path)[0] == 0
     code, out, _ = cli(capsys, "db", "check", "-d", path)
     assert code == 1
