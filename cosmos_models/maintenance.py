@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select, text
-from sqlalchemy.types import DateTime, TypeDecorator
 
 from cosmos_models.archive import Archive, Record
 from cosmos_models.connection import DatabaseConnection
@@ -157,11 +156,8 @@ def _to_json(table: Table, row: Any) -> dict[str, Any]:
 def _from_json(table: Table, values: dict[str, Any]) -> dict[str, Any]:
     row = dict(values)
     for column in table.columns:
-        kind = column.type
-        is_time = isinstance(kind, UTCDateTime | DateTime) or (
-            isinstance(kind, TypeDecorator) and isinstance(kind.impl, DateTime)
-        )
-        if is_time and isinstance(row.get(column.name), str):
+        # Every timestamp column is a UTCDateTime; the archive holds them as ISO-8601 text.
+        if isinstance(column.type, UTCDateTime) and isinstance(row.get(column.name), str):
             row[column.name] = datetime.fromisoformat(row[column.name])
     return row
 

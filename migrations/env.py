@@ -9,7 +9,7 @@ lock and the SQLite backup. Batch mode is on so SQLite can alter tables.
 from alembic import context
 from sqlalchemy import Connection, Engine
 
-from cosmos_models.connection import DatabaseConnection, get_database_url
+from cosmos_models.connection import DatabaseConnection, get_database_url, parse_location
 from cosmos_models.migrate import VERSION_TABLE, compare_type, include_object
 from cosmos_models.types import metadata
 
@@ -17,14 +17,21 @@ config = context.config
 target_metadata = metadata
 
 
+# What every run needs, online or offline: the package's tables, batch mode for SQLite, and the
+# package's own version table.
+_COMMON = {
+    "target_metadata": target_metadata,
+    "render_as_batch": True,
+    "version_table": VERSION_TABLE,
+}
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=target_metadata,
-        render_as_batch=True,
         compare_type=compare_type,
         include_object=include_object,
-        version_table=VERSION_TABLE,
+        **_COMMON,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -32,13 +39,8 @@ def _configure(connection: Connection) -> None:
 
 def run_migrations_offline() -> None:
     url = config.get_main_option("sqlalchemy.url") or get_database_url()
-    context.configure(
-        url=DatabaseConnection(url).url,
-        target_metadata=target_metadata,
-        literal_binds=True,
-        render_as_batch=True,
-        version_table=VERSION_TABLE,
-    )
+    # Offline mode writes SQL and never connects: the location is only validated and parsed.
+    context.configure(url=parse_location(url), literal_binds=True, **_COMMON)
     with context.begin_transaction():
         context.run_migrations()
 

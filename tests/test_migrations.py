@@ -227,7 +227,6 @@ def test_failed_upgrade_leaves_the_data_as_it_was(
     path = tmp_path / "f.db"
     upgrade(path)
     add_prompt_with_run(DatabaseConnection(path))
-    downgrade(path, "base", backup=False) if False else None
 
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("disk on fire")
