@@ -9,18 +9,27 @@ in-place JSON changes are silently lost. ``ValidatedTable`` fixes both:
   validates the one field assigned, so errors are ordinary ``pydantic.ValidationError``s that
   name the field;
 * assignments to columns go through SQLAlchemy's instrumentation only, so mutation tracking
-  stays in place.
+  stays in place;
+* every flush, on any ``Session`` (this package's or a plain ``sqlmodel.Session``), checks the new
+  and changed rows of these tables again before any SQL is sent: in-place JSON changes
+  (``run.outputs[0] = "x"``) bypass ``__setattr__``, so the flush is the one place that sees
+  every value that is about to be written.
+
+A change nested inside a JSON value (``run.outputs["a"]["b"] = 1``) is not tracked by SQLAlchemy
+(``MutableDict`` watches the top level only): it marks nothing dirty and is not saved. Assign the
+top-level key again (``run.outputs["a"] = {...}``) to save it.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Self, get_origin
 
 from pydantic import BaseModel, ConfigDict, create_model
-from sqlalchemy.orm import registry
-from sqlalchemy.orm.attributes import instance_dict, set_attribute
+from sqlalchemy import event
+from sqlalchemy.orm import Session, registry
+from sqlalchemy.orm.attributes import instance_dict, instance_state, set_attribute
 from sqlmodel import SQLModel
 
-from cosmos_models.types import metadata
+from cosmos_models.types import metadata, plain_json
 
 _registry = registry(metadata=metadata)
 
@@ -109,3 +118,38 @@ class ValidatedTable(SQLModel, registry=_registry):
             self.__pydantic_fields_set__.add(name)
             return
         super().__setattr__(name, value)
+
+    def _check_before_flush(self, names: Iterable[str]) -> None:
+        """Validate the fields ``names`` as they are now; make JSON values plain in place.
+
+        Raises ``pydantic.ValidationError`` naming the field; nothing is changed then.
+        """
+        values = instance_dict(self)
+        shadow = self.__validator__.model_construct()
+        validate = self.__validator__.__pydantic_validator__.validate_assignment
+        for name in names:
+            if name in values:
+                validate(shadow, name, values[name])
+        for name in self.__tracked_fields__.intersection(names):
+            # A float subclass put in place (numpy's float64) is stored as its plain value.
+            value = values.get(name)
+            if value is not None and plain_json(value) is not value:
+                set_attribute(self, name, shadow.__dict__[name])
+
+
+@event.listens_for(Session, "before_flush")
+def _validate_before_flush(session: Session, *_: Any) -> None:
+    """Check every new or changed row of the package's tables before the flush sends any SQL.
+
+    Registered on ``Session`` itself, so it covers every session class and engine. For a changed
+    row only the fields changed since it was loaded are checked (the others were checked when
+    they were set, or come from the database and may not be loaded).
+    """
+    for obj in session.new:
+        if isinstance(obj, ValidatedTable):
+            obj._check_before_flush(obj.__field_names__)
+    for obj in session.dirty:
+        if isinstance(obj, ValidatedTable):
+            changed = instance_state(obj).committed_state.keys() & obj.__field_names__
+            if changed:
+                obj._check_before_flush(changed)

@@ -58,7 +58,18 @@ def utcnow() -> datetime:
 def _check_text(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    _check_unicode(value, "text")
     return value
+
+
+def _check_unicode(value: str, what: str) -> None:
+    # A lone surrogate (from a bad decode or a JSON "\ud800" escape) cannot be encoded as UTF-8:
+    # every driver fails on it at insert time, so it is refused here, naming the field.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} must be valid Unicode (lone surrogate)") from None
 
 
 def _check_required_text(value: str) -> str:
@@ -75,51 +86,95 @@ def _not_a_number(value: Any) -> Any:
     return value
 
 
+# The years every backend stores and reads back exactly: MariaDB's DATETIME is documented for
+# 1000-01-01 to 9999-12-31 (PostgreSQL and SQLite hold more), so that is the common range, in UTC.
+MIN_TIMESTAMP = datetime(1000, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 def _to_utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(
             "must be timezone-aware; got a naive datetime (use datetime.now(timezone.utc))"
         )
-    return value.astimezone(UTC)
+    try:
+        moment = value.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 at +14:00 is year 0 in UTC
+        moment = None
+    if moment is None or not MIN_TIMESTAMP <= moment <= MAX_TIMESTAMP:
+        raise ValueError(
+            f"must lie between {MIN_TIMESTAMP.isoformat()} and {MAX_TIMESTAMP.isoformat()} "
+            f"in UTC, got {value.isoformat()}"
+        )
+    return moment
 
 
 def _check_json_string(value: str, where: str) -> None:
     if "\x00" in value:
         raise ValueError(f"{where}: strings must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{where}: strings must be valid Unicode (lone surrogate)") from None
+    _check_unicode(value, f"{where}: strings")
 
 
 def check_json_value(value: Any, where: str = "value", depth: int = 0) -> None:
     """Raise ``ValueError`` unless ``value`` is plain JSON that every backend stores exactly.
 
     Accepted: ``dict`` with ``str`` keys, ``list``, ``str``, ``int``, finite ``float``, ``bool``
-    and ``None``, nested at most ``MAX_JSON_DEPTH`` containers deep.
+    and ``None`` (subclasses too), nested at most ``MAX_JSON_DEPTH`` containers deep.
     """
-    if value is None or isinstance(value, bool | int):
-        return
-    if isinstance(value, float):
+    plain_json(value, where, depth)
+
+
+def plain_json(value: Any, where: str = "value", depth: int = 0) -> Any:
+    """Return ``value`` checked as ``check_json_value`` does, with subclasses made plain.
+
+    A ``float``, ``int`` or ``str`` subclass (numpy's ``float64``, an ``IntEnum``, a ``StrEnum``)
+    becomes its plain value, so that what is stored is the value, never a subclass's ``repr``.
+    ``value`` itself is returned when nothing needed changing (callers test identity). Raises
+    ``ValueError`` naming the path of the first bad value.
+    """
+    kind = type(value)
+    if kind is str:
+        _check_json_string(value, where)
+    elif kind is float:
         if not math.isfinite(value):
             raise ValueError(f"{where}: {value!r} is not valid JSON (NaN and infinity are not)")
-        return
+    elif isinstance(value, dict | list):
+        return _plain_container(value, where, depth)
+    elif not (value is None or kind is bool or kind is int):
+        return _plain_subclass(value, where, depth)
+    return value
+
+
+def _plain_container(value: dict[Any, Any] | list[Any], where: str, depth: int) -> Any:
+    if depth + 1 > MAX_JSON_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, list):
+        items = [
+            plain_json(item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value)
+        ]
+        unchanged = all(new is old for new, old in zip(items, value, strict=True))
+        return value if unchanged else items
+    changed = False
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{where}: object keys must be strings, got {type(key).__name__}")
+        plain_key = key if type(key) is str else str.__str__(key)
+        _check_json_string(plain_key, where)
+        new = plain_json(item, f"{where}.{plain_key}", depth + 1)
+        changed = changed or new is not item or plain_key is not key
+        result[plain_key] = new
+    return result if changed else value
+
+
+def _plain_subclass(value: Any, where: str, depth: int) -> Any:
+    # bool cannot be subclassed; int subclasses are IntEnum and the like.
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return plain_json(float.__float__(value), where, depth)
     if isinstance(value, str):
-        _check_json_string(value, where)
-        return
-    if isinstance(value, dict | list):
-        if depth + 1 > MAX_JSON_DEPTH:
-            raise ValueError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(value, list):
-            for index, item in enumerate(value):
-                check_json_value(item, f"{where}[{index}]", depth + 1)
-            return
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{where}: object keys must be strings, got {type(key).__name__}")
-            _check_json_string(key, where)
-            check_json_value(item, f"{where}.{key}", depth + 1)
-        return
+        return plain_json(str.__str__(value), where, depth)
     raise ValueError(f"{where}: {type(value).__name__} is not JSON-serializable")
 
 
@@ -129,7 +184,8 @@ def _float_text(value: float) -> str:
     # integer 10000000000000000. "10000000000000000.0" comes back as the same float.
     if not math.isfinite(value):
         raise ValueError(f"{value!r} is not valid JSON")
-    text = format(Decimal(repr(value)), "f")
+    # float.__repr__, not repr(): a subclass's repr (numpy 2: "np.float64(7.5)") is not a number.
+    text = format(Decimal(float.__repr__(value)), "f")
     return text if "." in text else f"{text}.0"
 
 
@@ -146,12 +202,14 @@ def _encode(value: Any, out: Callable[[str], None]) -> None:
     elif value is None or isinstance(value, bool):
         out("null" if value is None else "true" if value else "false")
     elif isinstance(value, int):
-        out(str(value))
+        out(int.__repr__(value))  # an IntEnum's str() may be its name
     elif isinstance(value, float):
         out(_float_text(value))
     elif isinstance(value, dict):
         out("{")
         for index, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):  # json.dumps would write {0: …}, which is not JSON
+                raise TypeError(f"object keys must be strings, got {type(key).__name__}")
             out(("," if index else "") + json.dumps(key, ensure_ascii=False) + ":")
             _encode(item, out)
         out("}")
@@ -167,8 +225,8 @@ def _encode(value: Any, out: Callable[[str], None]) -> None:
 
 
 def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:
-    check_json_value(value, "value")
-    return value
+    checked: dict[str, Any] = plain_json(value, "value")
+    return checked
 
 
 # Text is strict: Pydantic would otherwise decode bytes into str without a word.
