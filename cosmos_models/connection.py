@@ -25,6 +25,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlmodel import Session
 
+from cosmos_models.arguments import check_bool, check_int
 from cosmos_models.errors import DatabaseError, IntegrityViolation
 from cosmos_models.types import dumps_json
 
@@ -81,7 +82,9 @@ def parse_location(location: "str | PathLike[str] | URL") -> URL:
     else:
         text = location
     if not isinstance(text, str):
-        raise ValueError(f"database location must be a str or path, not {type(text).__name__}")
+        raise ValueError(
+            f"location: the database location must be a str or path, not {type(text).__name__}"
+        )
     _check_text(text)
     if text.strip() == MEMORY:
         return URL.create("sqlite")
@@ -158,6 +161,12 @@ class DatabaseConnection:
         sqlite_wal: bool = True,
         echo: bool = False,
     ) -> None:
+        check_int(pool_size, "pool_size", 1)
+        check_int(max_overflow, "max_overflow", -1)  # -1: no limit, as SQLAlchemy reads it
+        check_int(pool_recycle, "pool_recycle", -1)  # -1: never recycle
+        check_int(busy_timeout_ms, "busy_timeout_ms", 0, 2**31 - 1)  # SQLite's int argument
+        check_bool(sqlite_wal, "sqlite_wal")
+        check_bool(echo, "echo")
         self.url: URL = parse_location(get_database_url() if location is None else location)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_memory = self.is_sqlite and not self.url.database

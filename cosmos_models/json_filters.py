@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 from sqlalchemy import ARRAY, ColumnElement, Float, Table, Text, and_, bindparam, case, cast, func
 from sqlalchemy.sql.elements import BinaryExpression
 
+from cosmos_models.arguments import MAX_INT, check_int, check_str
 from cosmos_models.types import backend_family
 
 Operator = Literal["==", "!=", "<", "<=", ">", ">="]
@@ -72,8 +73,9 @@ class JsonFilter:
     value: JsonScalar
 
     def __post_init__(self) -> None:
+        check_str(self.column, "column")
         object.__setattr__(self, "path", tuple(_checked_path(self.path)))
-        if self.op not in OPERATORS:
+        if not isinstance(self.op, str) or self.op not in OPERATORS:
             raise ValueError(f"op: must be one of {sorted(OPERATORS)}, got {self.op!r}")
         _check_value(self.value, self.op)
 
@@ -87,13 +89,14 @@ def _checked_path(path: Any) -> list[str | int]:
         if isinstance(key, bool) or not isinstance(key, str | int):
             raise ValueError(f"path: keys must be strings or array indexes, got {key!r}")
         if isinstance(key, int):
-            if key < 0:
-                raise ValueError(f"path: array indexes must be ≥ 0, got {key}")
+            check_int(key, "path: array indexes", 0)
         elif not key or len(key) > MAX_KEY_LENGTH or _BAD_KEY.search(key):
             raise ValueError(
                 f"path: key {key!r} must be 1 to {MAX_KEY_LENGTH} characters without quotes, "
                 "backslashes or control characters"
             )
+        else:
+            check_str(key, "path")
     return list(path)
 
 
@@ -104,9 +107,12 @@ def _check_value(value: Any, op: str) -> None:
         return
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"value: must be a finite number, got {value!r}")
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("value: must not contain NUL characters")
-    if not isinstance(value, str | int | float):
+    if isinstance(value, str):
+        check_str(value, "value")
+    elif isinstance(value, int):
+        # Bound as a SQL integer: SQLite (and BIGINT) stop at 64 bits.
+        check_int(value, "value", -MAX_INT - 1)
+    elif not isinstance(value, float):
         raise ValueError(f"value: must be a string, number, bool or None, got {value!r}")
 
 

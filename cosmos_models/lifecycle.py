@@ -18,6 +18,12 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import CursorResult, Executable, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from cosmos_models.arguments import (
+    check_connection,
+    check_status,
+    check_str,
+    check_str_iterable,
+)
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import (
     InvalidTransitionError,
@@ -30,7 +36,7 @@ from cosmos_models.errors import (
 from cosmos_models.prompt import Prompt, PromptCreate, PromptRead
 from cosmos_models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
 from cosmos_models.tables import PROMPTS, RUNS
-from cosmos_models.types import Identifier, RequiredText, _to_utc, utcnow
+from cosmos_models.types import MIN_TIMESTAMP, Identifier, RequiredText, _to_utc, utcnow
 
 ACTIVE_STATUSES: Final = frozenset({RunStatus.UPLOADING, RunStatus.RUNNING, RunStatus.DOWNLOADING})
 """Statuses in which a worker holds a run: from ``claim_next_run`` until a final status."""
@@ -42,10 +48,12 @@ def resolve_now(now: datetime | None, name: str = "now") -> datetime:
     """Return ``now`` as aware UTC, or the current time; ``ValueError`` naming ``name`` if naive."""
     if now is None:
         return utcnow()
+    if not isinstance(now, datetime):
+        raise ValueError(f"{name}: must be a timezone-aware datetime, got {now!r}")
     try:
         return _to_utc(now)
-    except (ValueError, AttributeError):
-        raise ValueError(f"{name}: must be a timezone-aware datetime, got {now!r}") from None
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 # The same rules as the columns these arguments are stored in, applied before any SQL runs.
@@ -58,6 +66,14 @@ def _checked(adapter: TypeAdapter[str], value: str, name: str) -> str:
         return adapter.validate_python(value)
     except ValidationError as exc:
         raise ValueError(f"{name}: {exc.errors()[0]['msg']}") from None
+
+
+def _check_model_argument(value: Any, model: type[Any], name: str) -> None:
+    if not isinstance(value, model | Mapping):
+        raise ValueError(
+            f"{name}: must be a {model.__name__} or a mapping of its fields, "
+            f"got {type(value).__name__}"
+        )
 
 
 def run_read(row: Any) -> RunRead:
@@ -102,6 +118,8 @@ def create_prompt(
     Raises ``pydantic.ValidationError`` for invalid fields, ``IntegrityViolation`` for a
     duplicate id and ``DatabaseError`` for other database errors.
     """
+    check_connection(conn)
+    _check_model_argument(prompt, PromptCreate, "prompt")
     data = PromptCreate.model_validate(prompt)
     update_values = {} if now is None else {"created_at": resolve_now(now)}
     row = Prompt.model_validate(data, update=update_values)
@@ -123,6 +141,9 @@ def create_run(
     status other than pending (runs move with ``transition``), ``PromptNotFoundError`` for an
     unknown prompt and ``IntegrityViolation`` for a duplicate id.
     """
+    check_connection(conn)
+    if not isinstance(run, str):
+        _check_model_argument(run, RunCreate, "run")
     data = RunCreate(prompt_id=run) if isinstance(run, str) else RunCreate.model_validate(run)
     if data.status is not RunStatus.PENDING:
         raise ValueError(
@@ -184,7 +205,11 @@ def transition(
     ``InvalidTransitionError`` if the lifecycle forbids the move, ``TransitionConflictError``
     (carrying ``current``) if another writer moved the run first, ``RunNotFoundError``.
     """
-    target = RunStatus(to)
+    check_connection(conn)
+    check_str(run_id, "run_id")
+    target = check_status(to, "to")
+    if expected_from is not None:
+        expected_from = check_status(expected_from, "expected_from")
     if error_message is not None:
         if target not in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise ValueError(
@@ -193,9 +218,7 @@ def transition(
         _checked(_REQUIRED_TEXT, error_message, "error_message")
     moment = resolve_now(now)
     with conn.get_session() as session:
-        source = (
-            _current_status(session, run_id) if expected_from is None else RunStatus(expected_from)
-        )
+        source = _current_status(session, run_id) if expected_from is None else expected_from
         if target not in ALLOWED_TRANSITIONS[source]:
             raise InvalidTransitionError(run_id, source.value, target.value)
         matched = rowcount(
@@ -230,13 +253,16 @@ def claim_next_run(
     session's ``BEGIN IMMEDIATE`` makes claims take turns. Raises ``ValueError`` naming
     ``worker_id``, ``model_types`` or ``to``.
     """
+    check_connection(conn)
     worker = _checked(_IDENTIFIER, worker_id, "worker_id")
-    target = RunStatus(to)
+    target = check_status(to, "to")
     if target not in CLAIM_TARGETS:
         raise ValueError(
             f"to: a claimed run moves to 'uploading' or 'running', not {target.value!r}"
         )
-    types = None if model_types is None else sorted(set(model_types))
+    types = (
+        None if model_types is None else sorted(set(check_str_iterable(model_types, "model_types")))
+    )
     if types is not None and not types:
         raise ValueError("model_types: give at least one model type, or None for any")
     moment = resolve_now(now)
@@ -283,6 +309,9 @@ def heartbeat(
     ``RunFinishedError`` if the run is already final (cancelled or reaped: the worker should
     stop), ``RunNotFoundError`` for an unknown run.
     """
+    check_connection(conn)
+    check_str(run_id, "run_id")
+    check_str(worker_id, "worker_id")
     moment = resolve_now(now)
     with conn.get_session() as session:
         matched = rowcount(
@@ -316,10 +345,12 @@ def reap_stale_runs(
     runs failed (oldest heartbeat first). Runs moved without a worker (no heartbeat) are left
     alone. Raises ``ValueError`` naming ``older_than`` unless it is positive.
     """
+    check_connection(conn)
     if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
         raise ValueError(f"older_than: must be a positive timedelta, got {older_than!r}")
     moment = resolve_now(now)
-    cutoff = moment - older_than
+    # No stored heartbeat is older than MIN_TIMESTAMP; a longer window would overflow datetime.
+    cutoff = moment - min(older_than, moment - MIN_TIMESTAMP)
     with conn.get_session() as session:
         stale = session.execute(
             select(RUNS.c.id, RUNS.c.worker_id, RUNS.c.heartbeat_at)

@@ -17,6 +17,12 @@ from typing import Any, Final, Generic, Literal, TypeVar
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, Table, and_, or_, select
 
+from cosmos_models.arguments import (
+    check_connection,
+    check_iterable,
+    check_statuses,
+    check_str,
+)
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import RunNotFoundError
 from cosmos_models.json_filters import JsonFilter, json_condition
@@ -37,10 +43,14 @@ RUN_JSON_COLUMNS: Final = {
     "run_metadata": "metadata",
 }
 PROMPT_JSON_COLUMNS: Final = {"inputs": "inputs", "parameters": "parameters"}
+# Cursors this module writes are about 150 characters; a longer one is refused before decoding.
+MAX_CURSOR_LENGTH: Final = 1024
 
 
 def get_run(conn: DatabaseConnection, run_id: str) -> RunRead:
-    """Return one run. Raises ``RunNotFoundError``."""
+    """Return one run. Raises ``RunNotFoundError``, ``ValueError`` naming a bad ``run_id``."""
+    check_connection(conn)
+    check_str(run_id, "run_id")
     with conn.get_session(read_only=True) as session:
         row = session.execute(select(RUNS).where(RUNS.c.id == run_id)).one_or_none()
     if row is None:
@@ -49,7 +59,12 @@ def get_run(conn: DatabaseConnection, run_id: str) -> RunRead:
 
 
 def get_run_detail(conn: DatabaseConnection, run_id: str) -> RunDetail:
-    """Return a run with its prompt's summary and latest progress. Raises ``RunNotFoundError``."""
+    """Return a run with its prompt's summary and latest progress.
+
+    Raises ``RunNotFoundError``, ``ValueError`` naming a bad ``run_id``.
+    """
+    check_connection(conn)
+    check_str(run_id, "run_id")
     with conn.get_session(read_only=True) as session:
         row = session.execute(
             select(RUNS, PROMPTS.c.prompt_text, PROMPTS.c.created_at.label("prompt_created_at"))
@@ -84,6 +99,11 @@ def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
     Raises ``ValueError`` naming ``cursor`` for anything that is not a cursor returned by the
     same listing in the same order.
     """
+    if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_LENGTH:
+        raise ValueError(
+            f"cursor: not a cursor returned by list_{kind} (a string of at most "
+            f"{MAX_CURSOR_LENGTH} characters)"
+        )
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         document = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -93,7 +113,15 @@ def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
         row_id = document["i"]
         if not isinstance(row_id, str):
             raise TypeError("id is not a string")
-    except (binascii.Error, UnicodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (
+        binascii.Error,
+        UnicodeError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        RecursionError,  # [[[[…]]]]: json.loads recurses once per level
+    ) as exc:
         raise ValueError(
             f"cursor: not a cursor returned by list_{kind} with order={order!r} ({exc})"
         ) from None
@@ -132,6 +160,7 @@ def _page(
     cursor: str | None,
 ) -> Page[ReadT]:
     """Run one keyset-paginated listing: ``conditions`` plus the filters every listing has."""
+    check_connection(conn)
     check_limit(limit)
     if order not in ("newest", "oldest"):
         raise ValueError(f"order: must be 'newest' or 'oldest', got {order!r}")
@@ -142,7 +171,7 @@ def _page(
         conditions.append(created >= resolve_now(created_after, "created_after"))
     if created_before is not None:
         conditions.append(created < resolve_now(created_before, "created_before"))
-    for condition in json_filters:
+    for condition in check_iterable(json_filters, "json_filters", "JsonFilter objects"):
         if not isinstance(condition, JsonFilter):
             raise ValueError(f"json_filters: expected JsonFilter objects, got {condition!r}")
         conditions.append(
@@ -190,16 +219,11 @@ def list_runs(
     """
     conditions: list[ColumnElement[bool]] = []
     if status is not None:
-        wanted = [status] if isinstance(status, str) else list(status)
-        try:
-            statuses = sorted({RunStatus(item) for item in wanted})
-        except ValueError:
-            raise ValueError(f"status: unknown run status in {status!r}") from None
-        conditions.append(RUNS.c.status.in_(statuses))
+        conditions.append(RUNS.c.status.in_(check_statuses(status, "status")))
     if model_type is not None:
-        conditions.append(RUNS.c.model_type == model_type)
+        conditions.append(RUNS.c.model_type == check_str(model_type, "model_type"))
     if prompt_id is not None:
-        conditions.append(RUNS.c.prompt_id == prompt_id)
+        conditions.append(RUNS.c.prompt_id == check_str(prompt_id, "prompt_id"))
     return _page(
         conn,
         _RUN_LISTING,
@@ -230,7 +254,7 @@ def list_prompts(
     """
     conditions: list[ColumnElement[bool]] = []
     if model_type is not None:
-        conditions.append(PROMPTS.c.model_type == model_type)
+        conditions.append(PROMPTS.c.model_type == check_str(model_type, "model_type"))
     return _page(
         conn,
         _PROMPT_LISTING,

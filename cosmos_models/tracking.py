@@ -14,6 +14,13 @@ from sqlalchemy import Connection, Row, Select, String, bindparam, func, insert,
 from sqlalchemy.dialects import postgresql
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
+from cosmos_models.arguments import (
+    check_connection,
+    check_int,
+    check_iterable,
+    check_str,
+    check_str_iterable,
+)
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import RunFinishedError, RunNotFoundError
 from cosmos_models.progress import ProgressCreate, ProgressRead
@@ -96,6 +103,7 @@ def record_progress(
     ``RunNotFoundError`` for an unknown run, ``RunFinishedError`` for a completed, failed or
     cancelled run.
     """
+    check_connection(conn)
     event = ProgressCreate(
         run_id=run_id, stage=stage, percentage=percentage, message=message, timestamp=timestamp
     )
@@ -116,9 +124,13 @@ def record_progress_batch(
     Raises ``pydantic.ValidationError`` naming the event's index and field (nothing is written),
     ``RunNotFoundError`` listing unknown runs, ``RunFinishedError`` for a final run.
     """
+    check_connection(conn)
     # ProgressCreate objects join as their field dicts and are checked again with the rest: one
     # path, and an object changed after it was built cannot slip through.
-    items = [item.__dict__ if isinstance(item, ProgressCreate) else item for item in events]
+    items = [
+        item.__dict__ if isinstance(item, ProgressCreate) else item
+        for item in check_iterable(events, "events", "events")
+    ]
     if not items:
         return 0
     rows = _rows(_events_adapter.validate_python(items))
@@ -154,7 +166,8 @@ def latest_progress(conn: DatabaseConnection, run_ids: Iterable[str]) -> dict[st
     grows with the number of runs asked for, not with the size of the progress table.
     Raises ``DatabaseError``.
     """
-    wanted = sorted(set(run_ids))
+    check_connection(conn)
+    wanted = sorted(set(check_str_iterable(run_ids, "run_ids")))
     if not wanted:
         return {}
     with conn.get_session(read_only=True) as session:
@@ -202,8 +215,9 @@ def progress_since(
     For dashboard polling: pass the last id seen. Raises ``ValueError`` naming ``after_id`` or
     ``limit``, ``RunNotFoundError`` for an unknown run.
     """
-    if isinstance(after_id, bool) or not isinstance(after_id, int) or after_id < 0:
-        raise ValueError(f"after_id: must be an integer ≥ 0, got {after_id!r}")
+    check_connection(conn)
+    check_str(run_id, "run_id")
+    check_int(after_id, "after_id", 0)
     check_limit(limit)
     with conn.get_session(read_only=True) as session:
         rows = session.execute(

@@ -1,0 +1,88 @@
+"""Checks of the arguments of public functions: a wrong shape is a ``ValueError`` naming it.
+
+Without them a wrong shape fails somewhere deeper, as whatever Python or the driver happens to
+raise (``TypeError``, ``OverflowError``, ``UnicodeEncodeError``, a SQL error), or, worse, works:
+a ``str`` is an iterable of str, so ``claim_next_run(db, "w", "transfer")`` would look for the
+model types ``"t"``, ``"r"``, ``"a"``…
+"""
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from cosmos_models.run import RunStatus
+from cosmos_models.types import _check_unicode
+
+# The largest integer every backend binds (a signed 64-bit integer: SQLite, BIGINT).
+MAX_INT: Final = 2**63 - 1
+
+
+def check_connection(conn: Any) -> None:
+    """Raise ``ValueError`` naming ``conn`` unless it is a ``DatabaseConnection``."""
+    # Imported here: connection.py checks its own arguments with this module.
+    from cosmos_models.connection import DatabaseConnection
+
+    if not isinstance(conn, DatabaseConnection):
+        raise ValueError(f"conn: must be a DatabaseConnection, got {type(conn).__name__}")
+
+
+def check_str(value: Any, name: str) -> str:
+    """Return ``value`` if it is a string every backend can bind; else ``ValueError`` naming it.
+
+    Refused: other types (``bytes`` included), NUL characters (PostgreSQL cannot hold them) and
+    lone surrogates (not encodable as UTF-8).
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError(f"{name}: must not contain NUL characters")
+    _check_unicode(value, f"{name}:")
+    return value
+
+
+def check_iterable(value: Any, name: str, of: str = "strings") -> list[Any]:
+    """Return the items of a list, set or other iterable; ``ValueError`` naming ``name`` else.
+
+    A ``str`` is refused (it would be read as a set of letters), as are ``bytes`` and mappings
+    (whose keys would be taken silently). ``of`` says what the items should be, for the message.
+    """
+    if isinstance(value, str | bytes | bytearray | Mapping) or not isinstance(value, Iterable):
+        raise ValueError(
+            f"{name}: must be a list, set or other iterable of {of}, got {type(value).__name__}"
+        )
+    return list(value)
+
+
+def check_str_iterable(value: Any, name: str) -> list[str]:
+    """Return the strings of an iterable (see ``check_iterable``), each checked by ``check_str``."""
+    return [check_str(item, name) for item in check_iterable(value, name)]
+
+
+def check_int(value: Any, name: str, minimum: int, maximum: int = MAX_INT) -> int:
+    """Return ``value`` if it is an ``int`` (not a bool) from ``minimum`` to ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name}: must be an integer from {minimum} to {maximum}, got {value!r}")
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` if it is a ``bool``; else ``ValueError`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: must be True or False, got {value!r}")
+    return value
+
+
+def check_status(value: Any, name: str) -> RunStatus:
+    """Return ``value`` as a ``RunStatus``; ``ValueError`` naming ``name`` for anything else."""
+    if isinstance(value, str):
+        try:
+            return RunStatus(value)
+        except ValueError:
+            pass
+    known = ", ".join(status.value for status in RunStatus)
+    raise ValueError(f"{name}: must be one of {known}, got {value!r}")
+
+
+def check_statuses(value: Any, name: str) -> list[RunStatus]:
+    """One status or an iterable of them, as a sorted list without repeats."""
+    items = [value] if isinstance(value, str) else check_str_iterable(value, name)
+    return sorted({check_status(item, name) for item in items})
