@@ -82,9 +82,7 @@ def parse_location(location: "str | PathLike[str] | URL") -> URL:
     else:
         text = location
     if not isinstance(text, str):
-        raise ValueError(
-            f"location: the database location must be a str or path, not {type(text).__name__}"
-        )
+        raise ValueError(f"database location must be a str or path, not {type(text).__name__}")
     _check_text(text)
     if text.strip() == MEMORY:
         return URL.create("sqlite")
@@ -167,7 +165,13 @@ class DatabaseConnection:
         check_int(busy_timeout_ms, "busy_timeout_ms", 0, 2**31 - 1)  # SQLite's int argument
         check_bool(sqlite_wal, "sqlite_wal")
         check_bool(echo, "echo")
-        self.url: URL = parse_location(get_database_url() if location is None else location)
+        if location is None:
+            self.url: URL = parse_location(get_database_url())
+        else:
+            try:
+                self.url = parse_location(location)
+            except ValueError as exc:
+                raise ValueError(f"location: {exc}") from None
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_memory = self.is_sqlite and not self.url.database
         self._closed = False
@@ -340,9 +344,13 @@ def _session_factory(bind: Engine) -> Any:
 def init_database(database_url: "str | PathLike[str] | URL | None" = None) -> DatabaseConnection:
     """Open the database (default: ``get_database_url()``) and bring its schema up to date.
 
-    Raises ``ValueError`` for an invalid location and ``DatabaseError`` if it cannot be reached.
+    Raises ``ValueError`` naming ``database_url`` for an invalid location and ``DatabaseError``
+    if it cannot be reached.
     """
-    connection = DatabaseConnection(database_url)
+    try:
+        connection = DatabaseConnection(database_url)
+    except ValueError as exc:
+        raise ValueError(f"database_url: {str(exc).removeprefix('location: ')}") from None
     try:
         connection.create_tables()
     except BaseException:
