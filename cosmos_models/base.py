@@ -20,7 +20,7 @@ A change nested inside a JSON value (``run.outputs["a"]["b"] = 1``) is not track
 top-level key again (``run.outputs["a"] = {...}``) to save it.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar, Self, get_origin
 
 from pydantic import BaseModel, ConfigDict, create_model
@@ -40,6 +40,9 @@ class ValidatedTable(SQLModel, registry=_registry):
     __validator__: ClassVar[type[BaseModel]]
     __field_names__: ClassVar[frozenset[str]] = frozenset()
     __tracked_fields__: ClassVar[frozenset[str]] = frozenset()
+    # An instance of __validator__ to copy for validate_assignment: model_construct() would call
+    # every default factory (ids, clocks) each time.
+    __shadow__: ClassVar[BaseModel]
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -57,6 +60,7 @@ class ValidatedTable(SQLModel, registry=_registry):
             __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
             **fields,
         )
+        cls.__shadow__ = cls.__validator__.model_construct()
 
     @classmethod
     def model_validate(  # type: ignore[override]
@@ -110,7 +114,7 @@ class ValidatedTable(SQLModel, registry=_registry):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self.__field_names__:
-            shadow = self.__validator__.model_construct()
+            shadow = self.__shadow__.model_copy()
             self.__validator__.__pydantic_validator__.validate_assignment(shadow, name, value)
             # SQLAlchemy's instrumentation stores the value (coercing dicts to MutableDict and
             # firing events); letting Pydantic store it afterwards would undo the coercion.
@@ -119,22 +123,26 @@ class ValidatedTable(SQLModel, registry=_registry):
             return
         super().__setattr__(name, value)
 
-    def _check_before_flush(self, names: Iterable[str]) -> None:
+    def _check_before_flush(self, names: frozenset[str] | set[str]) -> None:
         """Validate the fields ``names`` as they are now; make JSON values plain in place.
 
         Raises ``pydantic.ValidationError`` naming the field; nothing is changed then.
         """
         values = instance_dict(self)
-        shadow = self.__validator__.model_construct()
-        validate = self.__validator__.__pydantic_validator__.validate_assignment
-        for name in names:
-            if name in values:
-                validate(shadow, name, values[name])
+        if names is self.__field_names__ and names <= values.keys():
+            # A new row: one call checks every field.
+            checked = self.__validator__.model_validate({name: values[name] for name in names})
+        else:
+            checked = self.__shadow__.model_copy()
+            validate = self.__validator__.__pydantic_validator__.validate_assignment
+            for name in names:
+                if name in values:
+                    validate(checked, name, values[name])
         for name in self.__tracked_fields__.intersection(names):
             # A float subclass put in place (numpy's float64) is stored as its plain value.
             value = values.get(name)
             if value is not None and plain_json(value) is not value:
-                set_attribute(self, name, shadow.__dict__[name])
+                set_attribute(self, name, checked.__dict__[name])
 
 
 @event.listens_for(Session, "before_flush")
