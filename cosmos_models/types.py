@@ -37,6 +37,9 @@ NAME_LENGTH = 100
 # MariaDB's JSON_VALID refuses documents nested deeper than 32 levels (a scalar counts as one),
 # so containers may nest 31 deep, the top-level object included. Checked on every backend.
 MAX_JSON_DEPTH = 31
+# About 4,200 digits: Python refuses to print or parse longer integers (int_max_str_digits), so
+# a longer one could be neither serialized nor read back.
+MAX_JSON_INT_BITS = 14_000
 
 
 def backend_family(dialect: Dialect | str) -> str:
@@ -138,9 +141,12 @@ def plain_json(value: Any, where: str = "value", depth: int = 0) -> Any:
     elif kind is float:
         if not math.isfinite(value):
             raise ValueError(f"{where}: {value!r} is not valid JSON (NaN and infinity are not)")
+    elif kind is int:
+        if value.bit_length() > MAX_JSON_INT_BITS:
+            raise ValueError(f"{where}: integer too large to store ({value.bit_length()} bits)")
     elif isinstance(value, dict | list):
         return _plain_container(value, where, depth)
-    elif not (value is None or kind is bool or kind is int):
+    elif not (value is None or kind is bool):
         return _plain_subclass(value, where, depth)
     return value
 
@@ -170,7 +176,7 @@ def _plain_container(value: dict[Any, Any] | list[Any], where: str, depth: int) 
 def _plain_subclass(value: Any, where: str, depth: int) -> Any:
     # bool cannot be subclassed; int subclasses are IntEnum and the like.
     if isinstance(value, int):
-        return int.__int__(value)
+        return plain_json(int.__int__(value), where, depth)
     if isinstance(value, float):
         return plain_json(float.__float__(value), where, depth)
     if isinstance(value, str):

@@ -28,7 +28,14 @@ from cosmos_models import (
     transition,
 )
 from cosmos_models.queries import MAX_CURSOR_LENGTH, decode_cursor
-from cosmos_models.types import MAX_JSON_DEPTH, MAX_TIMESTAMP, MIN_TIMESTAMP, dumps_json, plain_json
+from cosmos_models.types import (
+    MAX_JSON_DEPTH,
+    MAX_JSON_INT_BITS,
+    MAX_TIMESTAMP,
+    MIN_TIMESTAMP,
+    dumps_json,
+    plain_json,
+)
 from tests.factories import add_prompt_with_run, make_progress, make_prompt, make_run, new_prompt
 
 
@@ -70,6 +77,7 @@ IN_PLACE: list[tuple[str, Callable[[Run], None]]] = [
     ("run_metadata", lambda run: run.run_metadata.__setitem__("s", "lone \ud800")),
     ("execution_config", lambda run: run.execution_config.__setitem__("k", {1: "int key"})),
     ("execution_config", lambda run: run.execution_config.setdefault("nul", "a\x00b")),
+    ("execution_config", lambda run: run.execution_config.__setitem__("big", [10**5000])),
 ]
 
 
@@ -103,6 +111,7 @@ def test_valid_in_place_changes_are_saved_with_plain_values(db: DatabaseConnecti
         run.outputs["colour"] = Colour.RED
         run.outputs["list"] = [Shape.ROUND, {"f": Float(0.1)}]
         run.outputs["deep"] = nested(MAX_JSON_DEPTH - 1)  # 30 + the outputs object itself
+        run.outputs["big"] = -(2**MAX_JSON_INT_BITS - 1)  # the largest integer accepted
         session.commit()
     outputs = get_run(db, run_id).outputs
     assert outputs == {
@@ -110,6 +119,7 @@ def test_valid_in_place_changes_are_saved_with_plain_values(db: DatabaseConnecti
         "colour": 1,
         "list": ["round", {"f": 0.1}],
         "deep": nested(MAX_JSON_DEPTH - 1),
+        "big": -(2**MAX_JSON_INT_BITS - 1),
     }
     assert [type(outputs["score"]), type(outputs["colour"]), type(outputs["list"][0])] == [
         float,
