@@ -135,9 +135,8 @@ class ValidatedTable(SQLModel, registry=_registry):
         else:
             checked = self.__shadow__.model_copy()
             validate = self.__validator__.__pydantic_validator__.validate_assignment
-            for name in names:
-                if name in values:
-                    validate(checked, name, values[name])
+            for name in names & values.keys():  # an expired field has no value to check
+                validate(checked, name, values[name])
         for name in self.__tracked_fields__.intersection(names):
             # A float subclass put in place (numpy's float64) is stored as its plain value.
             value = values.get(name)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import Integer, MetaData, String
+from sqlalchemy.orm import Mapped, mapped_column, registry
 from sqlmodel import Session
 
 from cosmos_models import (
@@ -33,6 +35,7 @@ from cosmos_models.types import (
     MAX_JSON_INT_BITS,
     MAX_TIMESTAMP,
     MIN_TIMESTAMP,
+    check_json_value,
     dumps_json,
     plain_json,
 )
@@ -352,3 +355,44 @@ def test_deeply_nested_cursor_is_refused_by_list_runs(db: DatabaseConnection) ->
         list_runs(db, cursor=_cursor(deep))
     with pytest.raises(ValueError, match="cursor"):
         list_prompts(db, cursor="A" * 10_000_000)
+
+
+def test_flush_check_leaves_other_tables_and_relationship_changes_alone(
+    db: DatabaseConnection,
+) -> None:
+    # Rows of other mapped classes flush unchecked; a row changed only through a relationship
+    # (its progress list) has no field to check; an expired row's changed field is still checked.
+    other = registry(metadata=MetaData())
+
+    @other.mapped
+    class Note:
+        __tablename__ = "notes_for_flush_test"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        text: Mapped[str] = mapped_column(String(10))
+
+    other.metadata.create_all(db.engine)
+    try:
+        _, run_id = add_prompt_with_run(db)
+        with Session(db.engine) as session:
+            session.add(Note(text="not ours"))
+            run = session.get(Run, run_id)
+            assert run is not None
+            run.progress.append(make_progress(run, 5.0))
+            session.commit()  # expires every attribute of run
+            note = session.get(Note, 1)
+            assert note is not None
+            note.text = "changed"
+            run.outputs = {"ok": 1}
+            run.outputs[0] = "x"  # type: ignore[index]
+            with pytest.raises(ValidationError) as caught:
+                session.commit()
+            assert fields_of(caught.value) == {"outputs"}
+        assert get_run(db, run_id).outputs == {}
+    finally:
+        other.metadata.drop_all(db.engine)
+
+
+def test_check_json_value_refuses_like_validation() -> None:
+    check_json_value({"a": [1, Float(2.5)]})
+    with pytest.raises(ValueError, match=r"value\.a\[0\]"):
+        check_json_value({"a": [math.inf]})
