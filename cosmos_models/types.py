@@ -89,10 +89,12 @@ def _not_a_number(value: Any) -> Any:
     return value
 
 
-# The years every backend stores and reads back exactly: MariaDB's DATETIME is documented for
-# 1000-01-01 to 9999-12-31 (PostgreSQL and SQLite hold more), so that is the common range, in UTC.
+# The times every backend stores and reads back exactly, in UTC: MariaDB's DATETIME is documented
+# for the years 1000 to 9999 (PostgreSQL and SQLite hold more). The last day is left out because
+# psycopg reads a timestamptz in the session's time zone: 9999-12-31 23:00 UTC is year 10000 at
+# +09:00, which Python cannot hold (up to +14:00 exists, so one day of margin covers them all).
 MIN_TIMESTAMP = datetime(1000, 1, 1, tzinfo=UTC)
-MAX_TIMESTAMP = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def _to_utc(value: datetime) -> datetime:

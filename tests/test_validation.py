@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import Integer, MetaData, String
+from sqlalchemy import Integer, MetaData, String, text
 from sqlalchemy.orm import Mapped, mapped_column, registry
 from sqlmodel import Session
 
@@ -267,12 +267,13 @@ REFUSED_TIMES = [
     datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
     datetime(1000, 1, 1, 0, 59, tzinfo=timezone(timedelta(hours=1))),  # 999-12-31 in UTC
     datetime(9999, 12, 31, 23, 0, tzinfo=MINUS_1),  # 10000-01-01 in UTC
+    MAX_TIMESTAMP + timedelta(microseconds=1),  # 9999-12-31: read at +09:00 it is year 10000
 ]
 ACCEPTED_TIMES = [
     MIN_TIMESTAMP,
     MAX_TIMESTAMP,
     datetime(1000, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=1))),
-    datetime(9999, 12, 31, 22, 59, 59, 999999, tzinfo=MINUS_1),
+    MAX_TIMESTAMP.astimezone(PLUS_14),  # 9999-12-31 13:59 local
 ]
 
 
@@ -396,3 +397,15 @@ def test_check_json_value_refuses_like_validation() -> None:
     check_json_value({"a": [1, Float(2.5)]})
     with pytest.raises(ValueError, match=r"value\.a\[0\]"):
         check_json_value({"a": [math.inf]})
+
+
+def test_the_latest_timestamp_reads_back_in_any_session_time_zone(db: DatabaseConnection) -> None:
+    # psycopg converts a timestamptz to the session's zone before our type turns it into UTC.
+    _, run_id = add_prompt_with_run(db, created_at=MAX_TIMESTAMP)
+    with db.get_session(read_only=True) as session:
+        if db.engine.dialect.name == "postgresql":
+            session.execute(text("SET LOCAL TIME ZONE 'Pacific/Kiritimati'"))  # +14:00
+        run = session.get(Run, run_id)
+        assert run is not None
+        assert run.created_at == MAX_TIMESTAMP
+        assert run.created_at.tzinfo is UTC
