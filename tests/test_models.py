@@ -3,6 +3,7 @@
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -411,3 +412,19 @@ def test_repr_is_short_and_useful() -> None:
 def test_status_is_final_follows_the_lifecycle_table() -> None:
     finals = {status for status in RunStatus if status.is_final}
     assert finals == {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+def test_table_model_validate_reads_attributes_strictly_and_takes_relationships() -> None:
+    source = make_prompt()
+    attributes = SimpleNamespace(**source.model_dump())  # neither a model nor a mapping
+    copy = Prompt.model_validate(attributes, update={"id": "ps_copy"})
+    assert (copy.id, copy.inputs, copy.created_at) == ("ps_copy", source.inputs, source.created_at)
+    with pytest.raises(ValidationError) as caught:
+        Prompt.model_validate(
+            {**source.model_dump(), "created_at": "2025-01-04T12:00:00Z"}, strict=True
+        )
+    assert field_of(caught.value) == {"created_at"}
+    run = make_run(source)
+    prompt = make_prompt(runs=[run])
+    assert prompt.runs == [run]
+    assert run.prompt is prompt
