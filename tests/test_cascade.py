@@ -44,6 +44,8 @@ def load(session: Session, how: str, prompt_id: str) -> list[Run | Progress]:
     """Load runs and progress the way an application might; return them (the map is weak)."""
     if how == "rows":
         return [*session.scalars(select(Run)), *session.scalars(select(Progress))]
+    if how == "progress":
+        return list(session.scalars(select(Progress)))
     if how == "collections":
         prompt = session.get(Prompt, prompt_id)
         assert prompt is not None
@@ -54,24 +56,27 @@ def load(session: Session, how: str, prompt_id: str) -> list[Run | Progress]:
 # -- the design's testing pattern: plain engine, plain Session ---------------------------------
 
 
-@pytest.mark.parametrize("how", ["nothing", "rows", "collections"])
+@pytest.mark.parametrize("how", ["nothing", "rows", "expired rows", "progress", "collections"])
 def test_deleting_a_prompt_deletes_its_runs_and_progress_on_a_plain_engine(
     plain_engine: Engine, how: str
 ) -> None:
     with Session(plain_engine) as session:
         kept_id, _ = add_family(session, runs=1)
         doomed_id, doomed_runs = add_family(session)
-        children = load(session, how, doomed_id)
+        children = load(session, how.removeprefix("expired "), doomed_id)
+        runs_of = [child.run_id if isinstance(child, Progress) else child.id for child in children]
+        if how.startswith("expired"):
+            session.expire_all()  # as after a commit: the session must read their foreign keys
         session.delete(session.get(Prompt, doomed_id))
         session.commit()
         assert counts(session) == (1, 1, 3)
         assert session.get(Prompt, kept_id) is not None
         assert session.scalars(select(Run.prompt_id)).all() == [kept_id]
         # Loaded children of the deleted prompt left the session with their rows; others stay.
-        for child in children:
-            run_id = child.run_id if isinstance(child, Progress) else child.id
+        for child, run_id in zip(children, runs_of, strict=True):
             assert (child in session) is (run_id not in doomed_runs)
-        assert len(children) == {"nothing": 0, "rows": 12, "collections": 8}[how]
+        expected = {"nothing": 0, "rows": 12, "expired rows": 12, "progress": 9, "collections": 8}
+        assert len(children) == expected[how]
 
 
 def test_deleting_a_run_deletes_its_progress_and_keeps_its_prompt(plain_engine: Engine) -> None:
@@ -211,3 +216,15 @@ def test_bulk_orm_delete_through_a_session_counts_rows_left(db: DatabaseConnecti
     with db.get_session() as session:
         assert counts(session) == (1, 1, 3)
         assert session.scalars(select(Run.prompt_id)).all() == [kept_id]
+
+
+def test_deleting_progress_deletes_nothing_else(plain_engine: Engine) -> None:
+    with Session(plain_engine) as session:
+        _, (run_a, run_b) = add_family(session)
+        first = session.scalars(select(Progress).where(Progress.run_id == run_a)).first()
+        session.delete(first)
+        session.commit()
+        assert counts(session) == (1, 2, 5)
+        session.execute(delete(Progress).where(Progress.run_id == run_b))
+        session.commit()
+        assert counts(session) == (1, 2, 2)
