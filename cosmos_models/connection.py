@@ -263,7 +263,7 @@ class DatabaseConnection:
         parent = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
         self._memory_dir = Path(tempfile.mkdtemp(prefix="cosmos-memory-", dir=parent))
         self._remove_memory_dir = weakref.finalize(
-            self, shutil.rmtree, self._memory_dir, ignore_errors=True
+            self, _remove_directory, self._memory_dir, os.getpid()
         )
         return URL.create("sqlite", database=str(self._memory_dir / "memory.db"))
 
@@ -334,6 +334,16 @@ class DatabaseConnection:
         return f"DatabaseConnection({self.url.render_as_string(hide_password=True)!r}, {state})"
 
     __str__ = __repr__
+
+
+def _remove_directory(path: Path, owner_pid: int) -> None:
+    """Remove ``path`` and what it holds, in the process that made it only.
+
+    A forked child inherits the finalizer and the object; its exit or garbage collection must
+    not delete the parent's live database.
+    """
+    if os.getpid() == owner_pid:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _session_factory(bind: Engine) -> Any:

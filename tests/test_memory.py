@@ -163,3 +163,21 @@ def test_memory_databases_use_the_temp_directory_without_a_memory_filesystem(
         assert db._memory_dir.parent == tmp_path
         assert prompt_count(db) == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_forked_child_leaves_the_parents_memory_database_alone() -> None:
+    with DatabaseConnection(":memory:") as db:
+        db.create_tables()
+        directory = db._memory_dir
+        assert directory is not None
+        assert db._remove_memory_dir is not None
+        pid = os.fork()
+        if pid == 0:  # the child: its copy's finalizer runs, as at its exit or collection
+            try:
+                db._remove_memory_dir()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert directory.exists()
+        assert prompt_count(db) == 0
+    assert not directory.exists()
