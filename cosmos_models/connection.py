@@ -6,12 +6,17 @@ One place decides, per backend, the engine options that make the spec's promises
   writer, a busy timeout, and ``BEGIN IMMEDIATE`` for sessions that may write (a deferred
   transaction that reads and then writes cannot wait for the lock: SQLite fails it at once
   with "database is locked"). Read-only sessions and plain engine connections begin deferred.
-* ``:memory:``: one connection kept for the connection's life, sessions taken one at a time.
+* ``:memory:``: a private SQLite file in WAL mode on a memory-backed filesystem (``/dev/shm``
+  where there is one), removed on ``close()``, so sessions nest and readers see the committed
+  state while a writer works, as on a file.
 * PostgreSQL and MariaDB: ``pool_pre_ping`` and configurable pool sizes.
 """
 
+import os
 import re
-import threading
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from os import PathLike, environ
@@ -22,7 +27,7 @@ from urllib.parse import quote, quote_plus, unquote
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
 from cosmos_models.arguments import check_bool, check_int
@@ -32,6 +37,9 @@ from cosmos_models.types import dumps_json
 ENV_VAR: Final = "COSMOS_DATABASE_URL"
 DEFAULT_DATABASE_PATH: Final = Path("outputs") / "cosmos_workflow.db"
 MEMORY: Final = ":memory:"
+# Where ``:memory:`` databases live when it exists and is writable (else the temp directory); only
+# ever the parent of a private ``mkdtemp`` directory, so the shared location is safe.
+MEMORY_FILESYSTEM: Final = Path("/dev/shm")  # noqa: S108
 
 # Accepted spellings of each backend, mapped to the driver this package ships with.
 _DRIVERS: Final[dict[str, str]] = {
@@ -175,8 +183,9 @@ class DatabaseConnection:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_memory = self.is_sqlite and not self.url.database
         self._closed = False
-        self._memory_lock = threading.Lock() if self.is_memory else None
-        self._memory_owner = threading.local()
+        # ``:memory:`` lives in a private directory (see _memory_url); removed on close or exit.
+        self._memory_dir: Path | None = None
+        self._remove_memory_dir: weakref.finalize[Any, Any] | None = None
         self._sqlite_wal = sqlite_wal
         self.engine: Engine = self._create_engine(
             pool_size=pool_size,
@@ -222,14 +231,18 @@ class DatabaseConnection:
             "json_serializer": dumps_json,
             "connect_args": {"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
         }
+        url = self.url
         if self.is_memory:
-            options["poolclass"] = StaticPool
+            url = self._memory_url()
         else:
             database = self.url.database or ""
             if not database.startswith("file:"):
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(self.url, **options)
-        use_wal = self._sqlite_wal and not self.is_memory
+        engine = create_engine(url, **options)
+        # The memory database always uses WAL: it is what lets readers work beside a writer.
+        use_wal = self._sqlite_wal or self.is_memory
+        # Nothing survives the process anyway: no fsync for the memory database.
+        synchronous = "OFF" if self.is_memory else "NORMAL"
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
@@ -240,7 +253,7 @@ class DatabaseConnection:
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             if use_wal:
                 cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -249,6 +262,23 @@ class DatabaseConnection:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
         return engine
+
+    def _memory_url(self) -> URL:
+        """Create the private directory of a ``:memory:`` database; return its file's URL.
+
+        SQLite's own memory databases cannot give each session its own transaction: a single
+        connection serialises sessions, and ``memdb``/shared-cache readers wait on a writer's
+        lock or read its uncommitted rows. A WAL file on a memory-backed filesystem behaves like
+        any SQLite file at close to memory speed. The directory is mode 0700 (``mkdtemp``) and
+        is removed, with the -wal and -shm files, by ``close()`` or at interpreter exit.
+        """
+        shm = MEMORY_FILESYSTEM
+        parent = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
+        self._memory_dir = Path(tempfile.mkdtemp(prefix="cosmos-memory-", dir=parent))
+        self._remove_memory_dir = weakref.finalize(
+            self, _remove_directory, self._memory_dir, os.getpid()
+        )
+        return URL.create("sqlite", database=str(self._memory_dir / "memory.db"))
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -272,36 +302,18 @@ class DatabaseConnection:
         ``DatabaseError``/``IntegrityViolation`` for database errors (never with a password).
         """
         self._check_open()
-        with self._memory_guard():
-            session = (self._read_session if read_only else self.SessionLocal)()
-            try:
-                yield session
-                session.commit()
-            except sa_exc.DBAPIError as exc:
-                session.rollback()
-                raise self.translate_error(exc) from None
-            except BaseException:
-                session.rollback()
-                raise
-            finally:
-                session.close()
-
-    @contextmanager
-    def _memory_guard(self) -> Iterator[None]:
-        if self._memory_lock is None:
-            yield
-            return
-        if getattr(self._memory_owner, "held", False):
-            raise RuntimeError(
-                "nested sessions are not supported on an in-memory database; "
-                "use the session you already have"
-            )
-        with self._memory_lock:
-            self._memory_owner.held = True
-            try:
-                yield
-            finally:
-                self._memory_owner.held = False
+        session = (self._read_session if read_only else self.SessionLocal)()
+        try:
+            yield session
+            session.commit()
+        except sa_exc.DBAPIError as exc:
+            session.rollback()
+            raise self.translate_error(exc) from None
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
     def translate_error(self, exc: sa_exc.DBAPIError) -> DatabaseError:
         """Turn a driver error into a ``DatabaseError`` whose text carries no password."""
@@ -321,6 +333,8 @@ class DatabaseConnection:
         if not self._closed:
             self._closed = True
             self.engine.dispose()
+            if self._remove_memory_dir is not None:
+                self._remove_memory_dir()
 
     def __enter__(self) -> "DatabaseConnection":
         return self
@@ -333,6 +347,16 @@ class DatabaseConnection:
         return f"DatabaseConnection({self.url.render_as_string(hide_password=True)!r}, {state})"
 
     __str__ = __repr__
+
+
+def _remove_directory(path: Path, owner_pid: int) -> None:
+    """Remove ``path`` and what it holds, in the process that made it only.
+
+    A forked child inherits the finalizer and the object; its exit or garbage collection must
+    not delete the parent's live database.
+    """
+    if os.getpid() == owner_pid:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _session_factory(bind: Engine) -> Any:

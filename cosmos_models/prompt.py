@@ -5,6 +5,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Index, String
 from sqlmodel import Field, Relationship, SQLModel
 
+# Imported for its session listeners: deletes of prompts and runs cascade through the ORM.
+import cosmos_models.cascade  # noqa: F401
 from cosmos_models.base import ValidatedTable
 from cosmos_models.ids import new_prompt_id
 from cosmos_models.types import (

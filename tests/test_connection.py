@@ -172,10 +172,11 @@ def test_memory_database_lives_across_sessions_and_threads() -> None:
             assert len(session.scalars(select(Prompt.id)).all()) == 9
 
 
-def test_nested_sessions_on_memory_are_refused_clearly() -> None:
-    with init_database(":memory:") as connection, connection.get_session():
-        with pytest.raises(RuntimeError, match="nested"), connection.get_session():
-            pass
+def test_nested_sessions_on_memory_work() -> None:
+    with init_database(":memory:") as connection, connection.get_session() as outer:
+        with connection.get_session() as inner:
+            inner.add(make_prompt(id="ps_inner"))
+        assert outer.get(Prompt, "ps_inner") is not None
 
 
 def test_sqlite_file_settings(tmp_path: Path) -> None:
