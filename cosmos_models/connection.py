@@ -10,16 +10,18 @@ One place decides, per backend, the engine options that make the spec's promises
 * PostgreSQL and MariaDB: ``pool_pre_ping`` and configurable pool sizes.
 """
 
+import os
 import re
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from os import PathLike, environ
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, quote_plus, unquote
 
-from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
@@ -68,8 +70,63 @@ def _check_text(text: str) -> None:
         raise ValueError("database location must not contain NUL bytes")
 
 
+# SQLite URI parameters a location may carry (anything else, e.g. ``vfs``, is refused):
+# ``mode=ro`` opens read-only, ``cache`` picks the page cache. Other query keys are dropped
+# only if they say the database part is a URI (``uri=true``), which every file is here.
+_SQLITE_OPTIONS: Final[dict[str, frozenset[str]]] = {
+    "mode": frozenset({"ro", "rw", "rwc"}),
+    "cache": frozenset({"shared", "private"}),
+}
+
+
+def _file_uri_path(uri: str) -> str:
+    """The file path of a SQLite ``file:`` URI, percent-decoded as SQLite decodes it."""
+    rest = uri[len("file:") :].split("?", 1)[0].split("#", 1)[0]
+    if rest.startswith("//"):
+        authority, _, path = rest[2:].partition("/")
+        if authority not in ("", "localhost"):
+            raise ValueError("a SQLite file: URI may name no host other than localhost")
+        rest = "/" + path
+    return unquote(rest)
+
+
+def sqlite_file_url(database: str, options: Mapping[str, Any] | None = None) -> URL:
+    """The one check every SQLite file location goes through: plain path or ``file:`` URI.
+
+    Returns ``sqlite:///<absolute path>`` (plus ``mode``/``cache`` if given), or the in-memory
+    URL. Raises ``ValueError`` for a NUL byte, a ``..`` segment (as given or percent-encoded),
+    a host in a ``file:`` URI, or an unknown or invalid URI parameter.
+    """
+    query: dict[str, str] = {}
+    for key, given in (options or {}).items():
+        value = given[-1] if isinstance(given, tuple) else str(given)
+        if key == "uri":
+            continue
+        allowed = _SQLITE_OPTIONS.get(key)
+        if allowed is None:
+            raise ValueError(f"SQLite option {key!r} is not supported (use: mode, cache)")
+        if value not in allowed:
+            raise ValueError(f"SQLite option {key}={value!r} must be one of {sorted(allowed)}")
+        query[key] = value
+    path = database
+    if database.startswith("file:"):
+        _, _, inline = database.partition("?")
+        path = _file_uri_path(database)
+        if inline:
+            extra = make_url(f"sqlite:///x?{inline}").query
+            return sqlite_file_url(path, {**extra, **query})
+    if path in ("", MEMORY):
+        return URL.create("sqlite")
+    _check_text(path)
+    if _has_traversal(database) or _has_traversal(path):
+        raise ValueError("database path must not contain '..' segments (path traversal)")
+    return URL.create("sqlite", database=str(Path(path).expanduser().absolute()), query=query)
+
+
 def parse_location(location: "str | PathLike[str] | URL") -> URL:
-    """Turn a file path, ``":memory:"`` or a SQLAlchemy URL into a validated ``URL``.
+    """Turn a file path, ``":memory:"``, a SQLite ``file:`` URI or a SQLAlchemy URL into a
+    validated ``URL``; every SQLite file location ends as ``sqlite:///<absolute path>`` checked
+    by ``sqlite_file_url``.
 
     Raises ``ValueError`` (naming the problem, never the password) for an empty location, a NUL
     byte, a ``..`` path segment, an unparsable URL or an unsupported backend.
@@ -86,10 +143,8 @@ def parse_location(location: "str | PathLike[str] | URL") -> URL:
     if text.strip() == MEMORY:
         return URL.create("sqlite")
     match = _SCHEME.match(text)
-    if match is None:
-        if _has_traversal(text):
-            raise ValueError("database path must not contain '..' segments (path traversal)")
-        return URL.create("sqlite", database=str(Path(text).expanduser().absolute()))
+    if match is None or text.startswith("file:"):
+        return sqlite_file_url(text)
     return _parse_url(text, match.group(1).lower(), match.end())
 
 
@@ -103,22 +158,55 @@ def _parse_url(text: str, scheme: str, rest_at: int) -> URL:
         raise ValueError(f"database URL for {scheme!r} could not be parsed") from None
     url = url.set(drivername=_DRIVERS[scheme])
     if url.get_backend_name() == "sqlite":
-        if _has_traversal(text[rest_at:]):
+        if _has_traversal(text[rest_at:].split("?", 1)[0]):
             raise ValueError("database path must not contain '..' segments (path traversal)")
-        if url.database in (None, "", MEMORY):
-            return URL.create("sqlite")
-    elif url.database is not None and _has_traversal(url.database):
+        return sqlite_file_url(url.database or "", url.query)
+    if url.database is not None and _has_traversal(url.database):
         raise ValueError("database name must not contain '..' segments")
     return url
 
 
+# A URL query parameter is a secret when its name, case-insensitively, contains one of these:
+# password, sslpassword, passfile, passphrase, pwd, sslkey, api_key, token, secret, credentials,
+# auth... (a path such as sslkey's is masked too: where a key lives is no one's business).
+SECRET_PARAMETER_WORDS: Final = ("pass", "pwd", "secret", "token", "key", "credential", "auth")
+MASK: Final = "***"
+
+
+def is_secret_parameter(name: str) -> bool:
+    """True if a URL query parameter named ``name`` carries a secret (see the words above)."""
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_PARAMETER_WORDS)
+
+
+def _secrets(url: URL) -> list[str]:
+    values = [str(url.password)] if url.password else []
+    for key, value in url.query.items():
+        if is_secret_parameter(key):
+            values.extend(value if isinstance(value, tuple) else [value])
+    return [value for value in values if value]
+
+
 def redact(text: str, url: URL) -> str:
-    """Return ``text`` with the password of ``url`` (raw and URL-encoded) replaced by ``***``."""
-    password = url.password
-    if password:
-        for form in {str(password), quote(str(password), safe=""), quote_plus(str(password))}:
-            text = text.replace(form, "***")
+    """Return ``text`` with every secret of ``url`` (its password and the values of secret query
+    parameters, raw and URL-encoded) replaced by ``***``."""
+    # Longest first, so that a secret containing another is masked whole.
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        for form in sorted({secret, quote(secret, safe=""), quote_plus(secret)}, key=len)[::-1]:
+            text = text.replace(form, MASK)
     return text
+
+
+def redact_url(url: URL) -> str:
+    """``url`` as a string for people: password and secret query parameters shown as ``***``."""
+    masked = url.set(
+        password=MASK if url.password else None,
+        query={
+            key: (MASK if is_secret_parameter(key) else value) for key, value in url.query.items()
+        },
+    )
+    rendered = masked.render_as_string(hide_password=False).replace(quote(MASK, safe=""), MASK)
+    return redact(rendered, url)
 
 
 def get_database_url() -> str:
@@ -143,8 +231,10 @@ class DatabaseConnection:
     ``location`` is a file path, ``":memory:"`` or a SQLAlchemy URL (``sqlite:///…``,
     ``postgresql+psycopg://…``, ``mysql+pymysql://…``); ``None`` means ``get_database_url()``.
     ``sqlite_wal=False`` leaves a SQLite file's journal mode as it is (migrations use it, so that
-    a refused or failed migration does not change a byte). Raises ``ValueError`` for an invalid
-    location.
+    a refused or failed migration does not change a byte). ``read_only=True`` (or ``mode=ro`` in
+    a SQLite location) never creates a file or directory and opens SQLite read-only, so a file
+    on a read-only mount can be read. Raises ``ValueError`` for an invalid location and
+    ``DatabaseError`` when a read-only SQLite file does not exist.
     """
 
     def __init__(
@@ -156,11 +246,18 @@ class DatabaseConnection:
         pool_recycle: int = 1800,
         busy_timeout_ms: int = 30_000,
         sqlite_wal: bool = True,
+        read_only: bool = False,
         echo: bool = False,
     ) -> None:
         self.url: URL = parse_location(get_database_url() if location is None else location)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_memory = self.is_sqlite and not self.url.database
+        self.read_only = read_only or (self.is_sqlite and self.url.query.get("mode") == "ro")
+        self.path: Path | None = (
+            Path(self.url.database or "") if self.is_sqlite and not self.is_memory else None
+        )
+        if self.read_only and self.path is not None and not self.path.is_file():
+            raise DatabaseError(f"database file {self.path} does not exist")
         self._closed = False
         self._memory_lock = threading.Lock() if self.is_memory else None
         self._memory_owner = threading.local()
@@ -209,14 +306,16 @@ class DatabaseConnection:
             "json_serializer": dumps_json,
             "connect_args": {"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
         }
+        url = self.url
         if self.is_memory:
             options["poolclass"] = StaticPool
         else:
-            database = self.url.database or ""
-            if not database.startswith("file:"):
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(self.url, **options)
-        use_wal = self._sqlite_wal and not self.is_memory
+            assert self.path is not None
+            if not self.read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            url = _sqlite_engine_url(self.path, self.url.query, read_only=self.read_only)
+        engine = create_engine(url, **options)
+        use_wal = self._sqlite_wal and not self.is_memory and not self.read_only
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
@@ -274,6 +373,33 @@ class DatabaseConnection:
                 session.close()
 
     @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """Yield a Core connection (no transaction begun; the caller commits), then close it.
+
+        Without ``read_only`` a SQLite transaction begun on it takes the write lock at once.
+        Raises what ``get_session`` raises: ``RuntimeError`` when closed, ``DatabaseError``
+        (one line, no secret, with a hint) for driver and connection errors.
+        """
+        self._check_open()
+        with self._memory_guard():
+            try:
+                with self.engine.connect() as connection:
+                    if not read_only:
+                        connection.execution_options(cosmos_writer=True)
+                    yield connection
+            except sa_exc.DBAPIError as exc:
+                raise self.translate_error(exc) from None
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """Yield a Core connection in a write transaction: commit on a clean exit, else roll back.
+
+        Raises like ``connect``.
+        """
+        with self.connect() as connection, connection.begin():
+            yield connection
+
+    @contextmanager
     def _memory_guard(self) -> Iterator[None]:
         if self._memory_lock is None:
             yield
@@ -290,14 +416,14 @@ class DatabaseConnection:
             finally:
                 self._memory_owner.held = False
 
-    def translate_error(self, exc: sa_exc.DBAPIError) -> DatabaseError:
-        """Turn a driver error into a ``DatabaseError`` whose text carries no password."""
-        original = exc.orig if exc.orig is not None else exc
-        first_line = (str(original).strip().splitlines() or [""])[0]
-        message = redact(f"{type(original).__name__}: {first_line}", self.url)
+    def translate_error(self, exc: BaseException) -> DatabaseError:
+        """Turn a driver error into a one-line ``DatabaseError`` with a hint and no secret."""
+        original = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
         if isinstance(exc, sa_exc.IntegrityError):
-            return IntegrityViolation(message)
-        return DatabaseError(message)
+            first_line = (str(original).strip().splitlines() or [""])[0]
+            return IntegrityViolation(redact(f"{type(original).__name__}: {first_line}", self.url))
+        where = str(self.path) if self.path is not None else redact_url(self.url)
+        return DatabaseError(redact(describe_error(original, where), self.url))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -317,9 +443,71 @@ class DatabaseConnection:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"DatabaseConnection({self.url.render_as_string(hide_password=True)!r}, {state})"
+        return f"DatabaseConnection({redact_url(self.url)!r}, {state})"
 
     __str__ = __repr__
+
+
+def _sqlite_engine_url(path: Path, options: Mapping[str, Any], *, read_only: bool) -> URL:
+    """The URI SQLite is opened with: the checked absolute path, percent-encoded, plus options.
+
+    A read-only file on a read-only file system is opened ``immutable=1``: SQLite cannot create
+    the ``-shm`` file a WAL database needs there, and nobody can write it behind our back.
+    """
+    query = {key: str(value) for key, value in options.items()}
+    if read_only:
+        query["mode"] = "ro"
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            query["immutable"] = "1"
+    return URL.create(
+        "sqlite", database="file:" + quote(str(path), safe="/"), query={**query, "uri": "true"}
+    )
+
+
+_NOT_MIGRATED: Final = "not migrated: run cosmos-models db upgrade"
+# Driver error codes: MySQL/MariaDB "no such table" / "unknown column", and its "read only".
+_MYSQL_MISSING: Final = frozenset({1146, 1054})
+_MYSQL_READ_ONLY: Final = frozenset({1290, 1792, 1836})
+_MYSQL_CONNECT: Final = frozenset({1044, 1045, 1049, 2002, 2003, 2005, 2006, 2013})
+
+
+def describe_error(error: BaseException, where: str) -> str:
+    """One line naming a database problem, with what to do where that is known.
+
+    ``where`` names the database (a path or a redacted URL). The caller redacts secrets.
+    """
+    text = (str(error).strip().splitlines() or [""])[0]
+    lowered = text.lower()
+    name = type(error).__name__
+    code = error.args[0] if error.args and isinstance(error.args[0], int) else None
+    if "file is not a database" in lowered:
+        return f"not a database: {where} ({text})"
+    if (
+        "no such table" in lowered
+        or "no such column" in lowered
+        or name in ("UndefinedTable", "UndefinedColumn")
+        or code in _MYSQL_MISSING
+    ):
+        return f"{_NOT_MIGRATED} ({where}: {text})"
+    if "readonly database" in lowered or "read-only" in lowered or code in _MYSQL_READ_ONLY:
+        return f"read-only: {where} does not accept writes ({text})"
+    if "unable to open database file" in lowered:
+        return f"cannot open {where}: {text}"
+    if (
+        code in _MYSQL_CONNECT
+        or "connection failed" in lowered
+        or "connection refused" in lowered
+        or "could not connect" in lowered
+        or "connection to server" in lowered
+        or "the connection is closed" in lowered
+    ):
+        return f"cannot connect to {where}: {text}"
+    return f"{name}: {text}"
+
+
+def sqlite_error(error: sqlite3.Error, path: Path) -> DatabaseError:
+    """A ``sqlite3`` error met outside SQLAlchemy (backups, state reads) as a ``DatabaseError``."""
+    return DatabaseError(describe_error(error, str(path)))
 
 
 def _session_factory(bind: Engine) -> Any:
