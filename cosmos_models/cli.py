@@ -179,15 +179,9 @@ def db_downgrade(
 
     Dropping tables or columns that hold data needs --yes, unless a SQLite backup is taken.
     """
-    url = parse_location(database or get_database_url())
-    backed_up = not no_backup and url.get_backend_name() == "sqlite" and bool(url.database)
-    if not backed_up and not yes:
-        losses = migrate.downgrade_losses(database, revision)
-        if losses:
-            raise CosmosModelsError(
-                f"downgrade to {revision!r} would drop {'; '.join(losses)}: "
-                "rerun with --yes to drop them (or back up first)"
-            )
+    refusal = None if yes else migrate.downgrade_refusal(database, revision, backup=not no_backup)
+    if refusal is not None:
+        raise CosmosModelsError(f"{refusal}: rerun with --yes to drop them (or back up first)")
     _migration(migrate.downgrade, database, revision, not no_backup)
 
 

@@ -252,9 +252,15 @@ class DatabaseConnection:
         self.url: URL = parse_location(get_database_url() if location is None else location)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_memory = self.is_sqlite and not self.url.database
-        self.read_only = read_only or (self.is_sqlite and self.url.query.get("mode") == "ro")
         self.path: Path | None = (
             Path(self.url.database or "") if self.is_sqlite and not self.is_memory else None
+        )
+        # A file on a read-only file system is opened read-only whatever was asked: writes then
+        # fail with "read-only" instead of SQLite failing to create its -shm/-journal files.
+        self.read_only = (
+            read_only
+            or (self.is_sqlite and self.url.query.get("mode") == "ro")
+            or (self.path is not None and _on_read_only_file_system(self.path))
         )
         if self.read_only and self.path is not None and not self.path.is_file():
             raise DatabaseError(f"database file {self.path} does not exist")
@@ -448,6 +454,14 @@ class DatabaseConnection:
     __str__ = __repr__
 
 
+def _on_read_only_file_system(path: Path) -> bool:
+    """True if ``path``'s directory exists on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False  # no such directory yet: it will be created (or fail) when written
+
+
 def _sqlite_engine_url(path: Path, options: Mapping[str, Any], *, read_only: bool) -> URL:
     """The URI SQLite is opened with: the checked absolute path, percent-encoded, plus options.
 
@@ -457,7 +471,7 @@ def _sqlite_engine_url(path: Path, options: Mapping[str, Any], *, read_only: boo
     query = {key: str(value) for key, value in options.items()}
     if read_only:
         query["mode"] = "ro"
-        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+        if _on_read_only_file_system(path):
             query["immutable"] = "1"
     return URL.create(
         "sqlite", database="file:" + quote(str(path), safe="/"), query={**query, "uri": "true"}

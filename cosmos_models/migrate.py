@@ -36,7 +36,12 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy import exc as sa_exc
 
-from cosmos_models.connection import DatabaseConnection, sqlite_error
+from cosmos_models.connection import (
+    DatabaseConnection,
+    get_database_url,
+    parse_location,
+    sqlite_error,
+)
 from cosmos_models.errors import MigrationError
 from cosmos_models.types import backend_family, metadata, utcnow
 
@@ -328,6 +333,11 @@ def _migrate(
 ) -> UpgradeResult:
     say = report or (lambda _message: None)
     with _opened(url, migrating=True) as database:
+        if database.read_only:
+            raise MigrationError(
+                f"read-only: {database.path} is opened read-only (mode=ro or a read-only file "
+                f"system); a migration writes, so the {direction} was not attempted"
+            )
         try:
             path = _sqlite_file(database)
             with _file_lock(path):
@@ -462,6 +472,23 @@ def downgrade_losses(url: Any, revision: str) -> list[str]:
                     if count:
                         losses.append(f"column {table}.{column} ({count:,} values)")
     return losses
+
+
+def downgrade_refusal(url: Any, revision: str, *, backup: bool) -> str | None:
+    """Why a downgrade to ``revision`` must not run without being confirmed, or ``None``.
+
+    It must not when it would drop tables or columns holding data and no backup is taken first
+    (a SQLite file with ``backup`` on is copied before it changes). Raises ``ValueError`` for an
+    invalid location and ``DatabaseError`` if the database cannot be read.
+    """
+    location = url.url if isinstance(url, DatabaseConnection) else url
+    parsed = parse_location(get_database_url() if location is None else location)
+    if backup and parsed.get_backend_name() == "sqlite" and parsed.database:
+        return None
+    losses = downgrade_losses(url, revision)
+    if not losses:
+        return None
+    return f"downgrade to {revision!r} would drop {'; '.join(losses)}"
 
 
 # -- schema check ---------------------------------------------------------------------------
