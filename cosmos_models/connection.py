@@ -322,6 +322,7 @@ class DatabaseConnection:
             url = _sqlite_engine_url(self.path, self.url.query, read_only=self.read_only)
         engine = create_engine(url, **options)
         use_wal = self._sqlite_wal and not self.is_memory and not self.read_only
+        read_only = self.read_only
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
@@ -330,6 +331,8 @@ class DatabaseConnection:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            if read_only:
+                cursor.execute("PRAGMA query_only=ON")
             if use_wal:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
@@ -465,14 +468,23 @@ def _on_read_only_file_system(path: Path) -> bool:
 def _sqlite_engine_url(path: Path, options: Mapping[str, Any], *, read_only: bool) -> URL:
     """The URI SQLite is opened with: the checked absolute path, percent-encoded, plus options.
 
-    A read-only file on a read-only file system is opened ``immutable=1``: SQLite cannot create
-    the ``-shm`` file a WAL database needs there, and nobody can write it behind our back.
+    Read-only, in the safest way the file allows: on a read-only file system ``immutable=1``
+    (SQLite cannot create the ``-shm`` file a WAL database needs there, and nobody can write it
+    behind our back); a file or directory we may not write, ``mode=ro``; otherwise ``mode=rw``
+    (never creates the file) with ``PRAGMA query_only`` set on connect, because a ``mode=ro``
+    reader of a WAL database cannot remove the ``-wal``/``-shm`` files it creates, and would
+    leave them behind.
     """
-    query = {key: str(value) for key, value in options.items()}
+    query = {key: str(value) for key, value in options.items() if key != "mode"}
     if read_only:
-        query["mode"] = "ro"
         if _on_read_only_file_system(path):
-            query["immutable"] = "1"
+            query.update(mode="ro", immutable="1")
+        elif not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            query["mode"] = "ro"
+        else:
+            query["mode"] = "rw"
+    elif "mode" in options:
+        query["mode"] = str(options["mode"])
     return URL.create(
         "sqlite", database="file:" + quote(str(path), safe="/"), query={**query, "uri": "true"}
     )

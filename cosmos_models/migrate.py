@@ -18,6 +18,7 @@ user's data needs:
 import fcntl
 import functools
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -332,6 +333,7 @@ def _migrate(
     url: Any, revision: str, *, backup: bool, report: Report | None, direction: str
 ) -> UpgradeResult:
     say = report or (lambda _message: None)
+    _check_target(revision)
     with _opened(url, migrating=True) as database:
         if database.read_only:
             raise MigrationError(
@@ -352,6 +354,22 @@ def _migrate(
         except sa_exc.DBAPIError as exc:
             error = database.translate_error(exc)
             raise MigrationError(f"{direction} to {revision!r} failed: {error}") from None
+
+
+def _check_target(revision: str) -> None:
+    """Refuse an unknown target before anything (a lock file, a backup) is touched."""
+    # Relative targets (-1, head-1, 0001+1) are resolved, and refused if bad, by Alembic.
+    if revision in ("head", "heads", "base") or re.search(r"[+-]\d+$", revision):
+        return
+    try:
+        script = scripts().get_revision(revision)
+    except (CommandError, RevisionError):
+        script = None
+    if script is None:
+        raise MigrationError(
+            f"revision {revision!r} is not known (see: cosmos-models db history); "
+            "nothing was changed"
+        )
 
 
 def _target_revision(revision: str, direction: str) -> str | None:
