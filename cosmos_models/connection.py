@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from os import PathLike, environ
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import quote, quote_plus, unquote, urlencode
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
@@ -465,24 +465,36 @@ def _on_read_only_file_system(path: Path) -> bool:
         return False  # no such directory yet: it will be created (or fail) when written
 
 
-def _sqlite_engine_url(path: Path, options: Mapping[str, Any], *, read_only: bool) -> URL:
-    """The URI SQLite is opened with: the checked absolute path, percent-encoded, plus options.
+def _read_only_mode(path: Path) -> dict[str, str]:
+    """How to open ``path`` read-only in the safest way the file allows.
 
-    Read-only, in the safest way the file allows: on a read-only file system ``immutable=1``
-    (SQLite cannot create the ``-shm`` file a WAL database needs there, and nobody can write it
-    behind our back); a file or directory we may not write, ``mode=ro``; otherwise ``mode=rw``
-    (never creates the file) with ``PRAGMA query_only`` set on connect, because a ``mode=ro``
-    reader of a WAL database cannot remove the ``-wal``/``-shm`` files it creates, and would
-    leave them behind.
+    On a read-only file system ``immutable=1`` (SQLite cannot create the ``-shm`` file a WAL
+    database needs there, and nobody can write it behind our back); a file or directory we may
+    not write, ``mode=ro``; otherwise ``mode=rw`` (never creates the file) with ``PRAGMA
+    query_only`` set by the opener, because a ``mode=ro`` reader of a WAL database cannot remove
+    the ``-wal``/``-shm`` files it creates and would leave them behind.
     """
+    if _on_read_only_file_system(path):
+        return {"mode": "ro", "immutable": "1"}
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return {"mode": "ro"}
+    return {"mode": "rw"}
+
+
+def open_sqlite_read_only(path: Path) -> sqlite3.Connection:
+    """A plain ``sqlite3`` connection that cannot write ``path`` and leaves no file behind."""
+    uri = f"file:{quote(str(path.absolute()), safe='/')}?" + urlencode(_read_only_mode(path))
+    connection = sqlite3.connect(uri, uri=True)
+    connection.execute("PRAGMA query_only=ON")
+    return connection
+
+
+def _sqlite_engine_url(path: Path, options: Mapping[str, Any], *, read_only: bool) -> URL:
+    """The URI SQLite is opened with: the checked absolute path, percent-encoded, plus options
+    (read-only as ``_read_only_mode`` decides)."""
     query = {key: str(value) for key, value in options.items() if key != "mode"}
     if read_only:
-        if _on_read_only_file_system(path):
-            query.update(mode="ro", immutable="1")
-        elif not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
-            query["mode"] = "ro"
-        else:
-            query["mode"] = "rw"
+        query.update(_read_only_mode(path))
     elif "mode" in options:
         query["mode"] = str(options["mode"])
     return URL.create(

@@ -40,6 +40,7 @@ from sqlalchemy import exc as sa_exc
 from cosmos_models.connection import (
     DatabaseConnection,
     get_database_url,
+    open_sqlite_read_only,
     parse_location,
     sqlite_error,
 )
@@ -252,7 +253,7 @@ def read_sqlite_state(path: Path) -> DatabaseState | None:
     """Read a SQLite file's revision and tables without changing a byte of it."""
     if not path.exists() or path.stat().st_size == 0:
         return None
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    connection = open_sqlite_read_only(path.resolve())
     try:
         tables = {
             row[0]
@@ -284,7 +285,7 @@ def copy_sqlite(path: Path, target: Path) -> Path:
     if target.exists():
         raise FileExistsError(f"{target} already exists; choose another path")
     target.parent.mkdir(parents=True, exist_ok=True)
-    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    source = open_sqlite_read_only(path.resolve())
     try:
         destination = sqlite3.connect(target)
         try:
