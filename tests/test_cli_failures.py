@@ -302,3 +302,9 @@ def test_installed_script_fails_briefly_on_a_closed_port_and_a_text_file(
         assert "Traceback" not in done.stdout + done.stderr
         assert "pw@" not in done.stdout + done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_every_revision_says_what_its_downgrade_drops() -> None:
+    from cosmos_models.migrate import DOWNGRADE_DROPS, known_revisions
+
+    assert set(DOWNGRADE_DROPS) == known_revisions()
