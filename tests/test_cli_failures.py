@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import typer
+from sqlalchemy import exc as sa_exc
 
 from tests.backends import server_database
 from tests.conftest import require_backend
@@ -308,3 +310,47 @@ def test_every_revision_says_what_its_downgrade_drops() -> None:
     from cosmos_models.migrate import DOWNGRADE_DROPS, known_revisions
 
     assert set(DOWNGRADE_DROPS) == known_revisions()
+
+
+def test_downgrade_losses_by_target(tmp_path: Path) -> None:
+    from cosmos_models.migrate import downgrade_losses
+
+    path = tmp_path / "t.db"
+    seed(str(path))
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE runs SET error_message = 'oom'")
+    raw.close()
+    assert downgrade_losses(path, "0001") == ["column runs.error_message (2 values)"]
+    assert downgrade_losses(path, "0002") == []  # already there
+    assert downgrade_losses(path, "no-such-revision") == []  # Alembic reports it
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TABLE progress")
+    raw.close()
+    assert downgrade_losses(path, "base") == [
+        "column runs.error_message (2 values)",
+        "table runs (2 rows)",
+        "table prompts (1 rows)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        sqlite3.OperationalError("disk I/O error"),
+        sa_exc.ArgumentError("bad argument\nmore"),
+        typer.Abort(),
+    ],
+    ids=["sqlite3", "sqlalchemy", "abort"],
+)
+def test_unexpected_errors_are_still_one_line(
+    raised: BaseException, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail(*_: object) -> None:
+        raise raised
+
+    monkeypatch.setattr("cosmos_models.cli.migrate.current_revision", fail)
+    code, out, err = cli(capsys, "db", "current", "-d", ":memory:")
+    assert code == 1
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in out + err

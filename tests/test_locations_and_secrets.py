@@ -285,3 +285,40 @@ def test_a_database_on_a_read_only_mount_can_be_inspected(
         assert err.count("\n") == 1
     with DatabaseConnection(path) as db:  # even when not asked for read-only
         assert db.read_only
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (sqlite3.OperationalError("unable to open database file"), "cannot open DB: unable"),
+        (sqlite3.DatabaseError("file is not a database"), "not a database: DB ("),
+        (Exception(1146, "Table 'x.prompts' doesn't exist"), "not migrated: run cosmos-models"),
+        (Exception(1054, "Unknown column 'worker_id'"), "not migrated: run cosmos-models"),
+        (Exception(2003, "Can't connect to MySQL server"), "cannot connect to DB: "),
+        (Exception(1290, "The MariaDB server is running with --read-only"), "read-only: DB "),
+        (ValueError("something else\nsecond line"), "ValueError: something else"),
+    ],
+)
+def test_each_kind_of_driver_error_gets_its_hint(error: Exception, expected: str) -> None:
+    from cosmos_models.connection import describe_error
+
+    described = describe_error(error, "DB")
+    assert described.startswith(expected)
+    assert "\n" not in described
+
+
+def test_read_only_opening_follows_what_the_file_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "m.db"
+    with DatabaseConnection(f"sqlite:///{path}?mode=rwc") as db:  # an explicit mode is kept
+        assert db.engine.url.query["mode"] == "rwc"
+        db.create_tables()
+    with DatabaseConnection(path, read_only=True) as db:  # writable: rw + query_only
+        assert db.engine.url.query["mode"] == "rw"
+    # A file we may not write (root passes every permission check, so the check is faked).
+    monkeypatch.setattr("cosmos_models.connection.os.access", lambda *_: False)
+    with DatabaseConnection(path, read_only=True) as db:
+        assert db.engine.url.query["mode"] == "ro"
+        with db.connect(read_only=True) as connection:
+            assert connection.execute(text("SELECT COUNT(*) FROM prompts")).scalar_one() == 0
