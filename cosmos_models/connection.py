@@ -71,8 +71,8 @@ def _check_text(text: str) -> None:
 
 
 # SQLite URI parameters a location may carry (anything else, e.g. ``vfs``, is refused):
-# ``mode=ro`` opens read-only, ``cache`` picks the page cache. Other query keys are dropped
-# only if they say the database part is a URI (``uri=true``), which every file is here.
+# ``mode=ro`` opens read-only, ``cache`` picks the page cache. ``uri=true`` is accepted and
+# dropped: every SQLite file is opened through a URI built from the checked path.
 _SQLITE_OPTIONS: Final[dict[str, frozenset[str]]] = {
     "mode": frozenset({"ro", "rw", "rwc"}),
     "cache": frozenset({"shared", "private"}),
