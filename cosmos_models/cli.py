@@ -228,7 +228,7 @@ def db_backup(
     database: DatabaseOption = None,
 ) -> None:
     """Write a consistent copy of a SQLite database file, even while it is in use."""
-    with opened(database) as connection:
+    with opened(database, read_only=True) as connection:
         if not connection.is_sqlite or connection.is_memory:
             raise CosmosModelsError(
                 "backup copies SQLite files; for PostgreSQL use pg_dump, for MariaDB mariadb-dump"

@@ -217,6 +217,7 @@ def test_read_only_commands_never_create_a_file_or_directory(
         ["db", "check"],
         ["watch", "--once"],
         ["runs", "show", "rs_x"],
+        ["db", "backup", str(tmp_path / "copy.db")],
     ):
         code, _, err = cli(capsys, *argv, "-d", str(typo))
         assert code == 1
