@@ -296,8 +296,16 @@ class DatabaseConnection:
         url = self.url
         if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
             url = url.update_query_dict({"charset": "utf8mb4"})
+        # Secret query parameters reach the driver as connect arguments (what the dialect does
+        # with them anyway), so that the engine's URL, shown in reprs and logs, holds none.
+        secrets = {
+            key: value[-1] if isinstance(value, tuple) else value
+            for key, value in url.query.items()
+            if is_secret_parameter(key)
+        }
         return create_engine(
-            url,
+            url.difference_update_query(secrets),
+            connect_args=secrets,
             echo=echo,
             pool_pre_ping=True,
             pool_size=pool_size,

@@ -125,7 +125,7 @@ def test_query_parameter_secrets_are_masked_in_repr_and_errors() -> None:
     )
     db = DatabaseConnection(location)
     try:
-        for shown in (repr(db), str(db), redact_url(db.url)):
+        for shown in (repr(db), str(db), redact_url(db.url), str(db.engine.url), repr(db.engine)):
             assert "S3cret" not in shown
             assert "visible-app" in shown
         with pytest.raises(DatabaseError) as caught, db.connect() as connection:
@@ -173,6 +173,28 @@ def test_random_passwords_never_appear_anywhere(
     for shown in seen:
         for secret in (password, query_secret):
             assert secret not in shown
+
+
+def test_secret_query_parameters_still_reach_the_server(db: DatabaseConnection) -> None:
+    if db.is_sqlite:
+        # SQLite takes no secrets; a secret-looking parameter is refused like any unknown one.
+        with pytest.raises(ValueError, match="'password' is not supported"):
+            DatabaseConnection(f"sqlite:///{db.path or 'x.db'}?password=x")
+        return
+    # The driver gets the password from the query, the engine's URL does not show it. The test
+    # PostgreSQL trusts every client (the password is not checked); the test MariaDB's root has
+    # no password, so a given one is refused, which shows that it was sent.
+    url = db.url.update_query_dict({"password": "not-shown-4711"})
+    with DatabaseConnection(url) as other:
+        assert "not-shown-4711" not in str(other.engine.url)
+        if db.url.get_backend_name() == "postgresql":
+            with other.connect(read_only=True) as connection:
+                assert connection.execute(text("SELECT 1")).scalar_one() == 1
+            return
+        with pytest.raises(DatabaseError) as caught, other.connect(read_only=True) as connection:
+            connection.execute(text("SELECT 1"))
+        assert "using password: YES" in str(caught.value)
+        assert "not-shown-4711" not in str(caught.value)
 
 
 def test_redact_masks_the_longest_secret_whole() -> None:
