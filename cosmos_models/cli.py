@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -336,7 +336,7 @@ def restore_command(
 # -- entry point ----------------------------------------------------------------------------
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     """Print ``error: <message>`` as one line on stderr and exit with ``code``."""
     err.print(Text(f"error: {visible(' '.join(message.split()))}"))
     sys.exit(code)
