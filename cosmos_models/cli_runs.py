@@ -16,9 +16,11 @@ from cosmos_models.cli import (
     JsonOption,
     app,
     describe,
+    literal,
     opened,
     out,
     print_json,
+    visible,
     when,
 )
 from cosmos_models.connection import DatabaseConnection
@@ -52,7 +54,7 @@ def _duration(start: datetime | None, end: datetime | None) -> str:
 
 def _listing(title: str, columns: tuple[str, ...]) -> Table:
     """A table for a listing; ids are never wrapped, so they can be copied whole."""
-    table = Table(title=title)
+    table = Table(title=literal(title))
     for column in columns:
         table.add_column(column, no_wrap=column == "id")
     return table
@@ -66,7 +68,7 @@ def prompts_list(
     as_json: JsonOption = False,
 ) -> None:
     """The newest prompts."""
-    with opened(database) as connection:
+    with opened(database, read_only=True) as connection:
         page = list_prompts(connection, model_type=model_type, limit=limit)
     if as_json:
         print_json([prompt.model_dump(mode="json") for prompt in page.items])
@@ -76,7 +78,9 @@ def prompts_list(
         text = (
             prompt.prompt_text if len(prompt.prompt_text) <= 50 else prompt.prompt_text[:49] + "…"
         )
-        table.add_row(prompt.id, prompt.model_type, when(prompt.created_at), text)
+        table.add_row(
+            literal(prompt.id), literal(prompt.model_type), when(prompt.created_at), literal(text)
+        )
     out.print(table)
 
 
@@ -92,7 +96,7 @@ def runs_list(
     as_json: JsonOption = False,
 ) -> None:
     """The newest runs, with their latest progress."""
-    with opened(database) as connection:
+    with opened(database, read_only=True) as connection:
         page = list_runs(connection, status=status or None, model_type=model_type, limit=limit)
         latest = latest_progress(connection, [run.id for run in page.items])
     if as_json:
@@ -106,12 +110,12 @@ def runs_list(
         event = latest.get(run.id)
         progress = "-" if event is None else f"{event.stage} {event.percentage:.0f}%"
         table.add_row(
-            run.id,
-            run.model_type,
+            literal(run.id),
+            literal(run.model_type),
             run.status.value,
             when(run.created_at),
             _duration(run.started_at, run.completed_at),
-            progress,
+            literal(progress),
         )
     out.print(table)
 
@@ -123,7 +127,7 @@ def runs_show(
     as_json: JsonOption = False,
 ) -> None:
     """One run: its prompt, timing, outputs and the whole progress timeline."""
-    with opened(database) as connection:
+    with opened(database, read_only=True) as connection:
         detail = get_run_detail(connection, run_id)
         timeline = []
         after = 0
@@ -140,17 +144,25 @@ def runs_show(
     for column in ("time", "stage", "%", "message"):
         table.add_column(column, justify="right" if column == "%" else "left")
     for event in timeline:
-        table.add_row(when(event.timestamp), event.stage, f"{event.percentage:.1f}", event.message)
+        table.add_row(
+            when(event.timestamp),
+            literal(event.stage),
+            f"{event.percentage:.1f}",
+            literal(event.message),
+        )
     out.print(table)
 
 
 def _print_detail(detail: RunDetail) -> None:
-    out.print(
-        f"[bold]{detail.id}[/bold]  {detail.model_type}  status: [bold]{detail.status.value}[/bold]"
-    )
+    """The run's header lines; every stored value goes through ``literal`` (no markup)."""
+    header = literal(detail.id)
+    header.stylize("bold")
+    header.append_text(literal(f"  {detail.model_type}  status: "))
+    header.append(detail.status.value, style="bold")
+    out.print(header)
     if detail.error_message:
-        out.print(f"error: {detail.error_message}", markup=False)
-    out.print(f"prompt: {detail.prompt.id}  {detail.prompt.prompt_text}", markup=False)
+        out.print(literal(f"error: {detail.error_message}"))
+    out.print(literal(f"prompt: {detail.prompt.id}  {detail.prompt.prompt_text}"))
     took = _duration(detail.started_at, detail.completed_at)
     out.print(
         f"created {when(detail.created_at)}, started {when(detail.started_at)}, "
@@ -158,10 +170,10 @@ def _print_detail(detail: RunDetail) -> None:
     )
     if detail.worker_id:
         out.print(
-            f"worker: {detail.worker_id}, last heartbeat {when(detail.heartbeat_at)}", markup=False
+            literal(f"worker: {detail.worker_id}, last heartbeat {when(detail.heartbeat_at)}")
         )
-    out.print(f"execution config: {detail.execution_config}", markup=False)
-    out.print(f"outputs: {detail.outputs}", markup=False)
+    out.print(literal(f"execution config: {detail.execution_config}"))
+    out.print(literal(f"outputs: {detail.outputs}"))
 
 
 # -- watch ----------------------------------------------------------------------------------
@@ -192,18 +204,19 @@ def watch(
     """Live progress bars, one per run, until the runs are final (or Ctrl-C)."""
     given = list(run_ids or [])
     seen: list[str] = []
+    # markup=False: the run ids, stages and messages are stored text, never Rich markup.
     bars = Progress(
-        TextColumn("{task.fields[run]}"),
-        TextColumn("{task.fields[status]:<11}"),
-        TextColumn("{task.fields[stage]:<12}"),
+        TextColumn("{task.fields[run]}", markup=False),
+        TextColumn("{task.fields[status]:<11}", markup=False),
+        TextColumn("{task.fields[stage]:<12}", markup=False),
         BarColumn(),
-        TextColumn("{task.percentage:>5.1f}%"),
-        TextColumn("{task.fields[elapsed]:>8}"),
-        TextColumn("{task.fields[message]}"),
+        TextColumn("{task.percentage:>5.1f}%", markup=False),
+        TextColumn("{task.fields[elapsed]:>8}", markup=False),
+        TextColumn("{task.fields[message]}", markup=False),
     )
     tasks: dict[str, TaskID] = {}
     with (
-        opened(database) as connection,
+        opened(database, read_only=True) as connection,
         Live(bars, console=out, refresh_per_second=8, transient=False),
     ):
         try:
@@ -228,14 +241,14 @@ def _draw(
 ) -> None:
     """Add or update the bar of one run (elapsed counts from when the run started)."""
     fields: dict[str, Any] = {
-        "run": run.id,
+        "run": visible(run.id),
         "status": run.status.value,
-        "stage": event.stage if event else "-",
-        "message": event.message if event else "",
+        "stage": visible(event.stage) if event else "-",
+        "message": visible(event.message) if event else "",
         "elapsed": _duration(run.started_at, run.completed_at),
     }
     if run.id not in tasks:
-        tasks[run.id] = bars.add_task(run.id, total=100, **fields)
+        tasks[run.id] = bars.add_task(visible(run.id), total=100, **fields)
     done = 100.0 if run.status is RunStatus.COMPLETED else (event.percentage if event else 0.0)
     bars.update(tasks[run.id], completed=done, **fields)
 
@@ -326,7 +339,9 @@ def demo(
                 )
                 run_count += 1
         where = describe(database)
-        out.print(f"added {len(DEMO_PROMPTS)} prompts and {run_count} pending runs to {where}")
+        out.print(
+            literal(f"added {len(DEMO_PROMPTS)} prompts and {run_count} pending runs to {where}")
+        )
         # Each run goes through 3 stages of 5 steps; spread the runs over the workers and time.
         rounds = -(-run_count // workers)
         step = max(seconds / (rounds * 15), 0.01)

@@ -15,16 +15,17 @@ One place decides, per backend, the engine options that make the spec's promises
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from os import PathLike, environ
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import quote, quote_plus, unquote, urlencode
 
-from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -77,8 +78,63 @@ def _check_text(text: str) -> None:
         raise ValueError("database location must not contain NUL bytes")
 
 
+# SQLite URI parameters a location may carry (anything else, e.g. ``vfs``, is refused):
+# ``mode=ro`` opens read-only, ``cache`` picks the page cache. ``uri=true`` is accepted and
+# dropped: every SQLite file is opened through a URI built from the checked path.
+_SQLITE_OPTIONS: Final[dict[str, frozenset[str]]] = {
+    "mode": frozenset({"ro", "rw", "rwc"}),
+    "cache": frozenset({"shared", "private"}),
+}
+
+
+def _file_uri_path(uri: str) -> str:
+    """The file path of a SQLite ``file:`` URI, percent-decoded as SQLite decodes it."""
+    rest = uri[len("file:") :].split("?", 1)[0].split("#", 1)[0]
+    if rest.startswith("//"):
+        authority, _, path = rest[2:].partition("/")
+        if authority not in ("", "localhost"):
+            raise ValueError("a SQLite file: URI may name no host other than localhost")
+        rest = "/" + path
+    return unquote(rest)
+
+
+def sqlite_file_url(database: str, options: Mapping[str, Any] | None = None) -> URL:
+    """The one check every SQLite file location goes through: plain path or ``file:`` URI.
+
+    Returns ``sqlite:///<absolute path>`` (plus ``mode``/``cache`` if given), or the in-memory
+    URL. Raises ``ValueError`` for a NUL byte, a ``..`` segment (as given or percent-encoded),
+    a host in a ``file:`` URI, or an unknown or invalid URI parameter.
+    """
+    query: dict[str, str] = {}
+    for key, given in (options or {}).items():
+        value = given[-1] if isinstance(given, tuple) else str(given)
+        if key == "uri":
+            continue
+        allowed = _SQLITE_OPTIONS.get(key)
+        if allowed is None:
+            raise ValueError(f"SQLite option {key!r} is not supported (use: mode, cache)")
+        if value not in allowed:
+            raise ValueError(f"SQLite option {key}={value!r} must be one of {sorted(allowed)}")
+        query[key] = value
+    path = database
+    if database.startswith("file:"):
+        _, _, inline = database.partition("?")
+        path = _file_uri_path(database)
+        if inline:
+            extra = make_url(f"sqlite:///x?{inline}").query
+            return sqlite_file_url(path, {**extra, **query})
+    if path in ("", MEMORY):
+        return URL.create("sqlite")
+    _check_text(path)
+    if _has_traversal(database) or _has_traversal(path):
+        raise ValueError("database path must not contain '..' segments (path traversal)")
+    return URL.create("sqlite", database=str(Path(path).expanduser().absolute()), query=query)
+
+
 def parse_location(location: "str | PathLike[str] | URL") -> URL:
-    """Turn a file path, ``":memory:"`` or a SQLAlchemy URL into a validated ``URL``.
+    """Turn a file path, ``":memory:"``, a SQLite ``file:`` URI or a SQLAlchemy URL into a
+    validated ``URL``; every SQLite file location ends as ``sqlite:///<absolute path>`` checked
+    by ``sqlite_file_url``.
 
     Raises ``ValueError`` (naming the problem, never the password) for an empty location, a NUL
     byte, a ``..`` path segment, an unparsable URL or an unsupported backend.
@@ -95,10 +151,8 @@ def parse_location(location: "str | PathLike[str] | URL") -> URL:
     if text.strip() == MEMORY:
         return URL.create("sqlite")
     match = _SCHEME.match(text)
-    if match is None:
-        if _has_traversal(text):
-            raise ValueError("database path must not contain '..' segments (path traversal)")
-        return URL.create("sqlite", database=str(Path(text).expanduser().absolute()))
+    if match is None or text.startswith("file:"):
+        return sqlite_file_url(text)
     return _parse_url(text, match.group(1).lower(), match.end())
 
 
@@ -112,22 +166,55 @@ def _parse_url(text: str, scheme: str, rest_at: int) -> URL:
         raise ValueError(f"database URL for {scheme!r} could not be parsed") from None
     url = url.set(drivername=_DRIVERS[scheme])
     if url.get_backend_name() == "sqlite":
-        if _has_traversal(text[rest_at:]):
+        if _has_traversal(text[rest_at:].split("?", 1)[0]):
             raise ValueError("database path must not contain '..' segments (path traversal)")
-        if url.database in (None, "", MEMORY):
-            return URL.create("sqlite")
-    elif url.database is not None and _has_traversal(url.database):
+        return sqlite_file_url(url.database or "", url.query)
+    if url.database is not None and _has_traversal(url.database):
         raise ValueError("database name must not contain '..' segments")
     return url
 
 
+# A URL query parameter is a secret when its name, case-insensitively, contains one of these:
+# password, sslpassword, passfile, passphrase, pwd, sslkey, api_key, token, secret, credentials,
+# auth... (a path such as sslkey's is masked too: where a key lives is no one's business).
+SECRET_PARAMETER_WORDS: Final = ("pass", "pwd", "secret", "token", "key", "credential", "auth")
+MASK: Final = "***"
+
+
+def is_secret_parameter(name: str) -> bool:
+    """True if a URL query parameter named ``name`` carries a secret (see the words above)."""
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_PARAMETER_WORDS)
+
+
+def _secrets(url: URL) -> list[str]:
+    values = [str(url.password)] if url.password else []
+    for key, value in url.query.items():
+        if is_secret_parameter(key):
+            values.extend(value if isinstance(value, tuple) else [value])
+    return [value for value in values if value]
+
+
 def redact(text: str, url: URL) -> str:
-    """Return ``text`` with the password of ``url`` (raw and URL-encoded) replaced by ``***``."""
-    password = url.password
-    if password:
-        for form in {str(password), quote(str(password), safe=""), quote_plus(str(password))}:
-            text = text.replace(form, "***")
+    """Return ``text`` with every secret of ``url`` (its password and the values of secret query
+    parameters, raw and URL-encoded) replaced by ``***``."""
+    # Longest first, so that a secret containing another is masked whole.
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        for form in sorted({secret, quote(secret, safe=""), quote_plus(secret)}, key=len)[::-1]:
+            text = text.replace(form, MASK)
     return text
+
+
+def redact_url(url: URL) -> str:
+    """``url`` as a string for people: password and secret query parameters shown as ``***``."""
+    masked = url.set(
+        password=MASK if url.password else None,
+        query={
+            key: (MASK if is_secret_parameter(key) else value) for key, value in url.query.items()
+        },
+    )
+    rendered = masked.render_as_string(hide_password=False).replace(quote(MASK, safe=""), MASK)
+    return redact(rendered, url)
 
 
 def get_database_url() -> str:
@@ -152,8 +239,10 @@ class DatabaseConnection:
     ``location`` is a file path, ``":memory:"`` or a SQLAlchemy URL (``sqlite:///…``,
     ``postgresql+psycopg://…``, ``mysql+pymysql://…``); ``None`` means ``get_database_url()``.
     ``sqlite_wal=False`` leaves a SQLite file's journal mode as it is (migrations use it, so that
-    a refused or failed migration does not change a byte). Raises ``ValueError`` for an invalid
-    location.
+    a refused or failed migration does not change a byte). ``read_only=True`` (or ``mode=ro`` in
+    a SQLite location) never creates a file or directory and opens SQLite read-only, so a file
+    on a read-only mount can be read. Raises ``ValueError`` for an invalid location and
+    ``DatabaseError`` when a read-only SQLite file does not exist.
     """
 
     def __init__(
@@ -165,6 +254,7 @@ class DatabaseConnection:
         pool_recycle: int = 1800,
         busy_timeout_ms: int = 30_000,
         sqlite_wal: bool = True,
+        read_only: bool = False,
         echo: bool = False,
     ) -> None:
         check_int(pool_size, "pool_size", 1)
@@ -182,6 +272,18 @@ class DatabaseConnection:
                 raise ValueError(f"location: {exc}") from None
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_memory = self.is_sqlite and not self.url.database
+        self.path: Path | None = (
+            Path(self.url.database or "") if self.is_sqlite and not self.is_memory else None
+        )
+        # A file on a read-only file system is opened read-only whatever was asked: writes then
+        # fail with "read-only" instead of SQLite failing to create its -shm/-journal files.
+        self.read_only = (
+            read_only
+            or (self.is_sqlite and self.url.query.get("mode") == "ro")
+            or (self.path is not None and _on_read_only_file_system(self.path))
+        )
+        if self.read_only and self.path is not None and not self.path.is_file():
+            raise DatabaseError(f"database file {self.path} does not exist")
         self._closed = False
         # ``:memory:`` lives in a private directory (see _memory_url); removed on close or exit.
         self._memory_dir: Path | None = None
@@ -215,8 +317,16 @@ class DatabaseConnection:
         url = self.url
         if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
             url = url.update_query_dict({"charset": "utf8mb4"})
+        # Secret query parameters reach the driver as connect arguments (what the dialect does
+        # with them anyway), so that the engine's URL, shown in reprs and logs, holds none.
+        secrets = {
+            key: value[-1] if isinstance(value, tuple) else value
+            for key, value in url.query.items()
+            if is_secret_parameter(key)
+        }
         return create_engine(
-            url,
+            url.difference_update_query(secrets),
+            connect_args=secrets,
             echo=echo,
             pool_pre_ping=True,
             pool_size=pool_size,
@@ -235,14 +345,16 @@ class DatabaseConnection:
         if self.is_memory:
             url = self._memory_url()
         else:
-            database = self.url.database or ""
-            if not database.startswith("file:"):
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            assert self.path is not None
+            if not self.read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            url = _sqlite_engine_url(self.path, self.url.query, read_only=self.read_only)
         engine = create_engine(url, **options)
         # The memory database always uses WAL: it is what lets readers work beside a writer.
-        use_wal = self._sqlite_wal or self.is_memory
+        use_wal = (self._sqlite_wal or self.is_memory) and not self.read_only
         # Nothing survives the process anyway: no fsync for the memory database.
         synchronous = "OFF" if self.is_memory else "NORMAL"
+        read_only = self.read_only
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
@@ -251,6 +363,8 @@ class DatabaseConnection:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            if read_only:
+                cursor.execute("PRAGMA query_only=ON")
             if use_wal:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute(f"PRAGMA synchronous={synchronous}")
@@ -315,14 +429,40 @@ class DatabaseConnection:
         finally:
             session.close()
 
-    def translate_error(self, exc: sa_exc.DBAPIError) -> DatabaseError:
-        """Turn a driver error into a ``DatabaseError`` whose text carries no password."""
-        original = exc.orig if exc.orig is not None else exc
-        first_line = (str(original).strip().splitlines() or [""])[0]
-        message = redact(f"{type(original).__name__}: {first_line}", self.url)
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """Yield a Core connection (no transaction begun; the caller commits), then close it.
+
+        Without ``read_only`` a SQLite transaction begun on it takes the write lock at once.
+        Raises what ``get_session`` raises: ``RuntimeError`` when closed, ``DatabaseError``
+        (one line, no secret, with a hint) for driver and connection errors.
+        """
+        self._check_open()
+        try:
+            with self.engine.connect() as connection:
+                if not read_only:
+                    connection.execution_options(cosmos_writer=True)
+                yield connection
+        except sa_exc.DBAPIError as exc:
+            raise self.translate_error(exc) from None
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """Yield a Core connection in a write transaction: commit on a clean exit, else roll back.
+
+        Raises like ``connect``.
+        """
+        with self.connect() as connection, connection.begin():
+            yield connection
+
+    def translate_error(self, exc: BaseException) -> DatabaseError:
+        """Turn a driver error into a one-line ``DatabaseError`` with a hint and no secret."""
+        original = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
         if isinstance(exc, sa_exc.IntegrityError):
-            return IntegrityViolation(message)
-        return DatabaseError(message)
+            first_line = (str(original).strip().splitlines() or [""])[0]
+            return IntegrityViolation(redact(f"{type(original).__name__}: {first_line}", self.url))
+        where = str(self.path) if self.path is not None else redact_url(self.url)
+        return DatabaseError(redact(describe_error(original, where), self.url))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -344,7 +484,7 @@ class DatabaseConnection:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"DatabaseConnection({self.url.render_as_string(hide_password=True)!r}, {state})"
+        return f"DatabaseConnection({redact_url(self.url)!r}, {state})"
 
     __str__ = __repr__
 
@@ -357,6 +497,97 @@ def _remove_directory(path: Path, owner_pid: int) -> None:
     """
     if os.getpid() == owner_pid:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _on_read_only_file_system(path: Path) -> bool:
+    """True if ``path``'s directory exists on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False  # no such directory yet: it will be created (or fail) when written
+
+
+def _read_only_mode(path: Path) -> dict[str, str]:
+    """How to open ``path`` read-only in the safest way the file allows.
+
+    On a read-only file system ``immutable=1`` (SQLite cannot create the ``-shm`` file a WAL
+    database needs there, and nobody can write it behind our back); a file or directory we may
+    not write, ``mode=ro``; otherwise ``mode=rw`` (never creates the file) with ``PRAGMA
+    query_only`` set by the opener, because a ``mode=ro`` reader of a WAL database cannot remove
+    the ``-wal``/``-shm`` files it creates and would leave them behind.
+    """
+    if _on_read_only_file_system(path):
+        return {"mode": "ro", "immutable": "1"}
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return {"mode": "ro"}
+    return {"mode": "rw"}
+
+
+def open_sqlite_read_only(path: Path) -> sqlite3.Connection:
+    """A plain ``sqlite3`` connection that cannot write ``path`` and leaves no file behind."""
+    uri = f"file:{quote(str(path.absolute()), safe='/')}?" + urlencode(_read_only_mode(path))
+    connection = sqlite3.connect(uri, uri=True)
+    connection.execute("PRAGMA query_only=ON")
+    return connection
+
+
+def _sqlite_engine_url(path: Path, options: Mapping[str, Any], *, read_only: bool) -> URL:
+    """The URI SQLite is opened with: the checked absolute path, percent-encoded, plus options
+    (read-only as ``_read_only_mode`` decides)."""
+    query = {key: str(value) for key, value in options.items() if key != "mode"}
+    if read_only:
+        query.update(_read_only_mode(path))
+    elif "mode" in options:
+        query["mode"] = str(options["mode"])
+    return URL.create(
+        "sqlite", database="file:" + quote(str(path), safe="/"), query={**query, "uri": "true"}
+    )
+
+
+_NOT_MIGRATED: Final = "not migrated: run cosmos-models db upgrade"
+# Driver error codes: MySQL/MariaDB "no such table" / "unknown column", and its "read only".
+_MYSQL_MISSING: Final = frozenset({1146, 1054})
+_MYSQL_READ_ONLY: Final = frozenset({1290, 1792, 1836})
+_MYSQL_CONNECT: Final = frozenset({1044, 1045, 1049, 2002, 2003, 2005, 2006, 2013})
+
+
+def describe_error(error: BaseException, where: str) -> str:
+    """One line naming a database problem, with what to do where that is known.
+
+    ``where`` names the database (a path or a redacted URL). The caller redacts secrets.
+    """
+    text = (str(error).strip().splitlines() or [""])[0]
+    lowered = text.lower()
+    name = type(error).__name__
+    code = error.args[0] if error.args and isinstance(error.args[0], int) else None
+    if "file is not a database" in lowered:
+        return f"not a database: {where} ({text})"
+    if (
+        "no such table" in lowered
+        or "no such column" in lowered
+        or name in ("UndefinedTable", "UndefinedColumn")
+        or code in _MYSQL_MISSING
+    ):
+        return f"{_NOT_MIGRATED} ({where}: {text})"
+    if "readonly database" in lowered or "read-only" in lowered or code in _MYSQL_READ_ONLY:
+        return f"read-only: {where} does not accept writes ({text})"
+    if "unable to open database file" in lowered:
+        return f"cannot open {where}: {text}"
+    if (
+        code in _MYSQL_CONNECT
+        or "connection failed" in lowered
+        or "connection refused" in lowered
+        or "could not connect" in lowered
+        or "connection to server" in lowered
+        or "the connection is closed" in lowered
+    ):
+        return f"cannot connect to {where}: {text}"
+    return f"{name}: {text}"
+
+
+def sqlite_error(error: sqlite3.Error, path: Path) -> DatabaseError:
+    """A ``sqlite3`` error met outside SQLAlchemy (backups, state reads) as a ``DatabaseError``."""
+    return DatabaseError(describe_error(error, str(path)))
 
 
 def _session_factory(bind: Engine) -> Any:

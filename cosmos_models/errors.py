@@ -4,13 +4,24 @@ Validation problems are always ``pydantic.ValidationError`` (a ``ValueError``) n
 the types here are for what happens in, or because of, the database.
 """
 
+from sqlalchemy.exc import SQLAlchemyError
+
 
 class CosmosModelsError(Exception):
     """Base class of every error this package raises on its own account."""
 
 
-class DatabaseError(CosmosModelsError):
-    """A database or driver error, translated so that its text never carries a password."""
+class DatabaseError(CosmosModelsError, SQLAlchemyError):
+    """A database or driver error, translated so that its text is one line without a secret.
+
+    Also a ``sqlalchemy.exc.SQLAlchemyError``: code written against the earlier implementation
+    (``except SQLAlchemyError:``) still catches it.
+    """
+
+    def __str__(self) -> str:
+        # SQLAlchemyError's own __str__ appends a "Background on this error" link when a code
+        # is set; ours never sets one, and the message stays exactly what was given.
+        return Exception.__str__(self)
 
 
 class IntegrityViolation(DatabaseError):

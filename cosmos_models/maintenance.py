@@ -93,8 +93,11 @@ def _size_bytes(conn: DatabaseConnection, connection: Connection) -> int | None:
 
 
 def database_stats(conn: DatabaseConnection) -> DatabaseStats:
-    """Gather ``DatabaseStats`` in one read-only transaction."""
-    with conn.engine.connect() as connection:
+    """Gather ``DatabaseStats`` in one read-only transaction.
+
+    Raises ``DatabaseError`` (one line, with a hint such as "not migrated") like every reader.
+    """
+    with conn.connect(read_only=True) as connection:
         rows = {
             name: int(connection.execute(select(func.count()).select_from(table)).scalar_one())
             for name, table in TABLES.items()

@@ -18,6 +18,7 @@ user's data needs:
 import fcntl
 import functools
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,10 +32,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy import exc as sa_exc
 
-from cosmos_models.connection import DatabaseConnection
+from cosmos_models.connection import (
+    DatabaseConnection,
+    get_database_url,
+    open_sqlite_read_only,
+    parse_location,
+    sqlite_error,
+)
 from cosmos_models.errors import MigrationError
 from cosmos_models.types import backend_family, metadata, utcnow
 
@@ -139,17 +148,20 @@ def _check_known(revision: str | None) -> None:
 
 
 @contextmanager
-def _opened(url: Any, *, migrating: bool = False) -> Iterator[DatabaseConnection]:
+def _opened(
+    url: Any, *, migrating: bool = False, read_only: bool = False
+) -> Iterator[DatabaseConnection]:
     """The caller's ``DatabaseConnection``, or one opened (and closed) for ``url``.
 
-    A migration of a SQLite file gets its own connection that leaves the journal mode alone.
+    A migration of a SQLite file gets its own connection that leaves the journal mode alone;
+    ``read_only`` opens SQLite read-only and never creates a file.
     """
     given = url if isinstance(url, DatabaseConnection) else None
     if given is not None and not (migrating and _sqlite_file(given) is not None):
         yield given
         return
     location = given.url if given is not None else url
-    database = DatabaseConnection(location, sqlite_wal=not migrating)
+    database = DatabaseConnection(location, sqlite_wal=not migrating, read_only=read_only)
     try:
         yield database
     finally:
@@ -159,24 +171,20 @@ def _opened(url: Any, *, migrating: bool = False) -> Iterator[DatabaseConnection
 def current_revision(url: Any = None) -> str | None:
     """The revision the database is at (``None`` for an empty or earlier-implementation one).
 
-    Raises ``DatabaseError`` if the database cannot be reached.
+    Opens read-only: a missing SQLite file is not created. Raises ``DatabaseError`` if the
+    database cannot be reached, is not a database, or (SQLite) does not exist.
     """
-    with _opened(url) as database:
-        try:
-            with database.engine.connect() as connection:
-                return _revision(connection)
-        except sa_exc.DBAPIError as exc:
-            raise database.translate_error(exc) from None
+    with _opened(url, read_only=True) as database, database.connect(read_only=True) as connection:
+        return _revision(connection)
 
 
 # -- locks and SQLite safety --------------------------------------------------------------------
 
 
 def _sqlite_file(database: DatabaseConnection) -> Path | None:
-    if not database.is_sqlite or database.is_memory:
-        return None
-    name = database.url.database or ""
-    return None if name.startswith("file:") else Path(name)
+    # Every SQLite file location (plain path, sqlite: URL, file: URI) was resolved to a checked
+    # absolute path by parse_location, so each is locked and backed up alike.
+    return database.path
 
 
 @contextmanager
@@ -245,7 +253,7 @@ def read_sqlite_state(path: Path) -> DatabaseState | None:
     """Read a SQLite file's revision and tables without changing a byte of it."""
     if not path.exists() or path.stat().st_size == 0:
         return None
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    connection = open_sqlite_read_only(path.resolve())
     try:
         tables = {
             row[0]
@@ -256,6 +264,8 @@ def read_sqlite_state(path: Path) -> DatabaseState | None:
             row = connection.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
             revision = row[0] if row else None
         return DatabaseState(revision=revision, tables=tables - {VERSION_TABLE})
+    except sqlite3.Error as exc:
+        raise sqlite_error(exc, path) from None
     finally:
         connection.close()
 
@@ -275,13 +285,16 @@ def copy_sqlite(path: Path, target: Path) -> Path:
     if target.exists():
         raise FileExistsError(f"{target} already exists; choose another path")
     target.parent.mkdir(parents=True, exist_ok=True)
-    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    source = open_sqlite_read_only(path.resolve())
     try:
         destination = sqlite3.connect(target)
         try:
             source.backup(destination)
         finally:
             destination.close()
+    except sqlite3.Error as exc:
+        target.unlink(missing_ok=True)  # a half-written copy is worse than none
+        raise sqlite_error(exc, path) from None
     finally:
         source.close()
     return target
@@ -321,7 +334,13 @@ def _migrate(
     url: Any, revision: str, *, backup: bool, report: Report | None, direction: str
 ) -> UpgradeResult:
     say = report or (lambda _message: None)
+    _check_target(revision)
     with _opened(url, migrating=True) as database:
+        if database.read_only:
+            raise MigrationError(
+                f"read-only: {database.path} is opened read-only (mode=ro or a read-only file "
+                f"system); a migration writes, so the {direction} was not attempted"
+            )
         try:
             path = _sqlite_file(database)
             with _file_lock(path):
@@ -336,6 +355,22 @@ def _migrate(
         except sa_exc.DBAPIError as exc:
             error = database.translate_error(exc)
             raise MigrationError(f"{direction} to {revision!r} failed: {error}") from None
+
+
+def _check_target(revision: str) -> None:
+    """Refuse an unknown target before anything (a lock file, a backup) is touched."""
+    # Relative targets (-1, head-1, 0001+1) are resolved, and refused if bad, by Alembic.
+    if revision in ("head", "heads", "base") or re.search(r"[+-]\d+$", revision):
+        return
+    try:
+        script = scripts().get_revision(revision)
+    except (CommandError, RevisionError):
+        script = None
+    if script is None:
+        raise MigrationError(
+            f"revision {revision!r} is not known (see: cosmos-models db history); "
+            "nothing was changed"
+        )
 
 
 def _target_revision(revision: str, direction: str) -> str | None:
@@ -405,6 +440,76 @@ def _apply(connection: Connection, revision: str, direction: str, say: Report) -
     return UpgradeResult(before=state.revision, after=after, adoption=adoption)
 
 
+# -- what a downgrade loses ----------------------------------------------------------------------
+
+# What each revision's downgrade drops: whole tables (None) or columns. A test checks that every
+# shipped revision is listed here, so a new revision cannot forget to say what it takes away.
+DOWNGRADE_DROPS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "0001": {"progress": None, "runs": None, "prompts": None},
+    "0002": {"runs": ("error_message", "worker_id", "heartbeat_at")},
+}
+
+
+def _undone(current: str | None, target: str) -> list[str]:
+    """The revisions a downgrade from ``current`` to ``target`` undoes, newest first."""
+    chain = [script.revision for script in reversed(list(scripts().walk_revisions()))]
+    at = chain.index(current) if current in chain else -1
+    if target == "base":
+        goal = -1
+    elif target.startswith("-") and target[1:].isdigit():
+        goal = at - int(target[1:])
+    else:
+        try:
+            script = scripts().get_revision(target)
+        except (CommandError, RevisionError):
+            return []  # Alembic itself reports an unknown target when asked to go there
+        goal = chain.index(script.revision) if script is not None else -1
+    return list(reversed(chain[max(goal, -1) + 1 : at + 1]))
+
+
+def downgrade_losses(url: Any, revision: str) -> list[str]:
+    """What a downgrade to ``revision`` would drop that holds data, e.g. ``"table runs (3 rows)"``.
+
+    Empty when nothing with data would go. Opens read-only; raises ``DatabaseError``.
+    """
+    losses: list[str] = []
+    with _opened(url, read_only=True) as database, database.connect(read_only=True) as connection:
+        tables = set(inspect(connection).get_table_names())
+        for undone in _undone(_revision(connection), revision):
+            for table, columns in DOWNGRADE_DROPS[undone].items():
+                if table not in tables:
+                    continue
+                if columns is None:
+                    count = connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+                    if count:
+                        losses.append(f"table {table} ({count:,} rows)")
+                    continue
+                for column in columns:
+                    count = connection.execute(
+                        text(f"SELECT COUNT({column}) FROM {table}")
+                    ).scalar_one()
+                    if count:
+                        losses.append(f"column {table}.{column} ({count:,} values)")
+    return losses
+
+
+def downgrade_refusal(url: Any, revision: str, *, backup: bool) -> str | None:
+    """Why a downgrade to ``revision`` must not run without being confirmed, or ``None``.
+
+    It must not when it would drop tables or columns holding data and no backup is taken first
+    (a SQLite file with ``backup`` on is copied before it changes). Raises ``ValueError`` for an
+    invalid location and ``DatabaseError`` if the database cannot be read.
+    """
+    location = url.url if isinstance(url, DatabaseConnection) else url
+    parsed = parse_location(get_database_url() if location is None else location)
+    if backup and parsed.get_backend_name() == "sqlite" and parsed.database:
+        return None
+    losses = downgrade_losses(url, revision)
+    if not losses:
+        return None
+    return f"downgrade to {revision!r} would drop {'; '.join(losses)}"
+
+
 # -- schema check ---------------------------------------------------------------------------
 
 
@@ -434,8 +539,11 @@ def include_object(
 
 
 def schema_differences(url: Any = None) -> list[Any]:
-    """What autogenerate would change to make the database match the models (empty: in sync)."""
-    with _opened(url) as database, database.engine.connect() as connection:
+    """What autogenerate would change to make the database match the models (empty: in sync).
+
+    Opens read-only. Raises ``DatabaseError`` like ``current_revision``.
+    """
+    with _opened(url, read_only=True) as database, database.connect(read_only=True) as connection:
         context = MigrationContext.configure(
             connection,
             opts={

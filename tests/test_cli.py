@@ -47,10 +47,13 @@ def test_db_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert f"revision before: {head_revision()}" in out
     assert cli(capsys, "db", "upgrade", "-d", path)[0] == 0
     assert cli(capsys, "db", "downgrade", "--no-backup", "-d", path, "--", "-1")[0] == 0
-    assert cli(capsys, "db", "downgrade", "base", "--no-backup", "-d", path)[0] == 0
-    code, out, _ = cli(capsys, "db", "check", "-d", path)
+    code, out, _ = cli(capsys, "db", "check", "-d", path)  # an older revision
     assert code == 1
     assert "differs" in out
+    assert cli(capsys, "db", "downgrade", "base", "--no-backup", "-d", path)[0] == 0
+    code, out, err = cli(capsys, "db", "check", "-d", path)
+    assert (code, out) == (1, "")
+    assert err.startswith("error: not migrated: run cosmos-models db upgrade")
 
 
 def test_errors_are_one_line_with_exit_codes(
