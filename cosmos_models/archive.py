@@ -180,7 +180,7 @@ def _open_checked(path: Path, info: os.stat_result, mode: str) -> IO[bytes]:
 
 
 def _parse_record(path: Path, member: int, line_no: int, raw: bytes) -> Record:
-    where = f"archive {path} is corrupt at member {member}, line {line_no}"
+    where = f"archive {path} is corrupt in member {member}, line {line_no}"
     try:
         record = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -408,7 +408,7 @@ class Archive:
             return self._counter.key(table, row)
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptArchiveError(
-                f"archive {self.path} is corrupt at member {line.member}, line {line.line}: "
+                f"archive {self.path} is corrupt in member {line.member}, line {line.line}: "
                 f"{table} row without a valid {exc}"
             ) from None
 
