@@ -416,8 +416,9 @@ def _restore_progress(
     ]
     for chunk in _chunks(keep, size):
         connection.execute(PROGRESS.insert(), list(chunk))
-    if keep and backend_family(connection.dialect) == "postgresql":
-        # Explicit ids do not move PostgreSQL's sequence: move it before it hands out any.
+    if missing and backend_family(connection.dialect) == "postgresql":
+        # Explicit ids do not move PostgreSQL's sequence: move it past every id (ours or ones
+        # another writer inserted explicitly) before it hands out any.
         connection.execute(
             text("SELECT setval(pg_get_serial_sequence('progress', 'id'), MAX(id)) FROM progress")
         )
