@@ -318,7 +318,7 @@ def test_progress_ids_are_never_reused_so_a_second_prune_archives_everything(
     """On SQLite without AUTOINCREMENT the second run's events got the pruned ids and were lost."""
     old = NOW - timedelta(days=60)
     path = tmp_path / "archive.jsonl.gz"
-    event_ids = []
+    event_ids: list[list[int]] = []
     for name in ("a", "b"):
         with db.get_session() as session:
             prompt = make_prompt(id=f"ps_{name}", created_at=old)
@@ -334,9 +334,9 @@ def test_progress_ids_are_never_reused_so_a_second_prune_archives_everything(
             events = [make_progress(run, float(i), timestamp=old) for i in range(3)]
             session.add_all(events)
             session.flush()
-            event_ids.append([event.id for event in events])
+            event_ids.append([int(event.id or 0) for event in events])
         assert prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW).progress == 3
-    assert min(event_ids[1]) > max(event_ids[0])  # type: ignore[type-var]
+    assert min(event_ids[1]) > max(event_ids[0])
     assert counts(db) == (2, 0, 0)
     with DatabaseConnection(tmp_path / "fresh.db") as fresh:
         fresh.create_tables()
