@@ -331,7 +331,7 @@ def test_prune_and_restore_never_lose_or_double_a_row(
     Machine.directory = tmp_path
     # The plain variants run in every `make test`; the reliability ones are what
     # `make reliability` (thorough profile) runs hard, and nearly nothing otherwise.
-    examples = (200 if THOROUGH else 2) if thorough else 6
+    examples = (200 if THOROUGH else 2) if thorough else 10
     try:
         run_state_machine_as_test(
             Machine,
