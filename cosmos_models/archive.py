@@ -406,11 +406,14 @@ class Archive:
         table, row = line.record["table"], line.record["row"]
         try:
             return self._counter.key(table, row)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptArchiveError(
-                f"archive {self.path} is corrupt in member {line.member}, line {line.line}: "
-                f"{table} row without a valid {exc}"
-            ) from None
+        except KeyError as exc:
+            problem = f"field {exc} is missing"
+        except (TypeError, ValueError) as exc:
+            problem = str(exc)
+        raise CorruptArchiveError(
+            f"archive {self.path} is corrupt in member {line.member}, line {line.line}: "
+            f"{table} row: {problem}"
+        )
 
     def append(self, records: Iterable[Record]) -> int:
         """Write the records not archived yet as one gzip member, fsync'ed. Returns how many.

@@ -304,10 +304,8 @@ def _validated(path: Path, line: Line) -> dict[str, Any]:
 def _first_difference(archived: dict[str, Any], present: Any, columns: Iterable[Any]) -> str | None:
     """The first column where a stored row differs from the archived one, else None."""
     for column in columns:
-        stored = present._mapping[column]
-        if isinstance(stored, datetime) and stored.tzinfo is None:
-            stored = stored.replace(tzinfo=UTC)
-        if stored != archived[column.name]:
+        # UTCDateTime gives aware values on every backend, so datetimes compare as instants.
+        if present._mapping[column] != archived[column.name]:
             return str(column.name)
     return None
 

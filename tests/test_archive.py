@@ -17,6 +17,7 @@ from cosmos_models.archive import (
     CorruptArchiveError,
     NotAnArchiveError,
     TruncatedArchiveError,
+    _open_checked,
     keys_of,
     read_records,
 )
@@ -149,7 +150,25 @@ HEADER = {"format": FORMAT, "version": VERSION, "created_at": TS}
         (member([{"table": "runs"}]), r"member 2, line 2: not a"),
         (gzip.compress(b"{not json\n"), r"member 2, line 2: not JSON"),
         (member([{"table": "runs", "row": {}}], newline=False), r"member 2 .*mid-line"),
-        (member([{"table": "progress", "row": {"id": 1}}]), r"member 2, line 2: progress row"),
+        (
+            member([{"table": "progress", "row": {"id": 1}}]),
+            r"member 2, line 2: progress row: field 'run_id' is missing",
+        ),
+        (
+            member([{"table": "progress", "row": {**event("r", 1, 1)["row"], "timestamp": 7}}]),  # type: ignore[dict-item]
+            r"member 2, line 2: progress row: timestamp 7 is not a date",
+        ),
+        (
+            member(
+                [
+                    {
+                        "table": "progress",
+                        "row": {**event("r", 1, 1)["row"], "timestamp": "2025-01-01T00:00:00"},
+                    }
+                ]
+            ),  # type: ignore[dict-item]
+            r"member 2, line 2: progress row: timestamp .* has no time zone",
+        ),
     ],
 )
 def test_bad_records_are_corrupt_naming_member_and_line(
@@ -264,3 +283,18 @@ def test_zlib_errors_in_member_1_mean_not_ours(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(NotAnArchiveError, match="not an archive"):
         list(read_records(path))
+
+
+def test_an_empty_first_member_is_not_ours(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl.gz"
+    path.write_bytes(gzip.compress(b"") + member([run_record("r")]))
+    with pytest.raises(NotAnArchiveError, match="empty first member"):
+        list(read_records(path))
+
+
+def test_a_file_replaced_between_stat_and_open_is_refused(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(b"x")
+    second.write_bytes(b"y")
+    with pytest.raises(NotAnArchiveError, match="changed while it was being opened"):
+        _open_checked(second, os.stat(first), "rb")

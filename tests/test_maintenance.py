@@ -278,6 +278,10 @@ def bad_rows(path: Path) -> dict[str, tuple[dict[str, Any], str]]:
             {"table": "runs", "row": {k: v for k, v in run.items() if k != "created_at"}},
             "field 'created_at' is missing",
         ),
+        "null progress id": (
+            {"table": "progress", "row": {**event, "id": None}},
+            "field 'id' is missing",
+        ),
         "bad status": (
             {"table": "runs", "row": {**run, "id": "rs_new", "status": "exploded"}},
             "field 'status'",
@@ -295,6 +299,7 @@ def bad_rows(path: Path) -> dict[str, tuple[dict[str, Any], str]]:
         "unknown column",
         "missing column",
         "bad status",
+        "null progress id",
     ],
 )
 def test_restore_validates_every_row_and_writes_nothing_on_error(

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from cosmos_models import DatabaseConnection, Progress
 from cosmos_models.migrate import downgrade, schema_differences, upgrade
@@ -107,4 +108,4 @@ def test_servers_are_unchanged_and_round_trip(backend: str) -> None:
         upgrade(text, "head", backup=False)
         assert schema_differences(text) == []
         with DatabaseConnection(text) as db, db.get_session() as session:
-            assert len(session.query(Progress).all()) == 1
+            assert len(session.exec(select(Progress)).all()) == 1
