@@ -380,7 +380,7 @@ class Archive:
         if info is None:
             return
         result = ScanResult()
-        with _open_checked(path, info, "rb+") as handle:
+        with _open_checked(path, info, "rb") as handle:
             # A member's rows count only once the member is known to be whole: the rows of a
             # truncated tail were never deleted, and prune archives them again below.
             held: list[Line] = []
@@ -396,10 +396,12 @@ class Archive:
                     f"archive {path} is a version 1 archive (no header); restore can read it, "
                     "but prune only appends to version 2 archives: prune into a new file"
                 )
-            if result.truncated_offset is not None:
-                handle.truncate(result.truncated_offset)
-                handle.flush()
-                os.fsync(handle.fileno())
+        if result.truncated_offset is not None:
+            # Opened for writing only now: checking a file never needs write access to it.
+            with _open_checked(path, info, "rb+") as writable:
+                writable.truncate(result.truncated_offset)
+                writable.flush()
+                os.fsync(writable.fileno())
 
     def _key(self, line: Line) -> Key:
         assert line.record is not None
