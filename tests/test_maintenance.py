@@ -436,3 +436,26 @@ def test_repeated_identical_events_are_restored_as_often_as_archived(
     assert prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW).archived == 1
     assert restore(db, path).restored == {"prompts": 0, "runs": 1, "progress": 4}
     assert counts(db) == (1, 1, 4)
+
+
+def test_a_version_1_archive_is_restored(db: DatabaseConnection, tmp_path: Path) -> None:
+    """Archives written before the header existed hold the same records: restore reads them."""
+    fill(db)
+    path = tmp_path / "archive.jsonl.gz"
+    prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW)
+    old_columns = {"error_message", "worker_id", "heartbeat_at"}  # added by migration 0002
+    records = [
+        {
+            "table": line.record["table"],
+            "row": {k: v for k, v in line.record["row"].items() if k not in old_columns},
+        }
+        for line in read_records(path)
+        if line.record
+    ]
+    legacy = tmp_path / "v1.jsonl.gz"
+    append_member(legacy, *records)
+    assert restore(db, legacy).restored == {"prompts": 0, "runs": 4, "progress": 12}
+    assert counts(db) == (1, 6, 18)
+    with pytest.raises(ArchiveError, match="version 1"):
+        prune(db, older_than=timedelta(days=30), archive_path=legacy, now=NOW)
+    assert counts(db) == (1, 6, 18)  # refused before anything was deleted
