@@ -293,7 +293,11 @@ def prune_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
     database: DatabaseOption = None,
 ) -> None:
-    """Delete final runs older than the cutoff, with their progress, in batches."""
+    """Delete final runs older than the cutoff, with their progress, in batches.
+
+    ``--archive`` creates the file (header first), appends to an archive of ours, or repairs the
+    truncated tail a killed prune left; any other existing path is refused, untouched.
+    """
     try:
         age = parse_duration(older_than)
         statuses = parse_statuses(status.split(","))
@@ -326,11 +330,18 @@ def restore_command(
     archive: Annotated[Path, typer.Argument(help="An archive written by prune --archive.")],
     database: DatabaseOption = None,
 ) -> None:
-    """Put the rows of a prune archive back; rows already present are left alone."""
+    """Put the rows of a prune archive back; rows already present are left alone.
+
+    Anything but a complete archive of ours (a database, a text file, a device, a damaged or
+    truncated archive, an invalid row) is refused with one line, the file untouched, nothing
+    written to the database.
+    """
     with opened(database) as connection:
         result = restore(connection, archive)
     restored = ", ".join(f"{count:,} {table}" for table, count in result.restored.items())
     out.print(literal(f"restored {restored}; {result.already_present:,} rows were already present"))
+    if result.renumbered:
+        out.print(f"{result.renumbered:,} progress rows got new ids (their ids were taken)")
 
 
 # -- entry point ----------------------------------------------------------------------------

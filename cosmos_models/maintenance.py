@@ -7,19 +7,24 @@ so a crash at any point loses nothing and a rerun continues where it stopped.
 """
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select, text
+from pydantic import ValidationError
+from sqlalchemy import Connection, Table, func, inspect, select, text
 
-from cosmos_models.archive import Archive, Record
+from cosmos_models.archive import Archive, ArchiveError, Line, Record, keys_of, read_records
+from cosmos_models.base import ValidatedTable
 from cosmos_models.connection import DatabaseConnection
-from cosmos_models.run import RunStatus
+from cosmos_models.errors import CosmosModelsError
+from cosmos_models.progress import Progress
+from cosmos_models.prompt import Prompt
+from cosmos_models.run import Run, RunStatus
 from cosmos_models.tables import PROGRESS, PROMPTS, RUNS
-from cosmos_models.types import UTCDateTime, backend_family, utcnow
+from cosmos_models.types import backend_family, utcnow
 
 TABLES: dict[str, Table] = {"prompts": PROMPTS, "runs": RUNS, "progress": PROGRESS}
 FINAL_STATUSES = tuple(status for status in RunStatus if status.is_final)
@@ -156,15 +161,6 @@ def _to_json(table: Table, row: Any) -> dict[str, Any]:
     return values
 
 
-def _from_json(table: Table, values: dict[str, Any]) -> dict[str, Any]:
-    row = dict(values)
-    for column in table.columns:
-        # Every timestamp column is a UTCDateTime; the archive holds them as ISO-8601 text.
-        if isinstance(column.type, UTCDateTime) and isinstance(row.get(column.name), str):
-            row[column.name] = datetime.fromisoformat(row[column.name])
-    return row
-
-
 def _candidates(
     conn: DatabaseConnection, statuses: Sequence[RunStatus], cutoff: datetime, limit: int
 ) -> list[str]:
@@ -175,7 +171,7 @@ def _candidates(
         .order_by(RUNS.c.created_at, RUNS.c.id)
         .limit(limit)
     )
-    with conn.engine.connect() as connection:
+    with conn.connect(read_only=True) as connection:
         return list(connection.execute(query).scalars())
 
 
@@ -203,7 +199,7 @@ def prune(
     if dry_run:
         finished = func.coalesce(RUNS.c.completed_at, RUNS.c.created_at)
         chosen = select(RUNS.c.id).where(RUNS.c.status.in_(statuses), finished < cutoff)
-        with conn.engine.connect() as connection:
+        with conn.connect(read_only=True) as connection:
             result.runs = int(
                 connection.execute(select(func.count()).select_from(chosen.subquery())).scalar_one()
             )
@@ -247,48 +243,188 @@ def prune(
             result.run_ids.extend(run_ids)
 
 
+class RestoreConflictError(CosmosModelsError):
+    """An archived prompt or run id exists in the target with other content; nothing restored."""
+
+
 @dataclass
 class RestoreResult:
-    """How many archived rows ``restore`` put back, and how many were already there."""
+    """How many archived rows ``restore`` put back, and how many were already there (exact).
+
+    ``renumbered`` counts the progress rows stored under a new id because the target database
+    uses their archived id for another event.
+    """
 
     restored: dict[str, int] = field(default_factory=dict)
     already_present: int = 0
+    present: dict[str, int] = field(default_factory=dict)
+    renumbered: int = 0
+
+
+MODELS: dict[str, type[ValidatedTable]] = {"prompts": Prompt, "runs": Run, "progress": Progress}
+
+
+def _field_names(model: type[ValidatedTable]) -> dict[str, str]:
+    """Column name to model field name (``metadata`` is ``run_metadata`` on a Run)."""
+    return {attr.columns[0].name: attr.key for attr in inspect(model).column_attrs}
+
+
+_FIELDS = {name: _field_names(model) for name, model in MODELS.items()}
+
+
+def _validated(path: Path, line: Line) -> dict[str, Any]:
+    """An archived row checked by its model's rules, as typed values keyed by column name.
+
+    Every NOT NULL column must be there (a default would invent data); unknown columns are
+    refused. Raises ``ArchiveError`` naming the member, line and field.
+    """
+    assert line.record is not None
+    name, row = str(line.record["table"]), line.record["row"]
+    where = f"archive {path} member {line.member}, line {line.line} ({name})"
+    columns = TABLES[name].columns
+    fields = _FIELDS[name]
+    for column_name in row:
+        if column_name not in fields:
+            raise ArchiveError(f"{where}: field {column_name!r} is not a column of {name}")
+    for column in columns:
+        if column.name not in row and not column.nullable:
+            raise ArchiveError(f"{where}: field {column.name!r} is missing")
+    data = {fields[column.name]: row.get(column.name) for column in columns}
+    try:
+        checked = MODELS[name].__validator__.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        columns_of = {value: key for key, value in fields.items()}
+        location = ".".join(str(part) for part in error["loc"])
+        column_name = columns_of.get(str(error["loc"][0]), location) if error["loc"] else name
+        raise ArchiveError(f"{where}: field {column_name!r}: {error['msg']}") from None
+    values = {column.name: getattr(checked, fields[column.name]) for column in columns}
+    if name == "progress" and values["id"] is None:
+        raise ArchiveError(f"{where}: field 'id' is missing")
+    return values
+
+
+def _first_difference(archived: dict[str, Any], present: Any, columns: Iterable[Any]) -> str | None:
+    """The first column where a stored row differs from the archived one, else None."""
+    for column in columns:
+        # UTCDateTime gives aware values on every backend, so datetimes compare as instants.
+        if present._mapping[column] != archived[column.name]:
+            return str(column.name)
+    return None
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _read_archive(
+    archive_path: Path,
+) -> tuple[dict[str, dict[str, tuple[Line, dict[str, Any]]]], list[dict[str, Any]]]:
+    """Every archived row, validated: prompts and runs by id, progress in archive order."""
+    keyed: dict[str, dict[str, tuple[Line, dict[str, Any]]]] = {"prompts": {}, "runs": {}}
+    progress: list[dict[str, Any]] = []
+    for line in read_records(archive_path):
+        assert line.record is not None
+        values = _validated(archive_path, line)
+        name = str(line.record["table"])
+        if name == "progress":
+            progress.append(values)
+            continue
+        earlier = keyed[name].get(values["id"])
+        if earlier is not None and earlier[1] != values:
+            raise RestoreConflictError(
+                f"archive {archive_path} holds two different {name} rows with id "
+                f"{values['id']!r} (member {earlier[0].member}, line {earlier[0].line} and "
+                f"member {line.member}, line {line.line}); nothing restored"
+            )
+        keyed[name].setdefault(values["id"], (line, values))
+    return keyed, progress
 
 
 def restore(
     conn: DatabaseConnection, archive_path: Path, *, batch_size: int = 1000
 ) -> RestoreResult:
-    """Put archived rows back (prompts first, then runs, then progress); skips rows present.
+    """Put archived rows back (prompts, runs, then progress) in one transaction.
 
-    Raises ``FileNotFoundError`` if the archive does not exist.
+    Every row is validated by its model before anything is written. Prompts and runs already
+    present (same id, same content) are left alone; progress events are matched by content
+    (``archive.identity_of``, repeats counted), so a second restore is a no-op and a restore into
+    another database stores every row, under a new id where the archived one is taken.
+    Raises ``FileNotFoundError``, ``ArchiveError`` (not ours, corrupt, truncated, invalid row:
+    naming member, line and field) or ``RestoreConflictError``; then nothing is written.
     """
-    if not archive_path.exists():
-        raise FileNotFoundError(f"archive {archive_path} does not exist")
-    by_table: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
-    for record in Archive(archive_path).records():
-        by_table[str(record["table"])].append(record["row"])
-    result = RestoreResult(restored=dict.fromkeys(TABLES, 0))
-    for name in ("prompts", "runs", "progress"):
-        table = TABLES[name]
-        rows = by_table[name]
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            with conn.get_session() as session:
-                connection = session.connection()
-                ids = [row["id"] for row in chunk]
-                present = set(
-                    connection.execute(select(table.c.id).where(table.c.id.in_(ids))).scalars()
-                )
-                missing = [_from_json(table, row) for row in chunk if row["id"] not in present]
-                result.already_present += len(chunk) - len(missing)
-                if missing:
-                    connection.execute(table.insert(), missing)
-                result.restored[name] += len(missing)
-    if conn.engine.dialect.name == "postgresql" and result.restored["progress"]:
-        with conn.engine.begin() as connection:
-            connection.execute(
-                text(
-                    "SELECT setval(pg_get_serial_sequence('progress', 'id'), MAX(id)) FROM progress"
-                )
-            )
+    keyed, archived_progress = _read_archive(archive_path)
+    result = RestoreResult(restored=dict.fromkeys(TABLES, 0), present=dict.fromkeys(TABLES, 0))
+    with conn.get_session() as session:
+        connection = session.connection()
+        for name in ("prompts", "runs"):
+            table = TABLES[name]
+            missing = []
+            for chunk in _chunks(list(keyed[name]), batch_size):
+                stored = {
+                    row.id: row
+                    for row in connection.execute(select(table).where(table.c.id.in_(chunk)))
+                }
+                for row_id in chunk:
+                    line, values = keyed[name][row_id]
+                    if row_id not in stored:
+                        missing.append(values)
+                        continue
+                    differs = _first_difference(values, stored[row_id], table.columns)
+                    if differs is not None:
+                        raise RestoreConflictError(
+                            f"{name[:-1]} {row_id!r} of archive {archive_path} (member "
+                            f"{line.member}, line {line.line}) exists in the database with a "
+                            f"different {differs!r}; nothing restored"
+                        )
+            for chunk in _chunks(missing, batch_size):
+                connection.execute(table.insert(), list(chunk))
+            result.restored[name] = len(missing)
+            result.present[name] = len(keyed[name]) - len(missing)
+        _restore_progress(connection, archived_progress, result, batch_size)
+    result.already_present = sum(result.present.values())
     return result
+
+
+def _restore_progress(
+    connection: Connection, archived: list[dict[str, Any]], result: RestoreResult, size: int
+) -> None:
+    """Insert the archived progress events the database lacks (a multiset difference)."""
+    run_ids = sorted({values["run_id"] for values in archived})
+    stored: list[dict[str, Any]] = []
+    for chunk in _chunks(run_ids, size):
+        stored.extend(
+            dict(row._mapping)
+            for row in connection.execute(select(PROGRESS).where(PROGRESS.c.run_id.in_(chunk)))
+        )
+    present = set(keys_of("progress", stored))
+    missing = [
+        values
+        for values, key in zip(archived, keys_of("progress", archived), strict=True)
+        if key not in present
+    ]
+    taken: set[int] = set()
+    for chunk in _chunks([values["id"] for values in missing], size):
+        taken.update(
+            connection.execute(select(PROGRESS.c.id).where(PROGRESS.c.id.in_(chunk))).scalars()
+        )
+    keep = [values for values in missing if values["id"] not in taken]
+    renumber = [
+        {key: value for key, value in values.items() if key != "id"}
+        for values in missing
+        if values["id"] in taken
+    ]
+    for chunk in _chunks(keep, size):
+        connection.execute(PROGRESS.insert(), list(chunk))
+    if missing and backend_family(connection.dialect) == "postgresql":
+        # Explicit ids do not move PostgreSQL's sequence: move it past every id (ours or ones
+        # another writer inserted explicitly) before it hands out any.
+        connection.execute(
+            text("SELECT setval(pg_get_serial_sequence('progress', 'id'), MAX(id)) FROM progress")
+        )
+    for chunk in _chunks(renumber, size):
+        connection.execute(PROGRESS.insert(), list(chunk))
+    result.restored["progress"] = len(missing)
+    result.present["progress"] = len(archived) - len(missing)
+    result.renumbered = len(renumber)

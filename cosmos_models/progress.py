@@ -59,6 +59,9 @@ class Progress(ProgressBase, ValidatedTable, table=True):
         CheckConstraint("percentage >= 0.0 AND percentage <= 100.0", name="percentage_range"),
         # Latest event of a run, and a run's timeline in order.
         Index("ix_progress_run_id_timestamp_id", "run_id", "timestamp", "id"),
+        # SQLite would otherwise hand a deleted row's id to the next event (max(id) + 1); ids
+        # are never reused on PostgreSQL and MariaDB either (migration 0003).
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)

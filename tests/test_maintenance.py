@@ -1,19 +1,24 @@
 """Statistics, prune (with crash safety) and restore, on every backend."""
 
+import gzip
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from cosmos_models import DatabaseConnection, Progress, Prompt, Run, RunStatus
-from cosmos_models.archive import Archive
+from cosmos_models.archive import Archive, ArchiveError, read_records
 from cosmos_models.maintenance import (
+    RestoreConflictError,
     database_stats,
     parse_duration,
     parse_statuses,
@@ -220,12 +225,237 @@ def test_prune_killed_midway_loses_nothing(
     assert 0 < runs_left < 300, "the kills did not land mid-prune"
     subprocess.run([sys.executable, "-c", PRUNE_SCRIPT, url, str(archive), "50"], check=True)
     keys = Archive(archive).keys
-    records = list(Archive(archive).records())
+    records = list(read_records(archive))
     assert len(records) == len(keys)  # nothing recorded twice
     _, runs_left, progress_left = counts(db)
     assert runs_left == 0
     assert progress_left == 0
-    assert sum(1 for table, _ in keys if table == "runs") == 300
-    assert sum(1 for table, _ in keys if table == "progress") == 1200
+    assert sum(1 for key in keys if key[0] == "runs") == 300
+    assert sum(1 for key in keys if key[0] == "progress") == 1200
     restore(db, archive)
     assert counts(db) == (1, 300, 1200)
+
+
+# -- restore: validation, identity across databases, conflicts ---------------------------------
+
+
+def append_member(path: Path, *records: dict[str, Any]) -> None:
+    """Add a hand-made batch to an archive (no checks: that is what restore must do)."""
+    payload = "".join(json.dumps(record) + "\n" for record in records)
+    with path.open("ab") as handle:
+        handle.write(gzip.compress(payload.encode()))
+
+
+def archived(path: Path, table: str) -> dict[str, Any]:
+    return next(
+        dict(line.record["row"])
+        for line in read_records(path)
+        if line.record and line.record["table"] == table
+    )
+
+
+def bad_rows(path: Path) -> dict[str, tuple[dict[str, Any], str]]:
+    prompt, run, event = (archived(path, table) for table in ("prompts", "runs", "progress"))
+    return {
+        "300-char model_type": (
+            {"table": "prompts", "row": {**prompt, "id": "ps_new", "model_type": "x" * 300}},
+            "field 'model_type': String should have at most 100 characters",
+        ),
+        "list for an object": (
+            {"table": "runs", "row": {**run, "id": "rs_new", "execution_config": [1, 2]}},
+            "field 'execution_config'",
+        ),
+        "naive timestamp": (
+            {"table": "progress", "row": {**event, "timestamp": "2025-01-01T00:00:00"}},
+            "field 'timestamp': Value error, must be timezone-aware",
+        ),
+        "unknown table": ({"table": "users", "row": run}, "field 'table': unknown table 'users'"),
+        "unknown column": (
+            {"table": "runs", "row": {**run, "id": "rs_new", "bogus": 1}},
+            "field 'bogus' is not a column of runs",
+        ),
+        "missing column": (
+            {"table": "runs", "row": {k: v for k, v in run.items() if k != "created_at"}},
+            "field 'created_at' is missing",
+        ),
+        "null progress id": (
+            {"table": "progress", "row": {**event, "id": None}},
+            "field 'id' is missing",
+        ),
+        "bad status": (
+            {"table": "runs", "row": {**run, "id": "rs_new", "status": "exploded"}},
+            "field 'status'",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "300-char model_type",
+        "list for an object",
+        "naive timestamp",
+        "unknown table",
+        "unknown column",
+        "missing column",
+        "bad status",
+        "null progress id",
+    ],
+)
+def test_restore_validates_every_row_and_writes_nothing_on_error(
+    case: str, db: DatabaseConnection, tmp_path: Path
+) -> None:
+    fill(db)
+    path = tmp_path / "archive.jsonl.gz"
+    prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW)
+    record, problem = bad_rows(path)[case]
+    append_member(path, record)
+    before = path.read_bytes()
+    with pytest.raises(ArchiveError, match=r"member 3, line 19\b.*" + re.escape(problem)):
+        restore(db, path)
+    assert counts(db) == (1, 2, 6)  # the valid rows before the bad one were not written either
+    assert path.read_bytes() == before
+
+
+def test_progress_ids_are_never_reused_so_a_second_prune_archives_everything(
+    db: DatabaseConnection, tmp_path: Path
+) -> None:
+    """On SQLite without AUTOINCREMENT the second run's events got the pruned ids and were lost."""
+    old = NOW - timedelta(days=60)
+    path = tmp_path / "archive.jsonl.gz"
+    event_ids: list[list[int]] = []
+    for name in ("a", "b"):
+        with db.get_session() as session:
+            prompt = make_prompt(id=f"ps_{name}", created_at=old)
+            run = make_run(
+                prompt,
+                id=f"rs_{name}",
+                status=RunStatus.COMPLETED,
+                created_at=old,
+                completed_at=old,
+            )
+            session.add_all([prompt, run])
+            session.flush()
+            events = [make_progress(run, float(i), timestamp=old) for i in range(3)]
+            session.add_all(events)
+            session.flush()
+            event_ids.append([int(event.id or 0) for event in events])
+        assert prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW).progress == 3
+    assert min(event_ids[1]) > max(event_ids[0])
+    assert counts(db) == (2, 0, 0)
+    with DatabaseConnection(tmp_path / "fresh.db") as fresh:
+        fresh.create_tables()
+        result = restore(fresh, path)
+        assert result.restored == {"prompts": 2, "runs": 2, "progress": 6}
+        assert counts(fresh) == (2, 2, 6)
+
+
+def test_restore_into_another_database_stores_every_row(
+    db: DatabaseConnection, tmp_path: Path
+) -> None:
+    """The target uses the archived progress ids for its own events: those get new ids."""
+    with DatabaseConnection(tmp_path / "source.db") as source:
+        source.create_tables()
+        fill(source)
+        path = tmp_path / "archive.jsonl.gz"
+        prune(source, older_than=timedelta(days=30), archive_path=path, now=NOW)
+    with db.get_session() as session:
+        prompt = make_prompt(id="ps_target")
+        run = make_run(prompt, id="rs_target")
+        session.add_all([prompt, run])
+        session.flush()
+        # Explicit ids: a server's sequence has moved on in earlier tests, the target must
+        # really hold the archived ids.
+        session.add_all([make_progress(run, float(i), id=i + 1) for i in range(20)])
+    result = restore(db, path)
+    assert result.restored == {"prompts": 1, "runs": 4, "progress": 12}
+    assert result.already_present == 0
+    assert result.renumbered == 12
+    assert counts(db) == (2, 5, 32)
+    again = restore(db, path)
+    assert again.restored == {"prompts": 0, "runs": 0, "progress": 0}
+    assert again.present == {"prompts": 1, "runs": 4, "progress": 12}
+    with db.get_session() as session:
+        restored_run = session.get(Run, "rs_old_1")
+        assert restored_run is not None
+        assert [p.percentage for p in restored_run.progress] == [0.0, 10.0, 20.0]
+        session.add(make_progress(restored_run, 99.0))  # the id sequence is past every id
+
+
+def test_restore_refuses_an_id_with_other_content(db: DatabaseConnection, tmp_path: Path) -> None:
+    fill(db)
+    path = tmp_path / "archive.jsonl.gz"
+    prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW)
+    with db.get_session() as session:
+        prompt = session.get(Prompt, "ps_keep")
+        assert prompt is not None
+        prompt.prompt_text = "changed after archiving"
+    with pytest.raises(RestoreConflictError, match=r"prompt 'ps_keep'.*'prompt_text'"):
+        restore(db, path)
+    assert counts(db) == (1, 2, 6)
+
+
+def test_an_archive_with_two_versions_of_a_run_is_refused(
+    db: DatabaseConnection, tmp_path: Path
+) -> None:
+    fill(db)
+    path = tmp_path / "archive.jsonl.gz"
+    prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW)
+    run = archived(path, "runs")
+    append_member(path, {"table": "runs", "row": {**run, "outputs": {"other": 1}}})
+    with pytest.raises(RestoreConflictError, match="two different runs rows"):
+        restore(db, path)
+    assert counts(db) == (1, 2, 6)
+
+
+def test_repeated_identical_events_are_restored_as_often_as_archived(
+    db: DatabaseConnection, tmp_path: Path
+) -> None:
+    old = NOW - timedelta(days=60)
+    with db.get_session() as session:
+        prompt = make_prompt(id="ps_rep", created_at=old)
+        run = make_run(
+            prompt, id="rs_rep", status=RunStatus.COMPLETED, created_at=old, completed_at=old
+        )
+        session.add_all([prompt, run])
+        session.flush()
+        session.add_all([make_progress(run, 50.0, timestamp=old) for _ in range(3)])
+    path = tmp_path / "archive.jsonl.gz"
+    assert prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW).archived == 5
+    assert restore(db, path).restored["progress"] == 3
+    with db.get_session() as session:  # one more identical event, then prune again
+        session.add(
+            Progress(
+                run_id="rs_rep",
+                stage="uploading",
+                percentage=50.0,
+                message="Starting upload",
+                timestamp=old,
+            )
+        )
+    assert prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW).archived == 1
+    assert restore(db, path).restored == {"prompts": 0, "runs": 1, "progress": 4}
+    assert counts(db) == (1, 1, 4)
+
+
+def test_a_version_1_archive_is_restored(db: DatabaseConnection, tmp_path: Path) -> None:
+    """Archives written before the header existed hold the same records: restore reads them."""
+    fill(db)
+    path = tmp_path / "archive.jsonl.gz"
+    prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW)
+    old_columns = {"error_message", "worker_id", "heartbeat_at"}  # added by migration 0002
+    records = [
+        {
+            "table": line.record["table"],
+            "row": {k: v for k, v in line.record["row"].items() if k not in old_columns},
+        }
+        for line in read_records(path)
+        if line.record
+    ]
+    legacy = tmp_path / "v1.jsonl.gz"
+    append_member(legacy, *records)
+    assert restore(db, legacy).restored == {"prompts": 0, "runs": 4, "progress": 12}
+    assert counts(db) == (1, 6, 18)
+    with pytest.raises(ArchiveError, match="version 1"):
+        prune(db, older_than=timedelta(days=30), archive_path=legacy, now=NOW)
+    assert counts(db) == (1, 6, 18)  # refused before anything was deleted
