@@ -442,12 +442,20 @@ def _apply(connection: Connection, revision: str, direction: str, say: Report) -
 
 # -- what a downgrade loses ----------------------------------------------------------------------
 
+
 # What each revision's downgrade drops: whole tables (None) or columns. A test checks that every
 # shipped revision is listed here, so a new revision cannot forget to say what it takes away.
-DOWNGRADE_DROPS: dict[str, dict[str, tuple[str, ...] | None]] = {
-    "0001": {"progress": None, "runs": None, "prompts": None},
-    "0002": {"runs": ("error_message", "worker_id", "heartbeat_at")},
-}
+def downgrade_drops(revision: str) -> dict[str, tuple[str, ...] | None]:
+    """What the downgrade of ``revision`` drops that may hold data, as its script declares it.
+
+    Each revision script says it in ``DOWNGRADE_DROPS`` (table -> ``None`` for the whole table,
+    else the columns), next to the ``downgrade()`` it describes.
+    """
+    script = scripts().get_revision(revision)
+    if script is None:  # pragma: no cover - only shipped revisions are asked about
+        raise MigrationError(f"unknown revision {revision!r}")
+    drops: dict[str, tuple[str, ...] | None] = script.module.DOWNGRADE_DROPS
+    return drops
 
 
 def _undone(current: str | None, target: str) -> list[str]:
@@ -476,7 +484,7 @@ def downgrade_losses(url: Any, revision: str) -> list[str]:
     with _opened(url, read_only=True) as database, database.connect(read_only=True) as connection:
         tables = set(inspect(connection).get_table_names())
         for undone in _undone(_revision(connection), revision):
-            for table, columns in DOWNGRADE_DROPS[undone].items():
+            for table, columns in downgrade_drops(undone).items():
                 if table not in tables:
                     continue
                 if columns is None:

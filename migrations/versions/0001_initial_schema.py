@@ -20,6 +20,13 @@ revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# What downgrade() drops that may hold data (every table, with its rows): table -> None (the whole table) or
+# the columns. `cosmos-models db downgrade` counts these rows and asks for --yes.
+DOWNGRADE_DROPS: dict[str, tuple[str, ...] | None] = {
+    "progress": None,
+    "runs": None,
+    "prompts": None,
+}
 
 ID = sa.String(255)
 NAME = sa.String(100)

@@ -21,6 +21,11 @@ revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# What downgrade() drops that may hold data (the lifecycle columns): table -> None (the whole table) or
+# the columns. `cosmos-models db downgrade` counts these rows and asks for --yes.
+DOWNGRADE_DROPS: dict[str, tuple[str, ...] | None] = {
+    "runs": ("error_message", "worker_id", "heartbeat_at")
+}
 
 ID = sa.String(255)
 TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")

@@ -24,6 +24,9 @@ revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# What downgrade() drops that may hold data (nothing: ids and rows are kept): table -> None (the whole table) or
+# the columns. `cosmos-models db downgrade` counts these rows and asks for --yes.
+DOWNGRADE_DROPS: dict[str, tuple[str, ...] | None] = {}
 
 ID = sa.String(255)
 NAME = sa.String(100)
