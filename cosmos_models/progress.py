@@ -7,6 +7,7 @@ from sqlmodel import Field, Relationship, SQLModel
 
 from cosmos_models.base import ValidatedTable
 from cosmos_models.types import (
+    EXACT_TEXT_TABLE_OPTIONS,
     ID_LENGTH,
     NAME_LENGTH,
     Identifier,
@@ -59,6 +60,7 @@ class Progress(ProgressBase, ValidatedTable, table=True):
         CheckConstraint("percentage >= 0.0 AND percentage <= 100.0", name="percentage_range"),
         # Latest event of a run, and a run's timeline in order.
         Index("ix_progress_run_id_timestamp_id", "run_id", "timestamp", "id"),
+        EXACT_TEXT_TABLE_OPTIONS,
     )
 
     id: int | None = Field(default=None, primary_key=True)
