@@ -6,8 +6,8 @@ type (a number never equals the string "35", a missing key matches nothing, not 
 because each backend converts mismatched types its own way and the answers would differ.
 
 Nothing from a filter is spliced into SQL: the column is looked up among the table's JSON
-columns, path keys are validated and sent as a bound JSON path (an array on PostgreSQL), values
-are bound parameters.
+columns, path keys are validated and sent as a bound JSON path (a strict jsonpath on
+PostgreSQL), values are bound parameters.
 """
 
 import math
@@ -58,9 +58,12 @@ INT64_MAX: Final = 2**63 - 1
 class JsonFilter:
     """One condition on a value inside a JSON column: ``column``, key ``path``, ``op``, ``value``.
 
-    ``path`` holds object keys (``str``) and array indexes (``int`` ≥ 0). ``value`` is a string,
-    a finite number (``==``/``!=``/``<``/``<=``/``>``/``>=``), a bool or ``None`` (``==``/``!=``
-    only). Raises ``ValueError`` naming ``path``, ``op`` or ``value`` when built wrongly.
+    ``path`` holds object keys (``str``, entering objects only) and array indexes (``int`` ≥ 0,
+    entering arrays only). ``value`` is a string (compared exactly, in code point order), a
+    finite number (compared exactly with the stored integer or double), a bool or ``None``
+    (``==``/``!=`` only). The README's "JSON filter semantics" gives the rules. Raises
+    ``ValueError`` naming ``path``, ``op`` or ``value`` when built wrongly, and for keys no
+    backend could look up identically (quotes, backslashes, control characters, a leading ``-``).
     """
 
     column: str
