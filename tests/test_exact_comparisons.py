@@ -31,8 +31,10 @@ from cosmos_models import (
     get_run,
     get_run_detail,
     heartbeat,
+    latest_progress,
     list_prompts,
     list_runs,
+    progress_since,
     record_progress,
     transition,
 )
@@ -162,6 +164,12 @@ def test_heartbeat_transition_and_progress_need_the_exact_run_id(
     with pytest.raises(RunNotFoundError):
         record_progress(exact_db, lookalike, "inference", 10.0)
     assert transition(exact_db, BASE, "running").status == "running"
+    event = record_progress(exact_db, BASE, "inference", 10.0)
+    assert [e.id for e in progress_since(exact_db, BASE)] == [event.id]
+    with pytest.raises(RunNotFoundError):
+        progress_since(exact_db, lookalike)
+    assert latest_progress(exact_db, [lookalike]) == {}
+    assert set(latest_progress(exact_db, [BASE, lookalike])) == {BASE}
 
 
 @pytest.mark.parametrize("lookalike", LOOKALIKES)
