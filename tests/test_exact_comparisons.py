@@ -34,6 +34,7 @@ from cosmos_models import (
     latest_progress,
     list_prompts,
     list_runs,
+    metadata,
     progress_since,
     record_progress,
     transition,
@@ -190,6 +191,20 @@ def test_filters_by_prompt_and_model_type_are_exact(
     assert claim_next_run(exact_db, "w", model_types=[BASE]) is not None
 
 
+def collations(url: URL) -> dict[str, str]:
+    """``table.column`` → collation of every text column of the package's tables."""
+    with DatabaseConnection(url) as conn, conn.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT CONCAT(table_name, '.', column_name), collation_name "
+                "FROM information_schema.columns WHERE table_schema = DATABASE() "
+                "AND collation_name IS NOT NULL "
+                "AND table_name IN ('prompts', 'runs', 'progress')"
+            )
+        ).all()
+    return {name: str(value) for name, value in rows}
+
+
 @pytest.mark.parametrize("collation", FOLDING_COLLATIONS)
 def test_migration_makes_a_folding_database_exact_and_back(
     collation: str, folding_databases: dict[str, URL]
@@ -199,23 +214,12 @@ def test_migration_makes_a_folding_database_exact_and_back(
     url = folding_database(folding_databases, collation, use="migration")
     upgrade(url, "0002")
 
-    def collations() -> dict[str, str]:
-        with DatabaseConnection(url) as conn, conn.engine.connect() as connection:
-            rows = connection.execute(
-                text(
-                    "SELECT CONCAT(table_name, '.', column_name), collation_name "
-                    "FROM information_schema.columns WHERE table_schema = DATABASE() "
-                    "AND collation_name IS NOT NULL AND table_name <> 'alembic_version'"
-                )
-            ).all()
-        return {name: str(value) for name, value in rows if not name.startswith("cosmos_")}
-
     json_columns = {"prompts.inputs", "prompts.parameters", "runs.execution_config"}
     json_columns |= {"runs.outputs", "runs.metadata"}
-    before = collations()
+    before = collations(url)
     assert {before[name] for name in before.keys() - json_columns} == {collation}
     upgrade(url, "head")
-    after = collations()
+    after = collations(url)
     assert {after[name] for name in after.keys() - json_columns} == {"utf8mb4_nopad_bin"}
     assert {after[name] for name in json_columns} == {"utf8mb4_bin"}
     assert schema_differences(url) == []
@@ -228,5 +232,21 @@ def test_migration_makes_a_folding_database_exact_and_back(
                 )
             )
     downgrade(url, "0002")
-    assert collations() == before
+    assert collations(url) == before
     upgrade(url, "head")
+
+
+def test_create_all_gives_the_collations_the_migrations_give(
+    folding_databases: dict[str, URL],
+) -> None:
+    require_backend("mariadb")
+    migrated = folding_database(folding_databases, "utf8mb4_general_ci", use="migrated")
+    created = folding_database(folding_databases, "utf8mb4_general_ci", use="create_all")
+    upgrade(migrated)
+    engine = create_engine(created)
+    try:
+        metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    assert collations(created) == collations(migrated)
+    assert set(collations(created).values()) == {"utf8mb4_nopad_bin", "utf8mb4_bin"}
