@@ -6,8 +6,8 @@ type (a number never equals the string "35", a missing key matches nothing, not 
 because each backend converts mismatched types its own way and the answers would differ.
 
 Nothing from a filter is spliced into SQL: the column is looked up among the table's JSON
-columns, path keys are validated and sent as a bound JSON path (an array on PostgreSQL), values
-are bound parameters.
+columns, path keys are validated and sent as a bound JSON path (a strict jsonpath on
+PostgreSQL), values are bound parameters.
 """
 
 import math
@@ -16,8 +16,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from sqlalchemy import ARRAY, ColumnElement, Float, Table, Text, and_, bindparam, case, cast, func
+from sqlalchemy import (
+    ColumnElement,
+    Double,
+    Numeric,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    true,
+)
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import BinaryExpression
+from sqlalchemy.sql.functions import FunctionElement
 
 from cosmos_models.arguments import MAX_INT, check_int, check_str
 from cosmos_models.types import backend_family
@@ -32,39 +51,20 @@ MAX_KEY_LENGTH: Final = 255
 # control characters have no business in keys: refusing them keeps one path meaning one thing.
 _BAD_KEY = re.compile(r'["\\\x00-\x1f\x7f]')
 
-# The names each backend's JSON type function gives each kind of JSON value.
-_TYPE_NAMES: Final[dict[str, dict[str, tuple[str, ...]]]] = {
-    "sqlite": {
-        "number": ("integer", "real"),
-        "string": ("text",),
-        "true": ("true",),
-        "false": ("false",),
-        "null": ("null",),
-    },
-    "mysql": {
-        "number": ("INTEGER", "DOUBLE", "UNSIGNED INTEGER", "DECIMAL"),
-        "string": ("STRING",),
-        "true": ("BOOLEAN",),
-        "false": ("BOOLEAN",),
-        "null": ("NULL",),
-    },
-    "postgresql": {
-        "number": ("number",),
-        "string": ("string",),
-        "true": ("boolean",),
-        "false": ("boolean",),
-        "null": ("null",),
-    },
-}
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
 
 
 @dataclass(frozen=True)
 class JsonFilter:
     """One condition on a value inside a JSON column: ``column``, key ``path``, ``op``, ``value``.
 
-    ``path`` holds object keys (``str``) and array indexes (``int`` ≥ 0). ``value`` is a string,
-    a finite number (``==``/``!=``/``<``/``<=``/``>``/``>=``), a bool or ``None`` (``==``/``!=``
-    only). Raises ``ValueError`` naming ``path``, ``op`` or ``value`` when built wrongly.
+    ``path`` holds object keys (``str``, entering objects only) and array indexes (``int`` ≥ 0,
+    entering arrays only). ``value`` is a string (compared exactly, in code point order), a
+    finite number (compared exactly with the stored integer or double), a bool or ``None``
+    (``==``/``!=`` only). The README's "JSON filter semantics" gives the rules. Raises
+    ``ValueError`` naming ``path``, ``op`` or ``value`` when built wrongly, and for keys no
+    backend could look up identically (quotes, backslashes, control characters, a leading ``-``).
     """
 
     column: str
@@ -95,6 +95,12 @@ def _checked_path(path: Any) -> list[str | int]:
                 f"path: key {key!r} must be 1 to {MAX_KEY_LENGTH} characters without quotes, "
                 "backslashes or control characters"
             )
+        elif key.startswith("-"):
+            # MariaDB's JSON paths never find such a key, quoted or escaped ($."-" is NULL
+            # for {"-": 1}): refused, so that no backend answers differently.
+            raise ValueError(
+                f"path: key {key!r} starts with '-', which MariaDB's JSON paths cannot look up"
+            )
         else:
             check_str(key, "path")
     return list(path)
@@ -116,14 +122,6 @@ def _check_value(value: Any, op: str) -> None:
         raise ValueError(f"value: must be a string, number, bool or None, got {value!r}")
 
 
-def _kind(value: JsonScalar) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "string" if isinstance(value, str) else "number"
-
-
 def _json_path(path: Sequence[str | int]) -> str:
     # SQLite and MySQL: $."key"[0]; keys are quoted so that dots or spaces in them stay literal.
     return "$" + "".join(f"[{key}]" if isinstance(key, int) else f'."{key}"' for key in path)
@@ -142,6 +140,186 @@ def _compare(left: ColumnElement[Any], op: str, right: Any) -> ColumnElement[boo
     return result
 
 
+# -- numbers -------------------------------------------------------------------------------------
+#
+# A document's number is either an integer (compared exactly, within the 64-bit range SQLite can
+# read) or a double. The filter's value is turned, in Python, into an exact condition on each of
+# the two: ``x < 2.5`` on integers is ``x <= 2``, ``x == 2**53 + 1`` on doubles is never true
+# and ``x < 2**53 + 1`` is ``x <= 2.0**53``. Each backend then compares like with like (integers
+# with an integer, doubles with a double), which every backend does exactly.
+
+_Condition = tuple[str, int | float] | bool
+
+
+def _between(op: str, low: int | float | None, high: int | float | None) -> _Condition:
+    """The condition ``x op v`` for a ``v`` strictly between neighbours ``low`` and ``high``."""
+    if op in ("==", "!="):
+        return op == "!="
+    if op in ("<", "<="):
+        return False if low is None else ("<=", low)
+    return False if high is None else (">=", high)
+
+
+def _on_integers(op: str, value: int | float) -> _Condition:
+    if isinstance(value, int):
+        exact: int | None = value if INT64_MIN <= value <= INT64_MAX else None
+        low: int | None = value if exact is None else None
+        high = low
+    else:
+        exact = int(value) if value.is_integer() and INT64_MIN <= value <= INT64_MAX else None
+        low, high = math.floor(value), math.ceil(value)
+    if exact is not None:
+        return (op, exact)
+    assert low is not None
+    assert high is not None
+    low = None if low < INT64_MIN else min(low, INT64_MAX)
+    high = None if high > INT64_MAX else max(high, INT64_MIN)
+    return _between(op, low, high)
+
+
+def _on_doubles(op: str, value: int | float) -> _Condition:
+    if isinstance(value, float):
+        return (op, value)
+    try:
+        nearest = float(value)
+    except OverflowError:
+        nearest = math.inf if value > 0 else -math.inf
+    if nearest == value:  # Python compares an int with a float exactly
+        return (op, nearest)
+    if nearest < value:
+        low, high = nearest, math.nextafter(nearest, math.inf)
+    else:
+        low, high = math.nextafter(nearest, -math.inf), nearest
+    return _between(op, low if math.isfinite(low) else None, high if math.isfinite(high) else None)
+
+
+def _number_branch(
+    is_kind: ColumnElement[bool], operand: ColumnElement[Any], condition: _Condition
+) -> ColumnElement[bool]:
+    if condition is True:
+        return is_kind
+    if condition is False:
+        return false()
+    op, bound = condition
+    # CASE, not AND: SQL does not promise to test the type before casting, and PostgreSQL's cast
+    # of a non-numeric string fails the whole query.
+    return _compare(case((is_kind, operand), else_=None), op, bound)
+
+
+# -- the condition -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Access:
+    """How one backend reads the value at a path: its JSON type and the value as each kind."""
+
+    is_null: ColumnElement[bool]
+    is_true: ColumnElement[bool]
+    is_false: ColumnElement[bool]
+    is_string: ColumnElement[bool]
+    is_integer: ColumnElement[bool]
+    is_double: ColumnElement[bool]
+    as_text: ColumnElement[Any]
+    as_integer: ColumnElement[Any]
+    as_double: ColumnElement[Any]
+    present: ColumnElement[bool]
+
+
+def _postgresql_access(column: ColumnElement[Any], path: Sequence[str | int]) -> _Access:
+    # A strict jsonpath: a key step only enters objects and an index step only arrays ("#>"
+    # with '{0}' would read key "0" of an object and index 0 of an array alike); silent=true
+    # makes a missing step NULL instead of an error.
+    steps = "".join(f"[{key}]" if isinstance(key, int) else f'."{key}"' for key in path)
+    value = func.jsonb_path_query_first(
+        column,
+        cast(bindparam(None, "strict $" + steps, type_=Text), postgresql.JSONPATH),
+        cast(literal("{}"), postgresql.JSONB),
+        true(),
+        type_=postgresql.JSONB,
+    )
+    json_type = func.jsonb_typeof(value)
+    text = value.op("#>>", return_type=Text)(literal_column("'{}'::text[]"))
+    is_number = json_type == "number"
+    # The package writes doubles with a fractional part ("7.0") and JSONB keeps it as written,
+    # so a number's text tells integers from doubles.
+    has_point = text.contains(".", autoescape=False)
+    whole = case((and_(is_number, ~has_point), cast(text, Numeric)), else_=None)
+    return _Access(
+        is_null=json_type == "null",
+        is_true=and_(json_type == "boolean", text == "true"),
+        is_false=and_(json_type == "boolean", text == "false"),
+        is_string=json_type == "string",
+        is_integer=whole.between(INT64_MIN, INT64_MAX),
+        is_double=and_(is_number, has_point),
+        # "C": byte order of UTF-8, which is code point order, as on SQLite and MariaDB.
+        as_text=text.collate("C"),
+        as_integer=cast(text, Numeric),
+        as_double=cast(text, Double),
+        present=json_type.is_not(None),
+    )
+
+
+class _DoubleOf(FunctionElement[float]):
+    """``CAST(x AS DOUBLE)``: SQLAlchemy skips casts to DOUBLE on MySQL, where FLOAT is single."""
+
+    type = Double()
+    inherit_cache = True
+
+
+@compiles(_DoubleOf)
+def _compile_double_of(element: _DoubleOf, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS DOUBLE)"
+
+
+def _mysql_access(column: ColumnElement[Any], path: Sequence[str | int]) -> _Access:
+    extracted = func.json_extract(column, bindparam(None, _json_path(path), type_=Text))
+    json_type = func.json_type(extracted)
+    # MariaDB reads "$[0]" of an object or a scalar as the value itself: an index step counts
+    # only where the value before it is an array.
+    arrays = [
+        func.json_type(func.json_extract(column, bindparam(None, _json_path(path[:at]), Text)))
+        == "ARRAY"
+        for at, key in enumerate(path)
+        if isinstance(key, int)
+    ]
+    text = func.json_unquote(extracted)
+    whole = case((json_type == "INTEGER", cast(text, mysql.DECIMAL(65, 0))), else_=None)
+    return _Access(
+        is_null=json_type == "NULL",
+        is_true=and_(json_type == "BOOLEAN", text == "true"),
+        is_false=and_(json_type == "BOOLEAN", text == "false"),
+        is_string=json_type == "STRING",
+        is_integer=whole.between(INT64_MIN, INT64_MAX),
+        is_double=json_type == "DOUBLE",
+        # Binary strings compare byte by byte: no padding, no case folding (utf8mb4_bin pads
+        # spaces, and the database's default collation often folds case), code point order.
+        as_text=cast(text, mysql.BINARY()),
+        as_integer=cast(text, mysql.DECIMAL(65, 0)),
+        # DOUBLE, never FLOAT: MariaDB's FLOAT is single precision.
+        as_double=_DoubleOf(text),
+        present=and_(json_type.is_not(None), *arrays),
+    )
+
+
+def _sqlite_access(column: ColumnElement[Any], path: Sequence[str | int]) -> _Access:
+    bound = bindparam(None, _json_path(path), type_=Text)
+    json_type = func.json_type(column, bound)
+    value = func.json_extract(column, bound)
+    return _Access(
+        is_null=json_type == "null",
+        is_true=json_type == "true",
+        is_false=json_type == "false",
+        is_string=json_type == "text",
+        # json_extract reads an integer beyond 64 bits as a (rounded) real: those are left out.
+        is_integer=and_(json_type == "integer", func.typeof(value) == "integer"),
+        is_double=json_type == "real",
+        as_text=value,
+        as_integer=value,
+        as_double=value,
+        present=json_type.is_not(None),
+    )
+
+
 def json_condition(
     table: Table, columns: dict[str, str], condition: JsonFilter, dialect: str
 ) -> ColumnElement[bool]:
@@ -157,37 +335,29 @@ def json_condition(
         )
     column = table.c[columns[condition.column]]
     family = backend_family(dialect)
-    if family == "postgresql":
-        keys = bindparam(None, [str(key) for key in condition.path], type_=ARRAY(Text))
-        json_type = func.jsonb_typeof(column.op("#>")(keys))
-        as_number: ColumnElement[Any] = cast(column.op("#>>", return_type=Text)(keys), Float)
-        # "C": byte order, as on SQLite and MariaDB, whatever the database's locale.
-        as_text: ColumnElement[Any] = column.op("#>>", return_type=Text)(keys).collate("C")
-    elif family == "mysql":
-        path = bindparam(None, _json_path(condition.path), type_=Text)
-        extracted = func.json_extract(column, path)
-        json_type = func.json_type(extracted)
-        # JSON_UNQUOTE returns the string's text; _bin so that comparisons are exact whatever
-        # the database's default collation (which is often case-insensitive).
-        as_text = func.json_unquote(extracted).collate("utf8mb4_bin")
-        as_number = cast(func.json_unquote(extracted), Float)
-    else:
-        path = bindparam(None, _json_path(condition.path), type_=Text)
-        json_type = func.json_type(column, path)
-        as_text = as_number = func.json_extract(column, path)
-    kind = _kind(condition.value)
-    if kind == "null":
-        is_null = json_type.in_(_TYPE_NAMES[family]["null"])
+    read = (
+        _postgresql_access
+        if family == "postgresql"
+        else _mysql_access
+        if family == "mysql"
+        else _sqlite_access
+    )
+    access = read(column, condition.path)
+    value, op = condition.value, condition.op
+    if value is None:
         # "!= None": the key is present with any value but null.
-        return is_null if condition.op == "==" else and_(json_type.is_not(None), ~is_null)
-    if kind in ("true", "false"):
+        found = access.is_null if op == "==" else and_(access.present, ~access.is_null)
+    elif isinstance(value, bool):
         # "!= True" is "== False": a filter only ever matches values of its own JSON type.
-        wanted = "true" if (kind == "true") == (condition.op == "==") else "false"
-        of_bool = json_type.in_(_TYPE_NAMES[family][wanted])
-        # SQLite's type names say true or false; elsewhere one name covers both, so read the text.
-        return of_bool if family == "sqlite" else and_(of_bool, as_text == wanted)
-    operand = as_text if kind == "string" else as_number
-    # CASE, not AND: SQL does not promise to test the type before casting, and PostgreSQL's cast
-    # of a non-numeric string fails the whole query.
-    guarded = case((json_type.in_(_TYPE_NAMES[family][kind]), operand), else_=None)
-    return _compare(guarded, condition.op, condition.value)
+        found = access.is_true if value == (op == "==") else access.is_false
+    elif isinstance(value, str):
+        right: Any = value
+        if family == "mysql":  # bytes against bytes, as the document's side
+            right = cast(bindparam(None, value, type_=Text), mysql.BINARY())
+        found = _compare(case((access.is_string, access.as_text), else_=None), op, right)
+    else:
+        found = or_(
+            _number_branch(access.is_integer, access.as_integer, _on_integers(op, value)),
+            _number_branch(access.is_double, access.as_double, _on_doubles(op, value)),
+        )
+    return and_(access.present, found)

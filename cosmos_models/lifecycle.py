@@ -352,6 +352,12 @@ def reap_stale_runs(
     # No stored heartbeat is older than MIN_TIMESTAMP; a longer window would overflow datetime.
     cutoff = moment - min(older_than, moment - MIN_TIMESTAMP)
     with conn.get_session() as session:
+        if not conn.is_sqlite:
+            # READ COMMITTED, as for claims: at MariaDB's REPEATABLE READ the locking read keeps
+            # a lock on every row its scan looked at, pending ones included, and claimants'
+            # SKIP LOCKED then skips them as if taken (the queue looked empty while the reaper's
+            # transaction was open). At READ COMMITTED only the rows it returns stay locked.
+            session.connection(execution_options={"isolation_level": "READ COMMITTED"})
         stale = session.execute(
             select(RUNS.c.id, RUNS.c.worker_id, RUNS.c.heartbeat_at)
             .where(RUNS.c.status.in_(ACTIVE_STATUSES), RUNS.c.heartbeat_at < cutoff)

@@ -7,6 +7,7 @@ from sqlmodel import Field, Relationship, SQLModel
 
 from cosmos_models.base import ValidatedTable
 from cosmos_models.types import (
+    EXACT_TEXT_TABLE_OPTIONS,
     ID_LENGTH,
     NAME_LENGTH,
     Identifier,
@@ -61,7 +62,7 @@ class Progress(ProgressBase, ValidatedTable, table=True):
         Index("ix_progress_run_id_timestamp_id", "run_id", "timestamp", "id"),
         # SQLite would otherwise hand a deleted row's id to the next event (max(id) + 1); ids
         # are never reused on PostgreSQL and MariaDB either (migration 0003).
-        {"sqlite_autoincrement": True},
+        {"sqlite_autoincrement": True, **EXACT_TEXT_TABLE_OPTIONS},
     )
 
     id: int | None = Field(default=None, primary_key=True)

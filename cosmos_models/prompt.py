@@ -10,6 +10,7 @@ import cosmos_models.cascade  # noqa: F401
 from cosmos_models.base import ValidatedTable
 from cosmos_models.ids import new_prompt_id
 from cosmos_models.types import (
+    EXACT_TEXT_TABLE_OPTIONS,
     ID_LENGTH,
     NAME_LENGTH,
     Identifier,
@@ -73,7 +74,10 @@ class Prompt(PromptBase, ValidatedTable, table=True):
 
     __tablename__ = "prompts"
     # list_prompts: newest first, keyset-paginated on (created_at, id).
-    __table_args__ = (Index("ix_prompts_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_prompts_created_at_id", "created_at", "id"),
+        EXACT_TEXT_TABLE_OPTIONS,
+    )
 
     id: Identifier = Field(
         default_factory=new_prompt_id, primary_key=True, sa_type=String(ID_LENGTH)

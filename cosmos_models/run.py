@@ -9,6 +9,7 @@ from sqlmodel import Field, Relationship, SQLModel
 from cosmos_models.base import ValidatedTable
 from cosmos_models.ids import new_run_id
 from cosmos_models.types import (
+    EXACT_TEXT_TABLE_OPTIONS,
     ID_LENGTH,
     NAME_LENGTH,
     Identifier,
@@ -124,6 +125,7 @@ class Run(RunBase, ValidatedTable, table=True):
         # Dashboards: runs of a status in time order; list_runs: newest first.
         Index("ix_runs_status_created_at_id", "status", "created_at", "id"),
         Index("ix_runs_created_at_id", "created_at", "id"),
+        EXACT_TEXT_TABLE_OPTIONS,
     )
 
     id: Identifier = Field(default_factory=new_run_id, primary_key=True, sa_type=String(ID_LENGTH))

@@ -42,6 +42,24 @@ MAX_JSON_DEPTH = 31
 MAX_JSON_INT_BITS = 14_000
 
 
+EXACT_TEXT_COLLATION = "utf8mb4_nopad_bin"
+"""MariaDB's exact collation: binary, NO PAD (``utf8mb4_bin`` pads: ``'a ' = 'a'``)."""
+
+EXACT_TEXT_TABLE_OPTIONS: dict[str, str] = {
+    f"{dialect}_{option}": value
+    for dialect in ("mysql", "mariadb")  # SQLAlchemy reads the options of its dialect's name
+    for option, value in (("charset", "utf8mb4"), ("collate", EXACT_TEXT_COLLATION))
+}
+"""Table options that make every text column of a table compare exactly on MariaDB.
+
+Ids, worker ids, statuses and names are compared with ``=`` by the package; under a database's
+default collation (often case- and accent-insensitive) ``'RS_ABC' = 'rs_abc '`` would hold.
+Migration 0004 converts existing tables; MySQL 8, which lacks this collation, gets its NO PAD
+binary ``utf8mb4_0900_bin`` from the migration (tables are created by migrations, not
+``create_all``). SQLite (BINARY) and PostgreSQL (deterministic collations) are exact already.
+"""
+
+
 def backend_family(dialect: Dialect | str) -> str:
     """``"mysql"`` for MySQL and MariaDB (SQLAlchemy names them apart), else the dialect's name."""
     name = dialect if isinstance(dialect, str) else dialect.name
