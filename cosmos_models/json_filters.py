@@ -38,7 +38,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import BinaryExpression
 from sqlalchemy.sql.functions import FunctionElement
 
-from cosmos_models.arguments import MAX_INT, check_int, check_str
+from cosmos_models.arguments import check_int, check_str
 from cosmos_models.types import backend_family
 
 Operator = Literal["==", "!=", "<", "<=", ">", ">="]
@@ -115,10 +115,9 @@ def _check_value(value: Any, op: str) -> None:
         raise ValueError(f"value: must be a finite number, got {value!r}")
     if isinstance(value, str):
         check_str(value, "value")
-    elif isinstance(value, int):
-        # Bound as a SQL integer: SQLite (and BIGINT) stop at 64 bits.
-        check_int(value, "value", -MAX_INT - 1)
-    elif not isinstance(value, float):
+    elif not isinstance(value, int | float):
+        # Any int is fine: _number_branch turns it into exact conditions on 64-bit integers and
+        # doubles, never a raw bound value a driver could overflow on.
         raise ValueError(f"value: must be a string, number, bool or None, got {value!r}")
 
 
