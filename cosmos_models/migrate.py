@@ -45,7 +45,7 @@ from cosmos_models.connection import (
     sqlite_error,
 )
 from cosmos_models.errors import MigrationError
-from cosmos_models.types import backend_family, metadata, utcnow
+from cosmos_models.types import JSONDocument, backend_family, metadata, utcnow
 
 # An arbitrary constant: the key of PostgreSQL's advisory lock and MariaDB's named lock.
 _LOCK_KEY = 7_316_952_804_113
@@ -56,6 +56,8 @@ _TABLES = frozenset({"prompts", "runs", "progress"})
 # these tables in its database usually runs Alembic for its own tables too, and the two
 # histories must not collide (each would take the other's revision for an unknown one).
 VERSION_TABLE = "cosmos_models_version"
+# The binary NO PAD collations migration 0004 gives text columns (MariaDB; MySQL 8).
+_EXACT_COLLATIONS = frozenset({"utf8mb4_nopad_bin", "utf8mb4_0900_bin"})
 
 
 def _revision(connection: Connection) -> str | None:
@@ -561,4 +563,52 @@ def schema_differences(url: Any = None) -> list[Any]:
                 "version_table": VERSION_TABLE,
             },
         )
-        return list(compare_metadata(context, metadata))
+        differences: list[Any] = list(compare_metadata(context, metadata))
+        differences.extend(_unseen_differences(connection))
+        return differences
+
+
+def _unseen_differences(connection: Connection) -> list[str]:
+    """What autogenerate cannot see: the revision, SQLite AUTOINCREMENT, MariaDB collations.
+
+    A database stamped at head without running 0003/0004 (or downgraded by hand) would otherwise
+    pass the check while reusing ids or comparing ``'RS_ABC' = 'rs_abc '``.
+    """
+    found: list[str] = []
+    revision = _revision(connection)
+    if revision != head_revision():
+        found.append(
+            f"revision {revision or '(none)'} is not head {head_revision()}: "
+            "run cosmos-models db upgrade"
+        )
+    family = backend_family(connection.dialect)
+    tables = set(inspect(connection).get_table_names())
+    if family == "sqlite" and "progress" in tables:
+        sql = connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'progress'"
+        ).scalar()
+        if "AUTOINCREMENT" not in str(sql).upper():
+            found.append("table progress is not AUTOINCREMENT: deleted ids would be reused")
+    if family == "mysql":
+        rows = connection.execute(
+            text(
+                "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+                "WHERE table_schema = DATABASE() AND collation_name IS NOT NULL "
+                "AND table_name IN ('prompts', 'runs', 'progress') "
+            )
+        ).all()
+        # JSON columns are LONGTEXT with a JSON_VALID check on MariaDB and keep utf8mb4_bin:
+        # their text is never compared as a whole (filters extract and compare values).
+        json_columns = {
+            (table.name, column.name)
+            for table in metadata.tables.values()
+            for column in table.columns
+            if isinstance(column.type, JSONDocument)
+        }
+        for table, column, collation in rows:
+            if (table, column) not in json_columns and collation not in _EXACT_COLLATIONS:
+                found.append(
+                    f"column {table}.{column} has collation {collation}: comparisons are not "
+                    "exact (run cosmos-models db upgrade)"
+                )
+    return found

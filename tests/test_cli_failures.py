@@ -237,13 +237,15 @@ def test_downgrade_that_drops_data_asks_for_yes_on_sqlite(
     assert "--yes" in err
     assert list(tmp_path.iterdir()) == [tmp_path / "keep.db"]  # no backup, nothing dropped:
     assert cli(capsys, "stats", "--json", "-d", path)[1].count('"prompts": 1') == 1
-    # One step down drops the lifecycle columns: only those that hold values are named.
-    code, _, err = cli(capsys, "db", "downgrade", "--no-backup", "-d", path)
+    # 0002 -> 0001 drops the lifecycle columns: only those that hold values are named.
+    down = ("db", "downgrade", "0002", "--yes", "--no-backup", "-d", path)
+    assert cli(capsys, *down)[0] == 0  # what later revisions drop, confirmed with --yes
+    code, _, err = cli(capsys, "db", "downgrade", "0001", "--no-backup", "-d", path)
     assert code == 0, err  # seed() leaves error_message, worker_id and heartbeat_at empty
-    assert cli(capsys, "db", "upgrade", "--no-backup", "-d", path)[0] == 0
+    assert cli(capsys, "db", "upgrade", "0002", "--no-backup", "-d", path)[0] == 0
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE runs SET worker_id = 'w1' WHERE id = 'rs_cli_active'")
-    code, _, err = cli(capsys, "db", "downgrade", "--no-backup", "-d", path)
+    code, _, err = cli(capsys, "db", "downgrade", "0001", "--no-backup", "-d", path)
     assert code == 1
     assert "would drop column runs.worker_id (1 values)" in err
     # With the backup on, the copy is the safety net: no question asked.

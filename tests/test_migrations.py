@@ -17,6 +17,7 @@ from sqlalchemy import MetaData, create_engine, insert, inspect, select, text
 
 from cosmos_models import DatabaseConnection, MigrationError, Run, init_database
 from cosmos_models.migrate import (
+    VERSION_TABLE,
     alembic_config,
     current_revision,
     downgrade,
@@ -395,3 +396,34 @@ def test_an_apps_own_alembic_history_is_left_alone(tmp_path: Path) -> None:
         ]
     finally:
         connection.close()
+
+
+def test_schema_check_sees_what_autogenerate_cannot(empty_url: str) -> None:
+    """A database stamped at head without 0003/0004's changes, or left at an older revision,
+    fails the check: SQLite ids that would be reused, MariaDB comparisons that are not exact."""
+    upgrade(empty_url)
+    downgrade(empty_url, "0002")
+    differences = [str(item) for item in schema_differences(empty_url)]
+    assert f"revision 0002 is not head {head_revision()}: run cosmos-models db upgrade" in (
+        differences
+    )
+    # Stamped at head by hand: the revision is right, the schema is not.
+    engine = create_engine(DatabaseConnection(empty_url).url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(f"UPDATE {VERSION_TABLE} SET version_num = :head"), {"head": head_revision()}
+            )
+    finally:
+        engine.dispose()
+    differences = [str(item) for item in schema_differences(empty_url)]
+    assert not any(item.startswith("revision") for item in differences)
+    if empty_url.startswith("sqlite"):
+        assert "table progress is not AUTOINCREMENT: deleted ids would be reused" in differences
+    elif empty_url.startswith("mysql"):
+        assert any(
+            item.startswith("column runs.id has collation utf8mb4_bin") for item in differences
+        )
+        assert not any("runs.outputs" in item for item in differences)  # JSON keeps its own
+    else:
+        assert differences == []  # 0003 and 0004 change nothing on PostgreSQL
