@@ -20,8 +20,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, bindparam, create_engine, inspect, text
+from sqlalchemy import Connection, bindparam, inspect, text
 
+from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import MigrationError
 from cosmos_models.types import ID_LENGTH, NAME_LENGTH, UTCDateTime, backend_family
 
@@ -191,12 +192,11 @@ def check_legacy_sqlite(path: Path) -> None:
 
     Opens the file read-only: a refused file is left byte-for-byte as it was.
     """
-    engine = create_engine(f"sqlite:///{path.resolve().as_uri()}?mode=ro&uri=true")
-    try:
-        with engine.connect() as connection:
-            problems = legacy_problems(connection)
-    finally:
-        engine.dispose()
+    with (
+        DatabaseConnection(path, read_only=True, sqlite_wal=False) as database,
+        database.connect(read_only=True) as connection,
+    ):
+        problems = legacy_problems(connection)
     if problems:
         raise _refusal(problems)
 
