@@ -129,7 +129,7 @@ def runs_show(
         after = 0
         while page := progress_since(connection, run_id, after, 500):
             timeline.extend(page)
-            after = page[-1].id
+            after = page[-1].seq
     if as_json:
         payload = detail.model_dump(mode="json")
         payload["progress"] = [event.model_dump(mode="json") for event in timeline]

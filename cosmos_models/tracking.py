@@ -1,22 +1,39 @@
 """Recording and reading progress events: the write path of workers, the read path of dashboards.
 
 ``record_progress_batch`` is the fast path: events are validated into plain dicts by one
-pydantic-core call (no model or ORM objects, no identity map), the target runs are checked in one
-query, and all rows go in with one Core ``executemany``, inside one transaction.
+pydantic-core call (no model or ORM objects, no identity map), each target run's row is updated
+once (numbering its events and keeping its progress summary), and all rows go in with one Core
+``executemany``, inside one transaction.
 """
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Annotated, Any, Final, NotRequired, cast
+from typing import Annotated, Any, Final, NoReturn, NotRequired, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, Row, Select, String, bindparam, func, insert, select, true
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Row,
+    Select,
+    String,
+    Update,
+    and_,
+    any_,
+    bindparam,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import event as orm_events
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm.attributes import set_committed_value
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import RunFinishedError, RunNotFoundError
-from cosmos_models.progress import ProgressCreate, ProgressRead
+from cosmos_models.progress import Progress, ProgressCreate, ProgressRead
 from cosmos_models.run import RunStatus
 from cosmos_models.tables import PROGRESS, RUNS
 from cosmos_models.types import utcnow
@@ -55,30 +72,107 @@ def _rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # Built once: statement construction costs more than the query itself for small batches.
-_RUN_STATUSES: Final = (
-    select(RUNS.c.id, RUNS.c.status)
-    .where(RUNS.c.id.in_(bindparam("run_ids", expanding=True)))
-    .with_for_update(read=True)
+_FINAL_STATUSES: Final = sorted(status.value for status in RunStatus if status.is_final)
+
+
+def _advance_statement(*, open_runs_only: bool) -> Update:
+    """Number a run's next ``n`` events and keep its summary: one UPDATE of the run row.
+
+    Updating the run row first takes its row lock (SQLite: the write lock of BEGIN IMMEDIATE),
+    so writers of one run take turns and each numbers its events after the previous writer's
+    commit: per run, seq order is commit order, without gaps. ``updated_at`` is left as it is:
+    progress is not a change of the run's record.
+    """
+    statement = (
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("target"))
+        .values(
+            progress_count=RUNS.c.progress_count + bindparam("n"),
+            latest_seq=RUNS.c.latest_seq + bindparam("n"),
+            latest_stage=bindparam("stage"),
+            latest_percentage=bindparam("percentage"),
+            latest_message=bindparam("message"),
+            latest_at=bindparam("timestamp", type_=RUNS.c.latest_at.type),
+            updated_at=RUNS.c.updated_at,
+        )
+    )
+    if open_runs_only:
+        statement = statement.where(RUNS.c.status.not_in(_FINAL_STATUSES))
+    return statement
+
+
+_ADVANCE_OPEN: Final = _advance_statement(open_runs_only=True)
+_ADVANCE_ANY: Final = _advance_statement(open_runs_only=False)
+_LATEST_SEQS: Final = select(RUNS.c.id, RUNS.c.latest_seq).where(
+    RUNS.c.id.in_(bindparam("run_ids", expanding=True))
+)
+_RUN_STATUSES: Final = select(RUNS.c.id, RUNS.c.status).where(
+    RUNS.c.id.in_(bindparam("run_ids", expanding=True))
 )
 _INSERT_PROGRESS: Final = insert(PROGRESS)
+# NOTIFY is delivered at commit, and not at all on rollback: followers wake for committed events.
+NOTIFY_CHANNEL: Final = "cosmos_progress"
+_NOTIFY: Final = text(
+    f"SELECT pg_notify('{NOTIFY_CHANNEL}', run_id) FROM unnest(CAST(:run_ids AS text[])) run_id"
+)
 
 
-def _check_runs_open(connection: Connection, run_ids: set[str]) -> None:
-    """Refuse events for unknown or final runs, checking every run in one query.
-
-    ``FOR SHARE`` (PostgreSQL, MariaDB; nothing on SQLite, whose writers take turns) keeps a
-    concurrent transition from finishing a run between this check and the insert.
-    """
+def _refuse(connection: Connection, run_ids: list[str]) -> NoReturn:
+    """Raise for the unknown or final runs among ``run_ids`` (some UPDATE matched nothing)."""
     found: dict[str, RunStatus] = {
-        row.id: row.status
-        for row in connection.execute(_RUN_STATUSES, {"run_ids": sorted(run_ids)})
+        row.id: row.status for row in connection.execute(_RUN_STATUSES, {"run_ids": run_ids})
     }
-    missing = run_ids - found.keys()
+    missing = sorted(set(run_ids) - found.keys())
     if missing:
-        raise RunNotFoundError(sorted(missing))
-    for run_id in sorted(found):
-        if found[run_id].is_final:
-            raise RunFinishedError(run_id, found[run_id].value)
+        raise RunNotFoundError(missing)
+    final = next(run_id for run_id in run_ids if found[run_id].is_final)
+    raise RunFinishedError(final, found[final].value)
+
+
+def number_events(
+    connection: Connection, rows: list[dict[str, Any]], *, open_runs_only: bool = True
+) -> None:
+    """Give each row its ``seq`` and update its run's summary, in the caller's transaction.
+
+    One UPDATE per run (in sorted id order, so two batches over the same runs cannot deadlock),
+    then the new counters in one SELECT; a run's rows are numbered in the order given. Raises
+    ``RunNotFoundError`` listing unknown runs, ``RunFinishedError`` for a final run (with
+    ``open_runs_only``); the caller's transaction must then roll back.
+    """
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_run.setdefault(row["run_id"], []).append(row)
+    run_ids = sorted(by_run)
+    advance = _ADVANCE_OPEN if open_runs_only else _ADVANCE_ANY
+    matched = 0
+    for run_id in run_ids:
+        events = by_run[run_id]
+        last = events[-1]
+        result = cast(
+            CursorResult[Any],
+            connection.execute(
+                advance,
+                {
+                    "target": run_id,
+                    "n": len(events),
+                    "stage": last["stage"],
+                    "percentage": last["percentage"],
+                    "message": last["message"],
+                    "timestamp": last["timestamp"],
+                },
+            ),
+        )
+        matched += result.rowcount
+    if matched != len(run_ids):
+        _refuse(connection, run_ids)
+    # Read under the row locks just taken, so no other writer can have moved the counters.
+    for run_id, latest in connection.execute(_LATEST_SEQS, {"run_ids": run_ids}):
+        events = by_run[run_id]
+        first = latest - len(events) + 1
+        for offset, event in enumerate(events):
+            event["seq"] = first + offset
+    if connection.dialect.name == "postgresql":
+        connection.execute(_NOTIFY, {"run_ids": run_ids})
 
 
 def record_progress(
@@ -90,7 +184,7 @@ def record_progress(
     *,
     timestamp: datetime | None = None,
 ) -> ProgressRead:
-    """Record one progress event of a run and return it with its id.
+    """Record one progress event of a run and return it with its id and seq.
 
     ``timestamp`` defaults to now (UTC). Raises ``pydantic.ValidationError`` naming the field,
     ``RunNotFoundError`` for an unknown run, ``RunFinishedError`` for a completed, failed or
@@ -102,10 +196,10 @@ def record_progress(
     (row,) = _rows([event.model_dump()])
     with conn.get_session() as session:
         connection = session.connection()
-        _check_runs_open(connection, {event.run_id})
-        result = connection.execute(insert(PROGRESS).values(**row))
+        number_events(connection, [row])
+        result = connection.execute(_INSERT_PROGRESS, row)
         new_id = cast(Row[Any], result.inserted_primary_key)[0]  # one row inserted: never None
-    return ProgressRead.model_validate({**row, "id": new_id})
+    return _construct({**row, "id": new_id})
 
 
 def record_progress_batch(
@@ -125,9 +219,13 @@ def record_progress_batch(
     with conn.get_session() as session:
         # Core on the session's connection: the ORM layer has nothing to add to these statements.
         connection = session.connection()
-        _check_runs_open(connection, {row["run_id"] for row in rows})
+        number_events(connection, rows)
         connection.execute(_INSERT_PROGRESS, rows)
     return len(rows)
+
+
+_READ_FIELDS: Final = ("id", "run_id", "seq", "stage", "percentage", "message", "timestamp")
+_ALL_FIELDS: Final = frozenset(_READ_FIELDS)
 
 
 def progress_read(row: Row[Any]) -> ProgressRead:
@@ -137,7 +235,18 @@ def progress_read(row: Row[Any]) -> ProgressRead:
     in and by the CHECK constraint): validating each one again cost most of a 1,000-run
     ``latest_progress`` call.
     """
-    return ProgressRead.model_construct(**row._mapping)
+    return _construct(row._mapping)
+
+
+def _construct(values: Mapping[Any, Any]) -> ProgressRead:
+    # model_construct without its per-field default handling: every field is given, so filling
+    # __dict__ directly is the whole job (a third of the cost of model_construct).
+    read: ProgressRead = ProgressRead.__new__(ProgressRead)
+    object.__setattr__(read, "__dict__", {name: values[name] for name in _READ_FIELDS})
+    object.__setattr__(read, "__pydantic_fields_set__", _ALL_FIELDS)
+    object.__setattr__(read, "__pydantic_extra__", None)
+    object.__setattr__(read, "__pydantic_private__", None)
+    return read
 
 
 def check_limit(limit: int) -> None:
@@ -147,12 +256,13 @@ def check_limit(limit: int) -> None:
 
 
 def latest_progress(conn: DatabaseConnection, run_ids: Iterable[str]) -> dict[str, ProgressRead]:
-    """Return the latest event (greatest ``timestamp``, then ``id``) of each run, in one query.
+    """Return the latest event of each run: its greatest ``seq`` (the last one committed).
 
-    Runs without events, and unknown run ids, are absent from the result. For each run the
-    database reads one entry from the end of ``ix_progress_run_id_timestamp_id``, so the cost
-    grows with the number of runs asked for, not with the size of the progress table.
-    Raises ``DatabaseError``.
+    That is the last event written, which differs from the event with the greatest timestamp
+    if a writer sent an older timestamp later. Read from the run's summary (kept on write) by
+    primary key; the event's id comes from the ``(run_id, seq)`` unique index, which holds it.
+    Runs without events, and unknown run ids, are absent from the result. Raises
+    ``DatabaseError``.
     """
     wanted = sorted(set(run_ids))
     if not wanted:
@@ -160,56 +270,52 @@ def latest_progress(conn: DatabaseConnection, run_ids: Iterable[str]) -> dict[st
     with conn.get_session(read_only=True) as session:
         statement = latest_progress_query(wanted, session.get_bind().dialect.name)
         rows = session.execute(statement).all()
-    return {row.run_id: progress_read(row) for row in rows}
+    return {row[1]: _construct(row._mapping) for row in rows}
 
 
 def latest_progress_query(run_ids: list[str], dialect: str = "sqlite") -> Select[Any]:
     """The one statement behind ``latest_progress`` (public so that its plan can be checked).
 
-    PostgreSQL takes one LATERAL probe per asked id straight to the newest row; SQLite and
-    MariaDB (no LATERAL) look up each run's newest id in a correlated subquery, then the row.
+    One primary-key lookup in ``runs`` per asked id, and one probe of
+    ``uq_progress_run_id_seq`` for the event's id; no event row is read.
     """
-    newest_first = (PROGRESS.c.timestamp.desc(), PROGRESS.c.id.desc())
     if dialect == "postgresql":
         # One array parameter, not one parameter per id: 1,000 binds cost more than the query.
-        ids = bindparam("run_ids", run_ids, type_=postgresql.ARRAY(String))
-        wanted = func.unnest(ids).table_valued("run_id").render_derived("wanted")
-        newest = (
-            select(PROGRESS)
-            .where(PROGRESS.c.run_id == wanted.c.run_id)
-            .order_by(*newest_first)
-            .limit(1)
-            .lateral("newest")
+        wanted = RUNS.c.id == any_(bindparam("run_ids", run_ids, type_=postgresql.ARRAY(String)))
+    else:
+        wanted = RUNS.c.id.in_(run_ids)
+    return (
+        select(
+            PROGRESS.c.id,
+            RUNS.c.id.label("run_id"),
+            RUNS.c.latest_seq.label("seq"),
+            RUNS.c.latest_stage.label("stage"),
+            RUNS.c.latest_percentage.label("percentage"),
+            RUNS.c.latest_message.label("message"),
+            RUNS.c.latest_at.label("timestamp"),
         )
-        return select(newest).select_from(wanted).join(newest, true())
-    latest_id = (
-        select(PROGRESS.c.id)
-        .where(PROGRESS.c.run_id == RUNS.c.id)
-        .order_by(*newest_first)
-        .limit(1)
-        .correlate(RUNS)
-        .scalar_subquery()
+        .join(PROGRESS, and_(PROGRESS.c.run_id == RUNS.c.id, PROGRESS.c.seq == RUNS.c.latest_seq))
+        .where(wanted)
     )
-    heads = select(latest_id.label("progress_id")).where(RUNS.c.id.in_(run_ids)).subquery("heads")
-    return select(PROGRESS).join(heads, PROGRESS.c.id == heads.c.progress_id)
 
 
 def progress_since(
-    conn: DatabaseConnection, run_id: str, after_id: int = 0, limit: int = 100
+    conn: DatabaseConnection, run_id: str, after: int = 0, limit: int = 100
 ) -> list[ProgressRead]:
-    """Return a run's events with ``id > after_id``, oldest first, at most ``limit`` of them.
+    """Return a run's events with ``seq > after``, in seq order, at most ``limit`` of them.
 
-    For dashboard polling: pass the last id seen. Raises ``ValueError`` naming ``after_id`` or
+    For polling: pass the last seq seen. Seqs are numbered in commit order without gaps, so a
+    poller never passes an event that commits later. Raises ``ValueError`` naming ``after`` or
     ``limit``, ``RunNotFoundError`` for an unknown run.
     """
-    if isinstance(after_id, bool) or not isinstance(after_id, int) or after_id < 0:
-        raise ValueError(f"after_id: must be an integer ≥ 0, got {after_id!r}")
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ValueError(f"after: must be an integer ≥ 0 (the last seq seen), got {after!r}")
     check_limit(limit)
     with conn.get_session(read_only=True) as session:
         rows = session.execute(
             select(PROGRESS)
-            .where(PROGRESS.c.run_id == run_id, PROGRESS.c.id > after_id)
-            .order_by(PROGRESS.c.id)
+            .where(PROGRESS.c.run_id == run_id, PROGRESS.c.seq > after)
+            .order_by(PROGRESS.c.seq)
             .limit(limit)
         ).all()
         if (
@@ -218,3 +324,24 @@ def progress_since(
         ):
             raise RunNotFoundError(run_id)
     return [progress_read(row) for row in rows]
+
+
+@orm_events.listens_for(Progress, "before_insert")
+def _number_orm_event(_mapper: Any, connection: Connection, target: Progress) -> None:
+    """Number a ``Progress`` added through the ORM, as record_progress numbers its events.
+
+    The ORM path stays as permissive as before about final runs (it is the low-level path);
+    an unknown run raises ``RunNotFoundError``.
+    """
+    if target.seq is not None:  # set by the caller (a restore of archived rows)
+        return
+    row = {
+        "run_id": target.run_id,
+        "stage": target.stage,
+        "percentage": target.percentage,
+        "message": target.message,
+        "timestamp": target.timestamp,
+    }
+    number_events(connection, [row], open_runs_only=False)
+    # set_committed_value: the seq is server-set, not a change to validate and flush again.
+    set_committed_value(target, "seq", row["seq"])

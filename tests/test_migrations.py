@@ -99,8 +99,10 @@ def _sample_value(column: object) -> object:
         return datetime(2025, 1, 4, 12, 0, 0, 123456, tzinfo=UTC)
     if name == "status":
         return "running"
-    if name == "percentage":
+    if name in {"percentage", "latest_percentage"}:
         return 42.5
+    if name == "seq":
+        return 1  # one event per run in this test
     if "int" in type_name:
         return None
     return f"v_{name}"
