@@ -3,6 +3,7 @@
 import queue
 import threading
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,25 +12,29 @@ from sqlalchemy import text
 from cosmos_models import (
     DatabaseConnection,
     ProgressRead,
+    follow,
     follow_progress,
     record_progress,
     record_progress_batch,
 )
+from cosmos_models.errors import DatabaseError
+from cosmos_models.tracking import MAX_PAGE
 from tests.concurrency import progress_events
+from tests.conftest import connect
 from tests.factories import pending_runs
 
 SAFETY = 60.0  # idle_timeout: ends a follower that would otherwise wait forever on a bug
 
 
 def follow_in_thread(
-    db: DatabaseConnection, count: int, **kwargs: Any
+    db: DatabaseConnection, count: int, idle_timeout: float | None = SAFETY, **kwargs: Any
 ) -> tuple[threading.Thread, "queue.Queue[ProgressRead | str]"]:
     """A follower thread putting ``count`` events on a queue, then closing its generator."""
     received: queue.Queue[ProgressRead | str] = queue.Queue()
 
     def follow() -> None:
         try:
-            with closing(follow_progress(db, idle_timeout=SAFETY, **kwargs)) as events:
+            with closing(follow_progress(db, idle_timeout=idle_timeout, **kwargs)) as events:
                 for index, event in enumerate(events, 1):
                     received.put(event)
                     if index == count:
@@ -54,7 +59,10 @@ def drain(received: "queue.Queue[ProgressRead | str]", count: int) -> list[Progr
 def test_follower_sees_every_event_of_its_runs_once_in_seq_order(db: DatabaseConnection) -> None:
     run_a, run_b, other = pending_runs(db, 3)
     record_progress(db, run_a, "before", 1.0)  # seq 1 of run_a: skipped by after={run_a: 1}
-    thread, received = follow_in_thread(db, 16, run_ids=[run_a, run_b], after={run_a: 1})
+    # No idle_timeout: the follower waits as long as it takes (pytest-timeout guards a hang).
+    thread, received = follow_in_thread(
+        db, 16, idle_timeout=None, run_ids=[run_a, run_b], after={run_a: 1}
+    )
     for batch in range(4):
         record_progress_batch(
             db,
@@ -130,3 +138,65 @@ def test_follow_refuses_bad_arguments(
 ) -> None:
     with pytest.raises(ValueError, match=name):
         follow_progress(db, **kwargs)
+
+
+def test_a_backlog_longer_than_a_page_is_read_at_once(db: DatabaseConnection) -> None:
+    (run_id,) = pending_runs(db, 1)
+    record_progress_batch(db, progress_events(run_id, 0, 0, MAX_PAGE + 5))
+    events = list(follow_progress(db, [run_id], after={}, idle_timeout=0))
+    assert [e.seq for e in events] == list(range(1, MAX_PAGE + 6))
+
+
+def test_reads_are_retried_while_the_database_is_away(
+    db: DatabaseConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (run_id,) = pending_runs(db, 1)
+    record_progress(db, run_id, "s", 1.0)
+    real = follow._latest_seqs
+    failures = iter([True, True])
+
+    def flaky(*args: Any) -> dict[str, int]:
+        if next(failures, False):
+            raise DatabaseError("OperationalError: server closed the connection")
+        return real(*args)
+
+    monkeypatch.setattr(follow, "_latest_seqs", flaky)
+    assert [e.seq for e in follow_progress(db, [run_id], after={}, idle_timeout=0)] == [1]
+
+    def down(*_: Any) -> dict[str, int]:
+        raise DatabaseError("OperationalError: server closed the connection")
+
+    monkeypatch.setattr(follow, "_latest_seqs", down)
+    monkeypatch.setattr(follow, "READ_RETRIES", 2)
+    with pytest.raises(DatabaseError, match="server closed"):
+        list(follow_progress(db, [run_id], after={}, idle_timeout=0))
+
+
+def test_postgres_listener_reconnects_with_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener exists on PostgreSQL only (the other backends have nothing to re-open)."""
+    db = connect("postgresql", tmp_path)
+    try:
+        db.create_tables()
+        waiter = follow._PostgresWaiter(db)
+        assert waiter.wait(0.01) is None  # nothing notified: the safety read
+        waiter._drop()
+        real = follow._PostgresWaiter._connect
+        attempts = []
+
+        def refused(self: follow._PostgresWaiter) -> None:
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise OSError("connection refused")
+            real(self)
+
+        monkeypatch.setattr(follow._PostgresWaiter, "_connect", refused)
+        assert waiter.wait(0.01) is None  # still away at the deadline
+        assert waiter.raw is None
+        assert waiter.wait(5) is None  # back: check every run
+        assert waiter.raw is not None
+        assert len(attempts) == 3
+        waiter.close()
+    finally:
+        db.close()
