@@ -19,7 +19,7 @@ that something moved depends on the backend:
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Mapping
 from functools import partial
 from typing import Any, Final, Protocol, TypeVar
 
@@ -165,7 +165,7 @@ def follow_progress(
     after: Mapping[str, int] | None = None,
     poll_interval: float | None = None,
     idle_timeout: float | None = None,
-) -> Iterator[ProgressRead]:
+) -> Generator[ProgressRead, None, None]:
     """Yield progress events as they commit, in seq order per run, until closed.
 
     ``run_ids``: the runs to follow (None: every run, runs created later included). ``after``:
@@ -202,7 +202,7 @@ def _follow(  # noqa: PLR0917 - private; its one caller names nothing twice
     from_now: bool,
     interval: float,
     idle_timeout: float | None,
-) -> Iterator[ProgressRead]:
+) -> Generator[ProgressRead, None, None]:
     waiter = _waiter(db, interval)
     try:
         if from_now:
