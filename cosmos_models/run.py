@@ -155,6 +155,9 @@ class Run(RunBase, ValidatedTable, table=True):
     latest_percentage: float | None = Field(default=None)
     latest_message: str | None = Field(default=None, sa_type=long_text_type())
     latest_at: UtcDatetime | None = Field(default=None, sa_type=UTCDateTime())
+    # The latest event's id, so that latest_progress reads runs alone. No foreign key: events
+    # are deleted with their run (or, later, by retention), never one by one behind its back.
+    latest_progress_id: int | None = Field(default=None)
 
     prompt: "Prompt" = Relationship(back_populates="runs")
     progress: list["Progress"] = Relationship(

@@ -18,7 +18,6 @@ from sqlalchemy import (
     Select,
     String,
     Update,
-    and_,
     any_,
     bindparam,
     insert,
@@ -110,6 +109,31 @@ _RUN_STATUSES: Final = select(RUNS.c.id, RUNS.c.status).where(
     RUNS.c.id.in_(bindparam("run_ids", expanding=True))
 )
 _INSERT_PROGRESS: Final = insert(PROGRESS)
+# Ids in the order of the rows given (one multi-row INSERT … RETURNING per chunk).
+_INSERT_RETURNING_IDS: Final = insert(PROGRESS).returning(
+    PROGRESS.c.id, sort_by_parameter_order=True
+)
+# The summary points at its event, so that latest_progress reads runs alone. Guarded by seq: an
+# ORM flush may link an event that a later one in the same transaction already replaced.
+_LINK_LATEST: Final = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("target"), RUNS.c.latest_seq == bindparam("event_seq"))
+    .values(latest_progress_id=bindparam("event_id"), updated_at=RUNS.c.updated_at)
+)
+
+
+def link_latest(connection: Connection, rows: list[dict[str, Any]], ids: list[int]) -> None:
+    """Point each run's summary at the id of its newest event among ``rows`` (one statement)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for row, event_id in zip(rows, ids, strict=True):
+        newest[row["run_id"]] = {
+            "target": row["run_id"],
+            "event_seq": row["seq"],
+            "event_id": event_id,
+        }
+    connection.execute(_LINK_LATEST, [newest[run_id] for run_id in sorted(newest)])
+
+
 # NOTIFY is delivered at commit, and not at all on rollback: followers wake for committed events.
 NOTIFY_CHANNEL: Final = "cosmos_progress"
 _NOTIFY: Final = text(
@@ -199,6 +223,7 @@ def record_progress(
         number_events(connection, [row])
         result = connection.execute(_INSERT_PROGRESS, row)
         new_id = cast(Row[Any], result.inserted_primary_key)[0]  # one row inserted: never None
+        link_latest(connection, [row], [new_id])
     return _construct({**row, "id": new_id})
 
 
@@ -220,7 +245,8 @@ def record_progress_batch(
         # Core on the session's connection: the ORM layer has nothing to add to these statements.
         connection = session.connection()
         number_events(connection, rows)
-        connection.execute(_INSERT_PROGRESS, rows)
+        ids = list(connection.execute(_INSERT_RETURNING_IDS, rows).scalars())
+        link_latest(connection, rows, ids)
     return len(rows)
 
 
@@ -249,6 +275,15 @@ def _construct(values: Mapping[Any, Any]) -> ProgressRead:
     return read
 
 
+def _from_tuple(row: Any) -> ProgressRead:
+    read: ProgressRead = ProgressRead.__new__(ProgressRead)
+    object.__setattr__(read, "__dict__", dict(zip(_READ_FIELDS, row, strict=True)))
+    object.__setattr__(read, "__pydantic_fields_set__", _ALL_FIELDS)
+    object.__setattr__(read, "__pydantic_extra__", None)
+    object.__setattr__(read, "__pydantic_private__", None)
+    return read
+
+
 def check_limit(limit: int) -> None:
     """Raise ``ValueError`` naming ``limit`` unless it is an integer from 1 to ``MAX_PAGE``."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
@@ -260,7 +295,7 @@ def latest_progress(conn: DatabaseConnection, run_ids: Iterable[str]) -> dict[st
 
     That is the last event written, which differs from the event with the greatest timestamp
     if a writer sent an older timestamp later. Read from the run's summary (kept on write) by
-    primary key; the event's id comes from the ``(run_id, seq)`` unique index, which holds it.
+    primary key, the event's id included: no progress row or index is read.
     Runs without events, and unknown run ids, are absent from the result. Raises
     ``DatabaseError``.
     """
@@ -270,33 +305,30 @@ def latest_progress(conn: DatabaseConnection, run_ids: Iterable[str]) -> dict[st
     with conn.get_session(read_only=True) as session:
         statement = latest_progress_query(wanted, session.get_bind().dialect.name)
         rows = session.execute(statement).all()
-    return {row[1]: _construct(row._mapping) for row in rows}
+    return {row[1]: _from_tuple(row) for row in rows}
 
 
 def latest_progress_query(run_ids: list[str], dialect: str = "sqlite") -> Select[Any]:
     """The one statement behind ``latest_progress`` (public so that its plan can be checked).
 
-    One primary-key lookup in ``runs`` per asked id, and one probe of
-    ``uq_progress_run_id_seq`` for the event's id; no event row is read.
+    One primary-key lookup in ``runs`` per asked id: the summary holds the latest event's
+    fields and id, so no progress row or index is read. Columns come in the order
+    ``latest_progress`` maps them.
     """
     if dialect == "postgresql":
         # One array parameter, not one parameter per id: 1,000 binds cost more than the query.
         wanted = RUNS.c.id == any_(bindparam("run_ids", run_ids, type_=postgresql.ARRAY(String)))
     else:
         wanted = RUNS.c.id.in_(run_ids)
-    return (
-        select(
-            PROGRESS.c.id,
-            RUNS.c.id.label("run_id"),
-            RUNS.c.latest_seq.label("seq"),
-            RUNS.c.latest_stage.label("stage"),
-            RUNS.c.latest_percentage.label("percentage"),
-            RUNS.c.latest_message.label("message"),
-            RUNS.c.latest_at.label("timestamp"),
-        )
-        .join(PROGRESS, and_(PROGRESS.c.run_id == RUNS.c.id, PROGRESS.c.seq == RUNS.c.latest_seq))
-        .where(wanted)
-    )
+    return select(
+        RUNS.c.latest_progress_id,
+        RUNS.c.id,
+        RUNS.c.latest_seq,
+        RUNS.c.latest_stage,
+        RUNS.c.latest_percentage,
+        RUNS.c.latest_message,
+        RUNS.c.latest_at,
+    ).where(wanted, RUNS.c.latest_seq > 0)
 
 
 def progress_since(
@@ -345,3 +377,10 @@ def _number_orm_event(_mapper: Any, connection: Connection, target: Progress) ->
     number_events(connection, [row], open_runs_only=False)
     # set_committed_value: the seq is server-set, not a change to validate and flush again.
     set_committed_value(target, "seq", row["seq"])
+
+
+@orm_events.listens_for(Progress, "after_insert")
+def _link_orm_event(_mapper: Any, connection: Connection, target: Progress) -> None:
+    """Point the run's summary at a ``Progress`` the ORM inserted (now that it has an id)."""
+    row = {"run_id": target.run_id, "seq": target.seq}
+    link_latest(connection, [row], [cast(int, target.id)])

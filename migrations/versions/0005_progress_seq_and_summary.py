@@ -7,7 +7,8 @@ Create Date: 2026-11-28
 progress.seq numbers a run's events 1, 2, 3… (UNIQUE (run_id, seq): uq_progress_run_id_seq, also
 the index progress_since pages by). runs.latest_seq is the counter writers advance under the run's
 row lock, runs.progress_count the number of events, runs.latest_stage / latest_percentage /
-latest_message / latest_at the latest event's fields (the summary latest_progress reads).
+latest_message / latest_at / latest_progress_id the latest event's fields and id (the summary
+latest_progress reads).
 
 Existing rows are backfilled: seq = row_number() over each run's events by (timestamp, id), the
 order readers used until now; the summary from each run's event with the greatest seq. Window
@@ -36,7 +37,13 @@ TIMESTAMP = (
     .with_variant(postgresql.TIMESTAMP(timezone=True), "postgresql")
     .with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 )
-SUMMARY_COLUMNS = ("latest_at", "latest_message", "latest_percentage", "latest_stage")
+SUMMARY_COLUMNS = (
+    "latest_progress_id",
+    "latest_at",
+    "latest_message",
+    "latest_percentage",
+    "latest_stage",
+)
 COUNTERS = ("latest_seq", "progress_count")
 
 # Each run's events in the order readers used before seq existed.
@@ -62,6 +69,7 @@ BACKFILL_SUMMARY = (
             ("percentage", "percentage"),
             ("message", "message"),
             ("at", "timestamp"),
+            ("progress_id", "id"),
         )
     )
     + " WHERE latest_seq > 0"
@@ -126,6 +134,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("latest_percentage", sa.Float(), nullable=True))
         batch.add_column(sa.Column("latest_message", TEXT, nullable=True))
         batch.add_column(sa.Column("latest_at", TIMESTAMP, nullable=True))
+        batch.add_column(sa.Column("latest_progress_id", sa.Integer(), nullable=True))
     with op.batch_alter_table("progress") as batch:
         batch.add_column(sa.Column("seq", sa.Integer(), nullable=True))
     family = "mysql" if op.get_context().dialect.name in ("mysql", "mariadb") else "default"
