@@ -9,6 +9,7 @@ from sqlalchemy import func, select, text
 
 from cosmos_models import (
     DatabaseConnection,
+    DatabaseError,
     Progress,
     ProgressCreate,
     RunFinishedError,
@@ -294,3 +295,22 @@ def test_batch_checks_event_objects_again(db: DatabaseConnection) -> None:
     with pytest.raises(ValidationError, match="percentage"):
         record_progress_batch(db, [event])
     assert progress_count(db) == 0
+
+
+def test_latest_progress_errors_are_translated(
+    db: DatabaseConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver-level read goes through the same error translation as the rest."""
+    import cosmos_models.tracking as tracking
+
+    (run_id,) = runs(db, 1)
+    record_progress(db, run_id, "s", 1.0)
+    real = tracking._latest_progress_sql
+
+    def broken(run_ids: list[str], dialect: str) -> tuple[str, Any]:
+        sql, parameters = real(run_ids, dialect)
+        return sql.replace("FROM runs", "FROM no_such_table"), parameters
+
+    monkeypatch.setattr(tracking, "_latest_progress_sql", broken)
+    with pytest.raises(DatabaseError, match="no_such_table"):
+        latest_progress(db, [run_id])
