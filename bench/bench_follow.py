@@ -1,6 +1,6 @@
 """Benchmark: latency from a progress write's commit to its delivery by ``follow_progress``.
 
-A writer thread records single events at irregular intervals (10–30 ms apart, as workers do);
+A writer thread records single events at irregular intervals (10 to 30 ms apart, as workers do);
 a follower thread in the same process receives them. Latency is the time from the moment
 ``record_progress`` returned (its transaction committed) to the moment the follower yielded the
 event. Targets: median under 20 ms on PostgreSQL (LISTEN/NOTIFY), under 100 ms on SQLite
