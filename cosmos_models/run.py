@@ -164,7 +164,8 @@ class Run(RunBase, ValidatedTable, table=True):
         back_populates="run",
         cascade_delete=True,
         passive_deletes=True,
-        sa_relationship_kwargs={"order_by": "(Progress.timestamp, Progress.id)"},
+        # Commit order (seq), as every reader of a run's events sees them.
+        sa_relationship_kwargs={"order_by": "Progress.seq"},
     )
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from cosmos_models import (
     DatabaseError,
     Progress,
     ProgressCreate,
+    Run,
     RunFinishedError,
     RunNotFoundError,
     create_prompt,
@@ -160,6 +161,10 @@ def test_latest_progress_is_the_last_committed_event(db: DatabaseConnection) -> 
         "sent late",
     )
     assert (latest[run_b].stage, latest[run_b].seq) == ("same-time-later", 2)
+    with db.get_session(read_only=True) as session:
+        run = session.get(Run, run_a)
+        assert run is not None
+        assert [event.stage for event in run.progress] == ["late", "early"]  # seq, not clock
     assert latest[run_b].id == progress_since(db, run_b)[1].id
     assert latest_progress(db, []) == {}
 

@@ -138,11 +138,11 @@ def test_mariadb_writer_killed_mid_batch_leaves_no_hole() -> None:
     with server_database("mariadb") as url, init_database(url) as db:
         (run_id,) = pending_runs(db, 1)
         record_progress_batch(db, progress_events(run_id, 0, 0, COMMITTED))
-        # The writer's transaction is open and has advanced the run's counter (its first row
-        # modified): its seqs are taken, its commit far away (200,000 rows to insert).
+        # The writer is inserting its events (in statements of many rows each): its transaction
+        # has numbered them all and holds the run's row lock, its commit far away.
         inserting = text(
-            "SELECT trx_mysql_thread_id FROM information_schema.innodb_trx "
-            "WHERE trx_rows_modified >= 1"
+            "SELECT id FROM information_schema.processlist "
+            "WHERE db = DATABASE() AND info LIKE 'INSERT INTO progress%'"
         )
         threads: list[int] = []
 
