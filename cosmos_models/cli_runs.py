@@ -260,14 +260,17 @@ def watch(
         Live(bars, console=out, refresh_per_second=8, transient=False) as live,
     ):
         try:
+            # The last event drawn per run: the cursor the following resumes from, so that
+            # every event is drawn once, in order, across status refreshes.
+            shown: dict[str, ProgressRead] = {}
             while True:
                 runs = {run.id: run for run in _watched(connection, given, seen)}
-                latest = latest_progress(connection, list(runs))
+                shown.update(latest_progress(connection, [i for i in runs if i not in shown]))
                 for run in runs.values():
-                    _draw(bars, tasks, run, latest.get(run.id))
+                    _draw(bars, tasks, run, shown.get(run.id))
                 if once or all(run.status.is_final for run in runs.values()):
                     break
-                _follow_until_refresh(connection, bars, tasks, runs, latest, interval, live)
+                _follow_until_refresh(connection, bars, tasks, runs, shown, interval, live)
         except KeyboardInterrupt:
             pass
     if not out.is_terminal:
@@ -281,16 +284,17 @@ def _follow_until_refresh(  # noqa: PLR0917 - the watch loop's state, passed onc
     bars: Progress,
     tasks: dict[str, TaskID],
     runs: dict[str, RunRead],
-    latest: dict[str, ProgressRead],
+    shown: dict[str, ProgressRead],
     interval: float,
     live: Live,
 ) -> None:
     """Draw events of the active runs as they commit, for ``interval`` seconds at most."""
     active = [run_id for run_id, run in runs.items() if not run.status.is_final]
-    after = {run_id: latest[run_id].seq if run_id in latest else 0 for run_id in active}
+    after = {run_id: shown[run_id].seq if run_id in shown else 0 for run_id in active}
     refresh_at = time.monotonic() + interval
     with closing(follow_progress(connection, active, after=after, idle_timeout=interval)) as events:
         for event in events:
+            shown[event.run_id] = event
             _draw(bars, tasks, runs[event.run_id], event)
             live.refresh()
             if time.monotonic() >= refresh_at:

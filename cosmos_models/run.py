@@ -164,8 +164,8 @@ class Run(RunBase, ValidatedTable, table=True):
         back_populates="run",
         cascade_delete=True,
         passive_deletes=True,
-        # Commit order (seq), as every reader of a run's events sees them.
-        sa_relationship_kwargs={"order_by": "Progress.seq"},
+        # A timeline: by time, ties in commit order (seq), never by id.
+        sa_relationship_kwargs={"order_by": "(Progress.timestamp, Progress.seq)"},
     )
 
     def __repr__(self) -> str:
