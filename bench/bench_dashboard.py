@@ -5,16 +5,18 @@ Per backend (SQLite file, PostgreSQL; MariaDB with ``--backends``):
 * 1,000,000 runs (1,000 prompts; 70% completed, 10% failed, 5% each cancelled, running,
   pending, uploading) and 1,000,000 progress events over the first 5,000 runs, bulk-loaded with
   the driver (``executemany`` on SQLite and MariaDB, ``COPY`` on PostgreSQL) into the schema
-  that ``cosmos_models.migrate.upgrade`` creates;
+  of revision 0002, then migrated to the newest (0005 numbers the events and builds each run's
+  progress summary: the backfill is timed);
 * the same 5,000 runs and 1,000,000 events in the earlier implementation's schema
   (``tests/data/legacy_v0/schema_v0_sqlite.sql`` on SQLite; on the servers the same tables
   without their indexes).
 
 Then, calls interleaved, median and p95 of repeated calls:
 
-* ``latest_progress`` for 1,000 of the 5,000 runs vs the natural query of the earlier schema
-  (each run's ``MAX(timestamp)`` by ``GROUP BY``, joined back to its row). Target: ≥ 50x faster
-  and under 10 ms on SQLite and PostgreSQL.
+* ``latest_progress`` for 1,000 of the 5,000 runs (the progress summary on each run, read by
+  primary key) vs the natural query of the earlier schema (each run's ``MAX(timestamp)`` by
+  ``GROUP BY``, joined back to its row). Target: ≥ 100x faster and under 5 ms median on SQLite
+  and PostgreSQL; and at most 1.5x the same SQL run with the raw driver into tuples.
 * a 50-row page of ``list_runs(status=...)`` out of the 1,000,000 runs (first page, and the next
   page by cursor). Target: under 10 ms.
 
@@ -54,8 +56,10 @@ PROMPTS = 1_000
 PROGRESS_RUNS = 5_000
 ASKED_RUNS = 1_000
 PAGE = 50
-TARGET_RATIO = 50.0
-TARGET_MS = 10.0
+TARGET_RATIO = 100.0
+TARGET_MS = 5.0
+TARGET_PAGE_MS = 10.0
+TARGET_DRIVER_RATIO = 1.5
 # 20 runs in a row: 14 completed, 2 failed, then one each of the rest.
 STATUS_CYCLE = (
     ["completed"] * 14 + ["failed"] * 2 + ["cancelled", "running", "pending", "uploading"]
@@ -108,7 +112,7 @@ def progress_rows(backend: str, count: int) -> Iterator[tuple[Any, ...]]:
 
 PROMPT_COLUMNS = "id, model_type, prompt_text, inputs, parameters, created_at"
 RUN_COLUMNS = "id, prompt_id, model_type, status, created_at, updated_at"
-PROGRESS_COLUMNS = "run_id, timestamp, stage, percentage, message"
+PROGRESS_COLUMNS = "run_id, timestamp, stage, percentage, message"  # seq: by the migration
 # JSON columns of runs are NOT NULL without a default in both schemas.
 RUN_JSON = ", execution_config, outputs, metadata"
 
@@ -259,14 +263,38 @@ def measure(backend: str, runs: int, progress: int, calls: int) -> list[dict[str
 
 
 def _load_current(backend: str, url: URL, runs: int, progress: int) -> None:
-    upgrade(url.render_as_string(hide_password=False), backup=False)
+    location = url.render_as_string(hide_password=False)
+    upgrade(location, "0002", backup=False)
     bulk_load(backend, url, runs, progress)
+    BACKFILL[backend] = timed(
+        f"migration 0005: seq and summary for {progress:,} events",
+        lambda: upgrade(location, backup=False),
+    )
+    _analyze(backend, url)
+
+
+BACKFILL: dict[str, float] = {}
+
+
+def _analyze(backend: str, url: URL) -> None:
+    """Fresh statistics after the backfill rewrote every event (autovacuum would do it)."""
+    if backend == "sqlite-file":
+        return
+    if backend == "postgresql":
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute("VACUUM ANALYZE")
+        return
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("ANALYZE TABLE runs, progress"))
+    engine.dispose()
 
 
 def _load_earlier(backend: str, current: URL, url: URL, progress: int) -> None:
     """The earlier schema, holding the current database's prompts, first 5,000 runs, progress."""
     if backend == "mariadb":
-        upgrade(url.render_as_string(hide_password=False), backup=False)
+        upgrade(url.render_as_string(hide_password=False), "0002", backup=False)
         drop_indexes(backend, url)
         bulk_load(backend, url, PROGRESS_RUNS, progress)
         return
@@ -287,7 +315,7 @@ def _load_earlier(backend: str, current: URL, url: URL, progress: int) -> None:
                 )
         connection.close()
         return
-    upgrade(url.render_as_string(hide_password=False), backup=False)
+    upgrade(url.render_as_string(hide_password=False), "0002", backup=False)
     drop_indexes(backend, url)
     source_dsn, target_dsn = (
         location.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -331,6 +359,24 @@ def _compare(
         with db.engine.connect() as connection:
             return len(connection.execute(statement).all())
 
+    # The same SQL through the driver alone, on a connection held open, into plain tuples.
+    compiled = statement.compile(
+        dialect=db.engine.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    positions = compiled.positiontup
+    parameters: Any = (
+        tuple(compiled.params[name] for name in positions) if positions else compiled.params
+    )
+    raw = db.engine.raw_connection()
+
+    def driver_only() -> int:
+        cursor = raw.cursor()
+        cursor.execute(compiled.string, parameters)
+        found = cursor.fetchall()
+        cursor.close()
+        raw.rollback()
+        return len(found)
+
     expected = ours()
     assert len(expected) == ASKED_RUNS, len(expected)
     assert theirs() == expected, "the two schemas answer differently"
@@ -343,16 +389,22 @@ def _compare(
         "latest_progress": ours,
         "earlier schema": theirs,
         "statement only": statement_only,
+        "driver only": driver_only,
         "list_runs running p1": lambda: list_runs(db, status="running", limit=PAGE),
         "list_runs running p2": lambda: list_runs(db, status="running", limit=PAGE, cursor=cursor),
         "list_runs completed p1": lambda: list_runs(db, status="completed", limit=PAGE),
     }
+    driver_only_count = driver_only()
     legacy_calls = max(5, calls // 10)
     samples = interleaved_latencies(
         contenders,
         {name: legacy_calls if name == "earlier schema" else calls for name in contenders},
     )
+    raw.close()
+    assert driver_only_count == ASKED_RUNS
     ours_median, ours_p95 = median_p95_ms(samples["latest_progress"])
+    driver_median, driver_p95 = median_p95_ms(samples["driver only"])
+    driver_ratio = ours_median / driver_median
     theirs_median, theirs_p95 = median_p95_ms(samples["earlier schema"])
     ratio = theirs_median / ours_median
     rows: list[dict[str, Any]] = [
@@ -378,6 +430,29 @@ def _compare(
             "speedup": 1.0,
         },
     ]
+    rows.append(
+        {
+            "backend": backend,
+            "query": "  the same SQL, raw driver into tuples",
+            "rows": f"{progress:,} progress / {PROGRESS_RUNS:,} runs",
+            "calls": len(samples["driver only"]),
+            "median_ms": driver_median,
+            "p95_ms": driver_p95,
+            "speedup": theirs_median / driver_median,
+            "target": (
+                f"{'met' if driver_ratio <= TARGET_DRIVER_RATIO else 'MISSED'} "
+                f"(latest_progress = {driver_ratio:.2f}x this)"
+            ),
+        }
+    )
+    rows.append(
+        {
+            "backend": backend,
+            "query": "migration 0005 backfill (seq + summary)",
+            "rows": f"{progress:,} progress / {runs:,} runs",
+            "median_ms": BACKFILL.get(backend, 0.0) * 1000,
+        }
+    )
     median, p95 = median_p95_ms(samples["statement only"])
     rows.append(
         {
@@ -404,7 +479,7 @@ def _compare(
                 "calls": len(samples[name]),
                 "median_ms": median,
                 "p95_ms": p95,
-                "target": "met" if median < TARGET_MS else f"MISSED ({median:.1f} ms)",
+                "target": "met" if median < TARGET_PAGE_MS else f"MISSED ({median:.1f} ms)",
             }
         )
     return rows
@@ -434,7 +509,8 @@ def main() -> None:
         ["backend", "query", "rows", "calls", "median_ms", "p95_ms", "speedup", "target"],
     )
     print(
-        f"targets: latest_progress ≥ {TARGET_RATIO:.0f}x the earlier schema and < {TARGET_MS:.0f} ms; list_runs page < {TARGET_MS:.0f} ms"
+        f"targets: latest_progress ≥ {TARGET_RATIO:.0f}x the earlier schema, < {TARGET_MS:.0f} ms "
+        f"and ≤ {TARGET_DRIVER_RATIO}x the raw driver; list_runs page < {TARGET_PAGE_MS:.0f} ms"
     )
 
 

@@ -21,10 +21,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import URL, delete  # noqa: E402
+from sqlalchemy import URL, delete, update  # noqa: E402
 
 from cosmos_models import DatabaseConnection, create_prompt, create_run, record_progress_batch  # noqa: E402
-from cosmos_models.tables import PROGRESS  # noqa: E402
+from cosmos_models.tables import PROGRESS, RUNS  # noqa: E402
 from tests.backends import server_database, server_reason  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -77,12 +77,13 @@ def measure(backend: str, events: int, repeat: int) -> dict[str, Any]:
         sqlite = backend.startswith("sqlite")
         placeholder = "?" if sqlite else "%s"
         sql = (
-            "INSERT INTO progress (run_id, stage, percentage, message, timestamp) "
-            f"VALUES ({', '.join([placeholder] * 5)})"
+            "INSERT INTO progress (run_id, seq, stage, percentage, message, timestamp) "
+            f"VALUES ({', '.join([placeholder] * 6)})"
         )
         raw_rows = [
             (
                 run_id,
+                i + 1,  # the driver is handed its seqs; ours numbers them under the run's lock
                 "inference",
                 (i % 1000) / 10,
                 f"frame {i}",
@@ -99,6 +100,7 @@ def measure(backend: str, events: int, repeat: int) -> dict[str, Any]:
         def empty() -> None:
             with db.engine.begin() as connection:
                 connection.execute(delete(PROGRESS))
+                connection.execute(update(RUNS).values(progress_count=0, latest_seq=0))
 
         def driver() -> None:
             raw = db.engine.raw_connection()

@@ -14,6 +14,7 @@ from cosmos_models.errors import (
     TransitionConflictError,
     WorkerMismatchError,
 )
+from cosmos_models.follow import follow_progress
 from cosmos_models.json_filters import JsonFilter
 from cosmos_models.lifecycle import (
     ACTIVE_STATUSES,
@@ -71,6 +72,7 @@ __all__ = [
     "claim_next_run",
     "create_prompt",
     "create_run",
+    "follow_progress",
     "get_database_url",
     "get_run",
     "get_run_detail",

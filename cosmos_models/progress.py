@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import CheckConstraint, Index, String
+from sqlalchemy import CheckConstraint, Index, String, UniqueConstraint
 from sqlmodel import Field, Relationship, SQLModel
 
 from cosmos_models.base import ValidatedTable
@@ -49,6 +49,7 @@ class ProgressRead(ProgressBase):
     """A progress event as an API returns it."""
 
     id: int
+    seq: int = Field(description="1, 2, 3… within its run, in commit order, without gaps.")
     timestamp: UtcDatetime
 
 
@@ -60,12 +61,17 @@ class Progress(ProgressBase, ValidatedTable, table=True):
         CheckConstraint("percentage >= 0.0 AND percentage <= 100.0", name="percentage_range"),
         # Latest event of a run, and a run's timeline in order.
         Index("ix_progress_run_id_timestamp_id", "run_id", "timestamp", "id"),
+        # progress_since and followers page a run by seq; the index also holds the event's id,
+        # which is how latest_progress finds it without reading the event row.
+        UniqueConstraint("run_id", "seq"),
         # SQLite would otherwise hand a deleted row's id to the next event (max(id) + 1); ids
         # are never reused on PostgreSQL and MariaDB either (migration 0003).
         {"sqlite_autoincrement": True, **EXACT_TEXT_TABLE_OPTIONS},
     )
 
     id: int | None = Field(default=None, primary_key=True)
+    # Numbered by the writer in its transaction (tracking.py; ORM inserts too, by an event hook).
+    seq: int | None = Field(default=None, nullable=False)
     timestamp: UtcDatetime = Field(default_factory=utcnow, sa_type=UTCDateTime(), index=True)
 
     run: "Run" = Relationship(back_populates="progress")

@@ -114,6 +114,8 @@ class RunRead(RunBase):
     error_message: str | None = None
     worker_id: str | None = None
     heartbeat_at: UtcDatetime | None = None
+    progress_count: int = 0
+    latest_seq: int = 0
 
 
 class Run(RunBase, ValidatedTable, table=True):
@@ -142,13 +144,30 @@ class Run(RunBase, ValidatedTable, table=True):
     # heartbeat grows too old is failed by reap_stale_runs().
     worker_id: Identifier | None = Field(default=None, sa_type=String(ID_LENGTH))
     heartbeat_at: UtcDatetime | None = Field(default=None, sa_type=UTCDateTime())
+    # The progress summary, kept by the writer in the transaction that inserts the events (see
+    # tracking.py). Columns on runs rather than a table of their own: the writer must lock the
+    # run row anyway (it serialises writers of one run and refuses final runs), so the summary
+    # costs no extra row lock and readers get it with the run by primary key. ``latest_seq`` is
+    # the counter that numbers events (1, 2, 3… per run); ``progress_count`` counts the stored
+    # events (equal to it until event retention deletes old events). "Latest" is the event with
+    # the greatest seq, i.e. the last committed, even if a writer sent an older timestamp.
+    progress_count: int = Field(default=0, ge=0, sa_column_kwargs={"server_default": "0"})
+    latest_seq: int = Field(default=0, ge=0, sa_column_kwargs={"server_default": "0"})
+    latest_stage: str | None = Field(default=None, sa_type=String(NAME_LENGTH))
+    latest_percentage: float | None = Field(default=None)
+    latest_message: str | None = Field(default=None, sa_type=long_text_type())
+    latest_at: UtcDatetime | None = Field(default=None, sa_type=UTCDateTime())
+    # The latest event's id, so that latest_progress reads runs alone. No foreign key: events
+    # are deleted with their run (or, later, by retention), never one by one behind its back.
+    latest_progress_id: int | None = Field(default=None)
 
     prompt: "Prompt" = Relationship(back_populates="runs")
     progress: list["Progress"] = Relationship(
         back_populates="run",
         cascade_delete=True,
         passive_deletes=True,
-        sa_relationship_kwargs={"order_by": "(Progress.timestamp, Progress.id)"},
+        # A timeline: by time, ties in commit order (seq), never by id.
+        sa_relationship_kwargs={"order_by": "(Progress.timestamp, Progress.seq)"},
     )
 
     def __repr__(self) -> str:

@@ -1,17 +1,34 @@
 """Recording and reading progress events: the write path of workers, the read path of dashboards.
 
 ``record_progress_batch`` is the fast path: events are validated into plain dicts by one
-pydantic-core call (no model or ORM objects, no identity map), the target runs are checked in one
-query, and all rows go in with one Core ``executemany``, inside one transaction.
+pydantic-core call (no model or ORM objects, no identity map), each target run's row is updated
+once (numbering its events and keeping its progress summary), and all rows go in with one Core
+``executemany``, inside one transaction.
 """
 
-from collections.abc import Iterable, Mapping
-from datetime import datetime
-from typing import Annotated, Any, Final, NotRequired, cast
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, NoReturn, NotRequired, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, Row, Select, String, bindparam, func, insert, select, true
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Row,
+    Select,
+    String,
+    Update,
+    any_,
+    bindparam,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import event as orm_events
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm.attributes import set_committed_value
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from cosmos_models.arguments import (
@@ -23,7 +40,7 @@ from cosmos_models.arguments import (
 )
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import RunFinishedError, RunNotFoundError
-from cosmos_models.progress import ProgressCreate, ProgressRead
+from cosmos_models.progress import Progress, ProgressCreate, ProgressRead
 from cosmos_models.run import RunStatus
 from cosmos_models.tables import PROGRESS, RUNS
 from cosmos_models.types import utcnow
@@ -62,30 +79,127 @@ def _rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # Built once: statement construction costs more than the query itself for small batches.
-_RUN_STATUSES: Final = (
-    select(RUNS.c.id, RUNS.c.status)
-    .where(RUNS.c.id.in_(bindparam("run_ids", expanding=True)))
-    .with_for_update(read=True)
+_FINAL_STATUSES: Final = sorted(status.value for status in RunStatus if status.is_final)
+
+
+def _advance_statement(*, open_runs_only: bool) -> Update:
+    """Number a run's next ``n`` events and keep its summary: one UPDATE of the run row.
+
+    Updating the run row first takes its row lock (SQLite: the write lock of BEGIN IMMEDIATE),
+    so writers of one run take turns and each numbers its events after the previous writer's
+    commit: per run, seq order is commit order, without gaps. ``updated_at`` is left as it is:
+    progress is not a change of the run's record.
+    """
+    statement = (
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("target"))
+        .values(
+            progress_count=RUNS.c.progress_count + bindparam("n"),
+            latest_seq=RUNS.c.latest_seq + bindparam("n"),
+            latest_stage=bindparam("stage"),
+            latest_percentage=bindparam("percentage"),
+            latest_message=bindparam("message"),
+            latest_at=bindparam("timestamp", type_=RUNS.c.latest_at.type),
+            updated_at=RUNS.c.updated_at,
+        )
+    )
+    if open_runs_only:
+        statement = statement.where(RUNS.c.status.not_in(_FINAL_STATUSES))
+    return statement
+
+
+_ADVANCE_OPEN: Final = _advance_statement(open_runs_only=True)
+_ADVANCE_ANY: Final = _advance_statement(open_runs_only=False)
+_LATEST_SEQS: Final = select(RUNS.c.id, RUNS.c.latest_seq).where(
+    RUNS.c.id.in_(bindparam("run_ids", expanding=True))
+)
+_RUN_STATUSES: Final = select(RUNS.c.id, RUNS.c.status).where(
+    RUNS.c.id.in_(bindparam("run_ids", expanding=True))
 )
 _INSERT_PROGRESS: Final = insert(PROGRESS)
+# The summary points at its event, so that latest_progress reads runs alone. Looked up by the
+# unique (run_id, seq) after the insert: the writer needs no ids back (INSERT … RETURNING of a
+# whole batch halved its speed), and one statement serves every run of the batch.
+_LINK_LATEST: Final = (
+    update(RUNS)
+    .where(RUNS.c.id.in_(bindparam("run_ids", expanding=True)))
+    .values(
+        latest_progress_id=select(PROGRESS.c.id)
+        .where(PROGRESS.c.run_id == RUNS.c.id, PROGRESS.c.seq == RUNS.c.latest_seq)
+        .scalar_subquery(),
+        updated_at=RUNS.c.updated_at,
+    )
+)
 
 
-def _check_runs_open(connection: Connection, run_ids: set[str]) -> None:
-    """Refuse events for unknown or final runs, checking every run in one query.
+def link_latest(connection: Connection, run_ids: Iterable[str]) -> None:
+    """Point the summary of each run at its newest event, once the events are inserted."""
+    connection.execute(_LINK_LATEST, {"run_ids": sorted(set(run_ids))})
 
-    ``FOR SHARE`` (PostgreSQL, MariaDB; nothing on SQLite, whose writers take turns) keeps a
-    concurrent transition from finishing a run between this check and the insert.
-    """
+
+# NOTIFY is delivered at commit, and not at all on rollback: followers wake for committed events.
+NOTIFY_CHANNEL: Final = "cosmos_progress"
+_NOTIFY: Final = text(
+    f"SELECT pg_notify('{NOTIFY_CHANNEL}', run_id) FROM unnest(CAST(:run_ids AS text[])) run_id"
+)
+
+
+def _refuse(connection: Connection, run_ids: list[str]) -> NoReturn:
+    """Raise for the unknown or final runs among ``run_ids`` (some UPDATE matched nothing)."""
     found: dict[str, RunStatus] = {
-        row.id: row.status
-        for row in connection.execute(_RUN_STATUSES, {"run_ids": sorted(run_ids)})
+        row.id: row.status for row in connection.execute(_RUN_STATUSES, {"run_ids": run_ids})
     }
-    missing = run_ids - found.keys()
+    missing = sorted(set(run_ids) - found.keys())
     if missing:
-        raise RunNotFoundError(sorted(missing))
-    for run_id in sorted(found):
-        if found[run_id].is_final:
-            raise RunFinishedError(run_id, found[run_id].value)
+        raise RunNotFoundError(missing)
+    final = next(run_id for run_id in run_ids if found[run_id].is_final)
+    raise RunFinishedError(final, found[final].value)
+
+
+def number_events(
+    connection: Connection, rows: list[dict[str, Any]], *, open_runs_only: bool = True
+) -> None:
+    """Give each row its ``seq`` and update its run's summary, in the caller's transaction.
+
+    One UPDATE per run (in sorted id order, so two batches over the same runs cannot deadlock),
+    then the new counters in one SELECT; a run's rows are numbered in the order given. Raises
+    ``RunNotFoundError`` listing unknown runs, ``RunFinishedError`` for a final run (with
+    ``open_runs_only``); the caller's transaction must then roll back.
+    """
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_run.setdefault(row["run_id"], []).append(row)
+    run_ids = sorted(by_run)
+    advance = _ADVANCE_OPEN if open_runs_only else _ADVANCE_ANY
+    matched = 0
+    for run_id in run_ids:
+        events = by_run[run_id]
+        last = events[-1]
+        result = cast(
+            CursorResult[Any],
+            connection.execute(
+                advance,
+                {
+                    "target": run_id,
+                    "n": len(events),
+                    "stage": last["stage"],
+                    "percentage": last["percentage"],
+                    "message": last["message"],
+                    "timestamp": last["timestamp"],
+                },
+            ),
+        )
+        matched += result.rowcount
+    if matched != len(run_ids):
+        _refuse(connection, run_ids)
+    # Read under the row locks just taken, so no other writer can have moved the counters.
+    for run_id, latest in connection.execute(_LATEST_SEQS, {"run_ids": run_ids}):
+        events = by_run[run_id]
+        first = latest - len(events) + 1
+        for offset, event in enumerate(events):
+            event["seq"] = first + offset
+    if connection.dialect.name == "postgresql":
+        connection.execute(_NOTIFY, {"run_ids": run_ids})
 
 
 def record_progress(
@@ -97,7 +211,7 @@ def record_progress(
     *,
     timestamp: datetime | None = None,
 ) -> ProgressRead:
-    """Record one progress event of a run and return it with its id.
+    """Record one progress event of a run and return it with its id and seq.
 
     ``timestamp`` defaults to now (UTC). Raises ``pydantic.ValidationError`` naming the field,
     ``RunNotFoundError`` for an unknown run, ``RunFinishedError`` for a completed, failed or
@@ -110,10 +224,11 @@ def record_progress(
     (row,) = _rows([event.model_dump()])
     with conn.get_session() as session:
         connection = session.connection()
-        _check_runs_open(connection, {event.run_id})
-        result = connection.execute(insert(PROGRESS).values(**row))
+        number_events(connection, [row])
+        result = connection.execute(_INSERT_PROGRESS, row)
         new_id = cast(Row[Any], result.inserted_primary_key)[0]  # one row inserted: never None
-    return ProgressRead.model_validate({**row, "id": new_id})
+        link_latest(connection, [event.run_id])
+    return _construct({**row, "id": new_id})
 
 
 def record_progress_batch(
@@ -137,9 +252,14 @@ def record_progress_batch(
     with conn.get_session() as session:
         # Core on the session's connection: the ORM layer has nothing to add to these statements.
         connection = session.connection()
-        _check_runs_open(connection, {row["run_id"] for row in rows})
+        number_events(connection, rows)
         connection.execute(_INSERT_PROGRESS, rows)
+        link_latest(connection, (row["run_id"] for row in rows))
     return len(rows)
+
+
+_READ_FIELDS: Final = ("id", "run_id", "seq", "stage", "percentage", "message", "timestamp")
+_ALL_FIELDS: Final = frozenset(_READ_FIELDS)
 
 
 def progress_read(row: Row[Any]) -> ProgressRead:
@@ -149,7 +269,25 @@ def progress_read(row: Row[Any]) -> ProgressRead:
     in and by the CHECK constraint): validating each one again cost most of a 1,000-run
     ``latest_progress`` call.
     """
-    return ProgressRead.model_construct(**row._mapping)
+    return _construct(row._mapping)
+
+
+def _construct(values: Mapping[Any, Any]) -> ProgressRead:
+    return _with_fields({name: values[name] for name in _READ_FIELDS})
+
+
+def _with_fields(fields: dict[str, Any]) -> ProgressRead:
+    # What model_construct does when every field is given, without its per-field default
+    # handling or SQLModel's __new__ (a third of the cost each, times 1,000 runs per call).
+    read: ProgressRead = object.__new__(ProgressRead)
+    _set(read, "__dict__", fields)
+    _set(read, "__pydantic_fields_set__", _ALL_FIELDS)
+    _set(read, "__pydantic_extra__", None)
+    _set(read, "__pydantic_private__", None)
+    return read
+
+
+_set: Final = object.__setattr__
 
 
 def check_limit(limit: int) -> None:
@@ -159,71 +297,131 @@ def check_limit(limit: int) -> None:
 
 
 def latest_progress(conn: DatabaseConnection, run_ids: Iterable[str]) -> dict[str, ProgressRead]:
-    """Return the latest event (greatest ``timestamp``, then ``id``) of each run, in one query.
+    """Return the latest event of each run: its greatest ``seq`` (the last one committed).
 
-    Runs without events, and unknown run ids, are absent from the result. For each run the
-    database reads one entry from the end of ``ix_progress_run_id_timestamp_id``, so the cost
-    grows with the number of runs asked for, not with the size of the progress table.
-    Raises ``DatabaseError``.
+    That is the last event written, which differs from the event with the greatest timestamp
+    if a writer sent an older timestamp later. Read from the run's summary (kept on write) by
+    primary key, the event's id included: no progress row or index is read.
+    Runs without events, and unknown run ids, are absent from the result. Raises
+    ``DatabaseError``.
     """
     check_connection(conn)
     wanted = sorted(set(check_str_iterable(run_ids, "run_ids")))
     if not wanted:
         return {}
     with conn.get_session(read_only=True) as session:
-        statement = latest_progress_query(wanted, session.get_bind().dialect.name)
-        rows = session.execute(statement).all()
-    return {row.run_id: progress_read(row) for row in rows}
+        connection = session.connection()
+        dialect = connection.dialect
+        sql, parameters = _latest_progress_sql(wanted, dialect.name)
+        # The driver's cursor on the session's connection (same transaction, same error
+        # translation): for 1,000 runs, SQLAlchemy's row and type processing cost more than
+        # the query. The SQL is latest_progress_query's, written for each driver's paramstyle.
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(sql, parameters)
+            rows = cursor.fetchall()
+        except dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, parameters, exc, dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
+    to_utc = _UTC_READERS[dialect.name]
+    return {
+        row[1]: _with_fields(
+            {
+                "id": row[0],
+                "run_id": row[1],
+                "seq": row[2],
+                "stage": row[3],
+                "percentage": row[4],
+                "message": row[5],
+                "timestamp": to_utc(row[6]),
+            }
+        )
+        for row in rows
+    }
+
+
+_LATEST_COLUMNS: Final = (
+    "latest_progress_id, id, latest_seq, latest_stage, latest_percentage, latest_message, latest_at"
+)
+
+
+def _latest_progress_sql(run_ids: list[str], dialect: str) -> tuple[str, Any]:
+    """latest_progress_query as driver SQL and parameters."""
+    if dialect == "postgresql":
+        where = "id = ANY(%s::VARCHAR[])"
+        parameters: Any = (run_ids,)
+    else:
+        mark = "?" if dialect == "sqlite" else "%s"
+        where = f"id IN ({', '.join([mark] * len(run_ids))})"
+        parameters = tuple(run_ids)
+    return f"SELECT {_LATEST_COLUMNS} FROM runs WHERE {where} AND latest_seq > 0", parameters
+
+
+def _sqlite_utc(value: str | None) -> datetime | None:
+    # UTCDateTime's storage text: naive UTC wall time.
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _mysql_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _postgresql_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:
+        return value
+    return value.astimezone(UTC)
+
+
+_UTC_READERS: Final[dict[str, Callable[[Any], datetime | None]]] = {
+    "sqlite": _sqlite_utc,
+    "mysql": _mysql_utc,
+    "mariadb": _mysql_utc,
+    "postgresql": _postgresql_utc,
+}
 
 
 def latest_progress_query(run_ids: list[str], dialect: str = "sqlite") -> Select[Any]:
     """The one statement behind ``latest_progress`` (public so that its plan can be checked).
 
-    PostgreSQL takes one LATERAL probe per asked id straight to the newest row; SQLite and
-    MariaDB (no LATERAL) look up each run's newest id in a correlated subquery, then the row.
+    One primary-key lookup in ``runs`` per asked id: the summary holds the latest event's
+    fields and id, so no progress row or index is read. Columns come in the order
+    ``latest_progress`` maps them.
     """
-    newest_first = (PROGRESS.c.timestamp.desc(), PROGRESS.c.id.desc())
     if dialect == "postgresql":
         # One array parameter, not one parameter per id: 1,000 binds cost more than the query.
-        ids = bindparam("run_ids", run_ids, type_=postgresql.ARRAY(String))
-        wanted = func.unnest(ids).table_valued("run_id").render_derived("wanted")
-        newest = (
-            select(PROGRESS)
-            .where(PROGRESS.c.run_id == wanted.c.run_id)
-            .order_by(*newest_first)
-            .limit(1)
-            .lateral("newest")
-        )
-        return select(newest).select_from(wanted).join(newest, true())
-    latest_id = (
-        select(PROGRESS.c.id)
-        .where(PROGRESS.c.run_id == RUNS.c.id)
-        .order_by(*newest_first)
-        .limit(1)
-        .correlate(RUNS)
-        .scalar_subquery()
-    )
-    heads = select(latest_id.label("progress_id")).where(RUNS.c.id.in_(run_ids)).subquery("heads")
-    return select(PROGRESS).join(heads, PROGRESS.c.id == heads.c.progress_id)
+        wanted = RUNS.c.id == any_(bindparam("run_ids", run_ids, type_=postgresql.ARRAY(String)))
+    else:
+        wanted = RUNS.c.id.in_(run_ids)
+    return select(
+        RUNS.c.latest_progress_id,
+        RUNS.c.id,
+        RUNS.c.latest_seq,
+        RUNS.c.latest_stage,
+        RUNS.c.latest_percentage,
+        RUNS.c.latest_message,
+        RUNS.c.latest_at,
+    ).where(wanted, RUNS.c.latest_seq > 0)
 
 
 def progress_since(
-    conn: DatabaseConnection, run_id: str, after_id: int = 0, limit: int = 100
+    conn: DatabaseConnection, run_id: str, after: int = 0, limit: int = 100
 ) -> list[ProgressRead]:
-    """Return a run's events with ``id > after_id``, oldest first, at most ``limit`` of them.
+    """Return a run's events with ``seq > after``, in seq order, at most ``limit`` of them.
 
-    For dashboard polling: pass the last id seen. Raises ``ValueError`` naming ``after_id`` or
+    For polling: pass the last seq seen. Seqs are numbered in commit order without gaps, so a
+    poller never passes an event that commits later. Raises ``ValueError`` naming ``after`` or
     ``limit``, ``RunNotFoundError`` for an unknown run.
     """
     check_connection(conn)
     check_str(run_id, "run_id")
-    check_int(after_id, "after_id", 0)
+    check_int(after, "after", 0)
     check_limit(limit)
     with conn.get_session(read_only=True) as session:
         rows = session.execute(
             select(PROGRESS)
-            .where(PROGRESS.c.run_id == run_id, PROGRESS.c.id > after_id)
-            .order_by(PROGRESS.c.id)
+            .where(PROGRESS.c.run_id == run_id, PROGRESS.c.seq > after)
+            .order_by(PROGRESS.c.seq)
             .limit(limit)
         ).all()
         if (
@@ -232,3 +430,30 @@ def progress_since(
         ):
             raise RunNotFoundError(run_id)
     return [progress_read(row) for row in rows]
+
+
+@orm_events.listens_for(Progress, "before_insert")
+def _number_orm_event(_mapper: Any, connection: Connection, target: Progress) -> None:
+    """Number a ``Progress`` added through the ORM, as record_progress numbers its events.
+
+    The ORM path stays as permissive as before about final runs (it is the low-level path);
+    an unknown run raises ``RunNotFoundError``.
+    """
+    if target.seq is not None:  # set by the caller (a restore of archived rows)
+        return
+    row = {
+        "run_id": target.run_id,
+        "stage": target.stage,
+        "percentage": target.percentage,
+        "message": target.message,
+        "timestamp": target.timestamp,
+    }
+    number_events(connection, [row], open_runs_only=False)
+    # set_committed_value: the seq is server-set, not a change to validate and flush again.
+    set_committed_value(target, "seq", row["seq"])
+
+
+@orm_events.listens_for(Progress, "after_insert")
+def _link_orm_event(_mapper: Any, connection: Connection, target: Progress) -> None:
+    """Point the run's summary at a ``Progress`` the ORM inserted (now that it has an id)."""
+    link_latest(connection, [target.run_id])

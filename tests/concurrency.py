@@ -141,7 +141,7 @@ def dashboard_reader(
 ) -> None:
     """Poll dashboards until every run shows ``expected`` events; report what was wrong.
 
-    Each poll continues from the last id seen (``progress_since``), so a run's events must
+    Each poll continues from the last seq seen (``progress_since``), so a run's events must
     arrive in their writer's order with no gap, and since batches commit whole and the page
     size is a multiple of the batch size, every poll must end on a batch boundary.
     """
@@ -149,7 +149,7 @@ def dashboard_reader(
     try:
         barrier.wait(TIMEOUT)
         seen = dict.fromkeys(run_ids, 0)
-        last_id = dict.fromkeys(run_ids, 0)
+        last_seq = dict.fromkeys(run_ids, 0)
         problems: list[str] = []
         polls = 0
         deadline = time.monotonic() + TIMEOUT
@@ -158,13 +158,13 @@ def dashboard_reader(
                 problems.append(f"timed out having seen {seen}")
             polls += 1
             for run_id in run_ids:
-                page = progress_since(conn, run_id, after_id=last_id[run_id], limit=5 * batch)
+                page = progress_since(conn, run_id, after=last_seq[run_id], limit=5 * batch)
                 for event in page:
                     if sequence_of(event.message) != seen[run_id]:
                         problems.append(f"{run_id}: got {event.message} after {seen[run_id]}")
                         break
                     seen[run_id] += 1
-                    last_id[run_id] = event.id
+                    last_seq[run_id] = event.seq
                 if seen[run_id] % batch:
                     problems.append(f"{run_id}: a poll saw part of a batch ({seen[run_id]})")
             latest = latest_progress(conn, run_ids)

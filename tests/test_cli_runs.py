@@ -3,17 +3,25 @@
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
+import cosmos_models.cli_runs as cli_runs
 from cosmos_models import (
     DatabaseConnection,
+    ProgressRead,
+    RunRead,
     RunStatus,
     create_prompt,
     create_run,
     record_progress,
+    record_progress_batch,
     transition,
 )
+from cosmos_models.ids import new_run_id
+from tests.factories import T0
 from tests.test_cli import cli
 
 PROMPT = {"model_type": "transfer", "prompt_text": "city at night", "inputs": {}, "parameters": {}}
@@ -119,6 +127,90 @@ def cli_with_hook(
         return cli(capsys, *args)
     finally:
         cli_runs.latest_progress = original
+
+
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgresql", "mariadb"])
+def test_watch_draws_every_event_as_it_commits(
+    backend: str,
+    db: DatabaseConnection,
+    url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Events written in a burst are each drawn (a fixed refresh showed only the last one)."""
+    _, run_id = seeded(db)
+    watching = threading.Event()
+    drawn: list[float] = []
+    original = cli_runs._draw
+
+    def spy(bars: Any, tasks: Any, run: RunRead, event: ProgressRead | None) -> None:
+        if event is not None:
+            drawn.append(event.percentage)
+        if event is not None and event.percentage == 100.0 and drawn.count(100.0) == 1:
+            transition(db, run_id, RunStatus.COMPLETED)  # after the last event written below
+        original(bars, tasks, run, event)
+
+    monkeypatch.setattr(cli_runs, "_draw", spy)
+
+    def worker() -> None:
+        watching.wait(30)
+        record_progress_batch(
+            db,
+            [{"run_id": run_id, "stage": "inference", "percentage": p} for p in (60, 80, 100)],
+        )
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    # The shortest --interval: statuses are re-read between events, which must skip none.
+    code, out, err = cli_with_hook(
+        capsys, watching, "watch", run_id, "--interval", "0.05", "-d", url
+    )
+    thread.join()
+    assert code == 0, err
+    # Each refresh draws the last event again; the events themselves come once, in order.
+    changes = [p for i, p in enumerate(drawn) if i == 0 or p != drawn[i - 1]]
+    assert changes == [40.0, 60.0, 80.0, 100.0]
+    assert "completed" in out
+
+
+def test_watch_fits_80_columns_with_whole_ids_and_visible_bars() -> None:
+    console = Console(width=80, record=True, color_system=None)
+    bars = cli_runs.watch_bars(console)
+    tasks: dict[str, Any] = {}
+    ids = [new_run_id() for _ in range(3)]
+    for run_id, percentage in zip(ids, (0.0, 42.0, 100.0), strict=True):
+        run = RunRead(
+            id=run_id,
+            prompt_id="ps_1",
+            model_type="transfer",
+            status=RunStatus.RUNNING,
+            created_at=T0,
+            updated_at=T0,
+            started_at=T0,
+            completed_at=None,
+        )
+        event = ProgressRead(
+            id=1,
+            seq=1,
+            run_id=run_id,
+            stage="a-very-long-stage-name",
+            percentage=percentage,
+            message="m" * 200,
+            timestamp=T0,
+        )
+        cli_runs._draw(bars, tasks, run, event)
+    console.print(bars)
+    lines = console.export_text().splitlines()
+    assert len(lines) == 3
+    for run_id, line, percentage in zip(ids, lines, (0.0, 42.0, 100.0), strict=True):
+        assert len(line) <= 80, line
+        assert run_id in line  # whole, so that it can be copied
+        width = line.count("━") + line.count("─")
+        assert width >= 10, line  # the bar is there, empty or full
+        assert line.count("━") == round(width * percentage / 100), line
+    wide = Console(width=160, record=True, color_system=None)
+    wide_bars = cli_runs.watch_bars(wide)
+    assert len(wide_bars.columns) > len(bars.columns)  # elapsed time and message when room
 
 
 def test_watch_with_nothing_active(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,6 +58,15 @@ def test_sample_is_adopted_keeping_every_row_exactly(tmp_path: Path) -> None:
         }
         assert run.run_metadata == {"user": "demo", "priority": "high"}
         assert [p.id for p in run.progress] == [1, 2, 3, 4, 5]
+        # Numbered in the order the earlier implementation read them (timestamp, then id).
+        assert [p.seq for p in run.progress] == [1, 2, 3, 4, 5]
+        last = run.progress[-1]
+        assert (run.progress_count, run.latest_seq) == (5, 5)
+        assert (run.latest_stage, run.latest_percentage, run.latest_at) == (
+            last.stage,
+            last.percentage,
+            last.timestamp,
+        )
         assert run.completed_at == datetime(2025, 1, 4, 12, 20, tzinfo=UTC)
         orphan = session.execute(text("SELECT * FROM legacy_v0_orphan_progress")).all()
         assert [tuple(r) for r in orphan] == [tuple(r) for r in original["progress"] if r[0] == 7]
@@ -67,6 +76,7 @@ def test_sample_is_adopted_keeping_every_row_exactly(tmp_path: Path) -> None:
         new_id = session.scalar(select(Progress.id).where(Progress.message == "new"))
         assert new_id is not None
         assert new_id > 6
+        assert session.scalar(select(Progress.seq).where(Progress.id == new_id)) == 6
 
 
 def test_harder_cases_nulls_orphan_runs_unicode_big_numbers(tmp_path: Path) -> None:
@@ -157,6 +167,8 @@ def test_postgresql_legacy_database_is_adopted() -> None:
             assert run.outputs["metrics"] == {"inference_time": 812.4}
             assert run.created_at == datetime(2025, 1, 4, 12, 5, tzinfo=UTC)
             assert [p.percentage for p in run.progress] == [0.0, 100.0, 50.0, 100.0, 100.0]
+            assert [p.seq for p in run.progress] == [1, 2, 3, 4, 5]
+            assert (run.progress_count, run.latest_seq, run.latest_percentage) == (5, 5, 100.0)
             session.add(Progress(run_id=run.id, stage="x", percentage=1.0, message="new"))
             session.flush()
             assert session.scalar(select(Progress.id).order_by(Progress.id.desc()).limit(1)) == 7

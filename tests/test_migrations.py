@@ -100,8 +100,10 @@ def _sample_value(column: object) -> object:
         return datetime(2025, 1, 4, 12, 0, 0, 123456, tzinfo=UTC)
     if name == "status":
         return "running"
-    if name == "percentage":
+    if name in {"percentage", "latest_percentage"}:
         return 42.5
+    if name == "seq":
+        return 1  # one event per run in this test
     if "int" in type_name:
         return None
     return f"v_{name}"
@@ -150,6 +152,140 @@ def test_data_survives_every_step_and_round_trip(empty_url: str) -> None:
             )
     finally:
         database.close()
+
+
+def _t(minute: int) -> datetime:
+    return datetime(2025, 1, 4, 12, minute, tzinfo=UTC)
+
+
+def test_0005_numbers_existing_events_and_builds_the_summary(empty_url: str) -> None:
+    """Backfill: seq by (timestamp, id) per run, the summary from the greatest seq; a real
+    downgrade removes both and keeps every event."""
+    database = DatabaseConnection(empty_url)
+    try:
+        upgrade(database, "0002")
+        reflected = MetaData()
+        reflected.reflect(database.engine, only=["prompts", "runs", "progress"])
+        prompts, runs, progress = (reflected.tables[n] for n in ("prompts", "runs", "progress"))
+        # MariaDB reflects JSON columns as LONGTEXT: give those the JSON text.
+        empty: object = {} if "json" in type(runs.c.outputs.type).__name__.lower() else "{}"
+        with database.engine.begin() as connection:
+            connection.execute(
+                insert(prompts).values(
+                    id="ps_1",
+                    model_type="t",
+                    prompt_text="p",
+                    inputs=empty,
+                    parameters=empty,
+                    created_at=_t(0),
+                )
+            )
+            for run_id in ("rs_a", "rs_b", "rs_silent"):
+                connection.execute(
+                    insert(runs).values(
+                        id=run_id,
+                        prompt_id="ps_1",
+                        model_type="t",
+                        status="running",
+                        execution_config=empty,
+                        outputs=empty,
+                        metadata=empty,
+                        created_at=_t(0),
+                        updated_at=_t(0),
+                    )
+                )
+            # ids out of time order, a tie on timestamp, and two runs interleaved.
+            for event_id, run_id, minute, stage in (
+                (1, "rs_a", 30, "third"),
+                (2, "rs_b", 5, "b-only"),
+                (3, "rs_a", 10, "first"),
+                (4, "rs_a", 20, "tie-lower-id"),
+                (5, "rs_a", 20, "tie-higher-id"),
+            ):
+                connection.execute(
+                    insert(progress).values(
+                        id=event_id,
+                        run_id=run_id,
+                        timestamp=_t(minute),
+                        stage=stage,
+                        percentage=float(event_id),
+                        message=f"m{event_id}",
+                    )
+                )
+            if database.engine.dialect.name == "postgresql":  # explicit ids skip the sequence
+                connection.execute(text("SELECT setval('progress_id_seq', 5)"))
+        upgrade(database, "head")
+        with database.engine.connect() as connection:
+            numbered = connection.execute(
+                text("SELECT run_id, seq, id FROM progress ORDER BY run_id, seq")
+            ).all()
+            summary = connection.execute(
+                text(
+                    "SELECT id, progress_count, latest_seq, latest_stage, latest_message "
+                    "FROM runs ORDER BY id"
+                )
+            ).all()
+        assert [tuple(r) for r in numbered] == [
+            ("rs_a", 1, 3),
+            ("rs_a", 2, 4),
+            ("rs_a", 3, 5),
+            ("rs_a", 4, 1),
+            ("rs_b", 1, 2),
+        ]
+        assert [tuple(r) for r in summary] == [
+            ("rs_a", 4, 4, "third", "m1"),
+            ("rs_b", 1, 1, "b-only", "m2"),
+            ("rs_silent", 0, 0, None, None),
+        ]
+        from cosmos_models import latest_progress, progress_since, record_progress
+
+        assert latest_progress(database, ["rs_a"])["rs_a"].id == 1
+        assert record_progress(database, "rs_a", "next", 50.0).seq == 5
+        assert [e.id for e in progress_since(database, "rs_a")][:4] == [3, 4, 5, 1]
+
+        downgrade(database, "0002")
+        inspector = inspect(database.engine)
+        assert "seq" not in {c["name"] for c in inspector.get_columns("progress")}
+        assert not {"progress_count", "latest_seq", "latest_stage"} & {
+            c["name"] for c in inspector.get_columns("runs")
+        }
+        assert not inspector.get_unique_constraints("progress")
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT COUNT(*) FROM progress")).scalar_one() == 6
+        upgrade(database, "head")
+        assert schema_differences(database) == []
+    finally:
+        database.close()
+
+
+def test_0005_keeps_sqlite_autoincrement_of_progress(tmp_path: Path) -> None:
+    """Migration 0003 (in parallel) rebuilds progress as AUTOINCREMENT; 0005 must keep it."""
+    url = f"sqlite:///{tmp_path / 'auto.db'}"
+    upgrade(url, "0002")
+    connection = sqlite3.connect(tmp_path / "auto.db")
+    try:
+        (sql,) = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'progress'"
+        ).fetchone()
+        connection.executescript(
+            "PRAGMA foreign_keys=OFF; ALTER TABLE progress RENAME TO old_progress; "
+            + sql.replace(
+                "id INTEGER NOT NULL", "id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT"
+            ).replace("CONSTRAINT pk_progress PRIMARY KEY (id), ", "")
+            + "; DROP TABLE old_progress;"
+        )
+    finally:
+        connection.close()
+    for step in ("head", "0002", "head"):
+        (upgrade if step == "head" else downgrade)(url, step)
+        connection = sqlite3.connect(tmp_path / "auto.db")
+        try:
+            (sql,) = connection.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'progress'"
+            ).fetchone()
+        finally:
+            connection.close()
+        assert "AUTOINCREMENT" in sql, (step, sql)
 
 
 def test_newer_or_unknown_revision_is_refused_untouched(tmp_path: Path) -> None:

@@ -348,8 +348,8 @@ def test_database_check_constraints_back_up_validation(db: DatabaseConnection) -
     with pytest.raises(sa_exc.DBAPIError, match=violation), db.engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO progress (run_id, timestamp, stage, percentage, message) "
-                "VALUES (:r, '2025-01-01 00:00:00', 's', 101, 'm')"
+                "INSERT INTO progress (run_id, seq, timestamp, stage, percentage, message) "
+                "VALUES (:r, 1, '2025-01-01 00:00:00', 's', 101, 'm')"
             ),
             {"r": run_id},
         )
@@ -368,6 +368,8 @@ def test_schema_has_the_promised_indexes_and_named_constraints(db: DatabaseConne
     assert ("run_id",) in indexed["progress"]
     assert ("timestamp",) in indexed["progress"]
     assert ("run_id", "timestamp", "id") in indexed["progress"]
+    unique = {tuple(uq["column_names"]) for uq in inspector.get_unique_constraints("progress")}
+    assert ("run_id", "seq") in unique
     for table in metadata.tables.values():
         for constraint in table.constraints:
             assert constraint.name, f"unnamed constraint on {table.name}"

@@ -1,6 +1,6 @@
 """Recording progress (one event or a batch, all or none) and reading it back, on every backend."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -9,18 +9,21 @@ from sqlalchemy import func, select, text
 
 from cosmos_models import (
     DatabaseConnection,
+    DatabaseError,
+    Progress,
     ProgressCreate,
     RunFinishedError,
     RunNotFoundError,
     create_prompt,
     create_run,
+    get_run,
     latest_progress,
     progress_since,
     record_progress,
     record_progress_batch,
     transition,
 )
-from cosmos_models.tables import PROGRESS
+from cosmos_models.tables import PROGRESS, RUNS
 from cosmos_models.tracking import latest_progress_query
 from tests.factories import at
 
@@ -136,22 +139,80 @@ def test_batch_is_all_or_none(db: DatabaseConnection) -> None:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def test_latest_progress_is_the_greatest_timestamp_then_id(db: DatabaseConnection) -> None:
+def test_latest_progress_is_the_last_committed_event(db: DatabaseConnection) -> None:
     run_a, run_b, silent = runs(db, 3)
     record_progress_batch(
         db,
         [
             {"run_id": run_a, "stage": "late", "percentage": 90, "timestamp": at(30)},
-            {"run_id": run_a, "stage": "early", "percentage": 10, "timestamp": at(10)},
             {"run_id": run_b, "stage": "first", "percentage": 10, "timestamp": at(20)},
-            {"run_id": run_b, "stage": "tie-later-id", "percentage": 20, "timestamp": at(20)},
+            {"run_id": run_b, "stage": "same-time-later", "percentage": 20, "timestamp": at(20)},
         ],
     )
+    # Written last, with an older timestamp: latest is commit order (seq), not the clock.
+    written = record_progress(db, run_a, "early", 10, "sent late", timestamp=at(10))
     latest = latest_progress(db, [run_a, run_b, silent, "rs_unknown", run_a])
     assert set(latest) == {run_a, run_b}
-    assert (latest[run_a].stage, latest[run_a].timestamp) == ("late", at(30))
-    assert latest[run_b].stage == "tie-later-id"
+    assert latest[run_a] == written
+    assert (latest[run_a].seq, latest[run_a].timestamp, latest[run_a].message) == (
+        2,
+        at(10),
+        "sent late",
+    )
+    assert (latest[run_b].stage, latest[run_b].seq) == ("same-time-later", 2)
+    assert latest[run_b].id == progress_since(db, run_b)[1].id
     assert latest_progress(db, []) == {}
+
+
+def test_events_are_numbered_per_run_and_summarised_on_the_run(db: DatabaseConnection) -> None:
+    run_a, run_b = runs(db, 2)
+    before = get_run(db, run_a)
+    assert (before.progress_count, before.latest_seq) == (0, 0)
+    assert record_progress(db, run_a, "uploading", 0).seq == 1
+    record_progress_batch(
+        db,
+        [
+            {"run_id": run_b, "stage": "b", "percentage": 1},
+            {"run_id": run_a, "stage": "a", "percentage": 2},
+            {"run_id": run_a, "stage": "a", "percentage": 3, "message": "last of a"},
+        ],
+    )
+    assert [(e.seq, e.percentage) for e in progress_since(db, run_a)] == [(1, 0), (2, 2), (3, 3)]
+    assert [e.seq for e in progress_since(db, run_b)] == [1]
+    after = get_run(db, run_a)
+    assert (after.progress_count, after.latest_seq) == (3, 3)
+    assert after.updated_at == before.updated_at  # progress is not a change of the run's record
+    # A refused batch numbers nothing: the next event continues without a gap.
+    transition(db, run_b, "cancelled")
+    with pytest.raises(RunFinishedError):
+        record_progress_batch(
+            db,
+            [
+                {"run_id": run_a, "stage": "a", "percentage": 4},
+                {"run_id": run_b, "stage": "b", "percentage": 4},
+            ],
+        )
+    assert record_progress(db, run_a, "a", 5).seq == 4
+    assert get_run(db, run_b).progress_count == 1
+    with db.get_session(read_only=True) as session:
+        summary = session.execute(
+            select(RUNS.c.latest_stage, RUNS.c.latest_percentage, RUNS.c.latest_message).where(
+                RUNS.c.id == run_a
+            )
+        ).one()
+    assert tuple(summary) == ("a", 5.0, "")
+
+
+def test_orm_inserts_are_numbered_too(db: DatabaseConnection) -> None:
+    (run_id,) = runs(db, 1)
+    record_progress(db, run_id, "s", 1)
+    with db.get_session() as session:
+        session.add_all([Progress(run_id=run_id, stage="orm", percentage=float(i)) for i in (2, 3)])
+    stored = progress_since(db, run_id)
+    assert [e.seq for e in stored] == [1, 2, 3]
+    assert latest_progress(db, [run_id])[run_id] == stored[-1]
+    with pytest.raises(RunNotFoundError), db.get_session() as session:
+        session.add(Progress(run_id="rs_missing", stage="orm", percentage=1.0))
 
 
 def test_progress_since_pages_through_a_run_for_polling(db: DatabaseConnection) -> None:
@@ -166,10 +227,12 @@ def test_progress_since_pages_through_a_run_for_polling(db: DatabaseConnection) 
     )
     first = progress_since(db, run_a, limit=2)
     assert [e.percentage for e in first] == [0, 1]
-    rest = progress_since(db, run_a, after_id=first[-1].id, limit=10)
+    rest = progress_since(db, run_a, after=first[-1].seq, limit=10)
     assert [e.percentage for e in rest] == [2, 3, 4]
+    assert [e.seq for e in first + rest] == [1, 2, 3, 4, 5]
     assert {e.run_id for e in first + rest} == {run_a}
-    assert progress_since(db, run_a, after_id=rest[-1].id) == []
+    assert progress_since(db, run_a, after=rest[-1].seq) == []
+    assert progress_since(db, run_a, after=99) == []
     with pytest.raises(RunNotFoundError):
         progress_since(db, "rs_missing")
 
@@ -177,9 +240,9 @@ def test_progress_since_pages_through_a_run_for_polling(db: DatabaseConnection) 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
-        ({"after_id": -1}, "after_id"),
-        ({"after_id": True}, "after_id"),
-        ({"after_id": "3"}, "after_id"),
+        ({"after": -1}, "after"),
+        ({"after": True}, "after"),
+        ({"after": "3"}, "after"),
         ({"limit": 0}, "limit"),
         ({"limit": 1001}, "limit"),
         ({"limit": 2.5}, "limit"),
@@ -208,7 +271,7 @@ def _plan(db: DatabaseConnection, run_ids: list[str]) -> str:
     return "\n".join(" ".join(str(value) for value in row) for row in rows)
 
 
-def test_latest_progress_reads_the_run_timestamp_index(db: DatabaseConnection) -> None:
+def test_latest_progress_reads_runs_by_key_and_no_event_row(db: DatabaseConnection) -> None:
     run_ids = runs(db, 20)
     record_progress_batch(
         db,
@@ -219,11 +282,10 @@ def test_latest_progress_reads_the_run_timestamp_index(db: DatabaseConnection) -
         ),
     )
     plan = _plan(db, run_ids[:3])
-    assert "ix_progress_run_id_timestamp_id" in plan, plan
-    # No full pass over progress: SQLite "SCAN progress", PostgreSQL "Seq Scan", MariaDB "ALL".
-    assert "SCAN progress" not in plan, plan
-    assert "Seq Scan on progress" not in plan, plan
-    assert "progress ALL" not in plan, plan
+    # The summary holds the latest event: progress is not read at all, runs by primary key.
+    assert "progress" not in plan, plan
+    if db.engine.dialect.name == "sqlite":
+        assert "SEARCH runs USING INDEX sqlite_autoindex_runs_1 (id=?)" in plan, plan
 
 
 def test_batch_checks_event_objects_again(db: DatabaseConnection) -> None:
@@ -233,3 +295,39 @@ def test_batch_checks_event_objects_again(db: DatabaseConnection) -> None:
     with pytest.raises(ValidationError, match="percentage"):
         record_progress_batch(db, [event])
     assert progress_count(db) == 0
+
+
+def test_latest_progress_errors_are_translated(
+    db: DatabaseConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver-level read goes through the same error translation as the rest."""
+    import cosmos_models.tracking as tracking
+
+    (run_id,) = runs(db, 1)
+    record_progress(db, run_id, "s", 1.0)
+    real = tracking._latest_progress_sql
+
+    def broken(run_ids: list[str], dialect: str) -> tuple[str, Any]:
+        sql, parameters = real(run_ids, dialect)
+        return sql.replace("FROM runs", "FROM no_such_table"), parameters
+
+    monkeypatch.setattr(tracking, "_latest_progress_sql", broken)
+    with pytest.raises(DatabaseError, match="no_such_table"):
+        latest_progress(db, [run_id])
+
+
+def test_postgresql_timestamps_in_another_zone_are_read_as_utc() -> None:
+    import cosmos_models.tracking as tracking
+
+    paris = datetime(2025, 1, 4, 13, tzinfo=timezone(timedelta(hours=1)))
+    assert tracking._postgresql_utc(paris) == datetime(2025, 1, 4, 12, tzinfo=UTC)
+    assert tracking._postgresql_utc(paris).tzinfo is UTC  # type: ignore[union-attr]
+    assert tracking._postgresql_utc(None) is None
+
+
+def test_an_orm_event_with_its_seq_given_keeps_it(db: DatabaseConnection) -> None:
+    """A restore puts archived events back with their seq: it is not renumbered."""
+    (run_id,) = runs(db, 1)
+    with db.get_session() as session:
+        session.add(Progress(run_id=run_id, stage="restored", percentage=5.0, seq=7))
+    assert [e.seq for e in progress_since(db, run_id)] == [7]

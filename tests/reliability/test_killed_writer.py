@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from cosmos_models import DatabaseConnection, init_database, latest_progress, record_progress_batch
+from cosmos_models import (
+    DatabaseConnection,
+    init_database,
+    latest_progress,
+    progress_since,
+    record_progress_batch,
+)
 from cosmos_models.tracking import PROGRESS
 from tests.backends import server_database
 from tests.concurrency import progress_events
@@ -54,6 +60,12 @@ def kill_when(process: subprocess.Popen[bytes], condition: Callable[[], bool]) -
     assert process.wait() == -signal.SIGKILL
 
 
+def assert_seqs_without_a_hole(db: DatabaseConnection, run_id: str) -> None:
+    """The killed batch took no seq: the events after it continue the run's numbering."""
+    seqs = [event.seq for event in progress_since(db, run_id, limit=1000)]
+    assert seqs == list(range(1, COMMITTED + 11))
+
+
 def progress_count(db: DatabaseConnection) -> int:
     with db.get_session(read_only=True) as session:
         return int(session.scalar(select(func.count()).select_from(PROGRESS)) or 0)
@@ -80,7 +92,9 @@ def test_sqlite_writer_killed_mid_batch_leaves_no_trace(tmp_path: Path) -> None:
         assert progress_count(db) == COMMITTED
         assert record_progress_batch(db, progress_events(run_id, 0, COMMITTED, 10)) == 10
         assert progress_count(db) == COMMITTED + 10
+        assert_seqs_without_a_hole(db, run_id)
         assert latest_progress(db, [run_id])[run_id].message == f"0:{COMMITTED + 9}"
+        assert_seqs_without_a_hole(db, run_id)
 
 
 def test_postgres_writer_killed_mid_batch_leaves_no_trace() -> None:
@@ -116,3 +130,30 @@ def test_postgres_writer_killed_mid_batch_leaves_no_trace() -> None:
         assert progress_count(db) == COMMITTED
         assert record_progress_batch(db, progress_events(run_id, 0, COMMITTED, 10)) == 10
         assert progress_count(db) == COMMITTED + 10
+        assert_seqs_without_a_hole(db, run_id)
+
+
+def test_mariadb_writer_killed_mid_batch_leaves_no_hole() -> None:
+    require_backend("mariadb")
+    with server_database("mariadb") as url, init_database(url) as db:
+        (run_id,) = pending_runs(db, 1)
+        record_progress_batch(db, progress_events(run_id, 0, 0, COMMITTED))
+        # The writer is inserting its events (in statements of many rows each): its transaction
+        # has numbered them all and holds the run's row lock, its commit far away.
+        inserting = text(
+            "SELECT id FROM information_schema.processlist "
+            "WHERE db = DATABASE() AND info LIKE 'INSERT INTO progress%'"
+        )
+        threads: list[int] = []
+
+        def well_into_the_batch() -> bool:
+            with db.engine.connect() as connection:
+                threads[:] = connection.scalars(inserting).all()
+            return bool(threads)
+
+        writer = start_writer(url.render_as_string(hide_password=False), run_id)
+        kill_when(writer, well_into_the_batch)
+        # The next writer waits for the server to roll the orphan back, then numbers after it.
+        assert record_progress_batch(db, progress_events(run_id, 0, COMMITTED, 10)) == 10
+        assert progress_count(db) == COMMITTED + 10
+        assert_seqs_without_a_hole(db, run_id)

@@ -1,0 +1,290 @@
+"""Following progress as it commits: events pushed to a dashboard, per run in seq order.
+
+A follower keeps a cursor ``{run_id: last seq delivered}`` and reads a run's events only when its
+summary (``runs.latest_seq``) has moved past the cursor; seqs are gapless and in commit order per
+run, so reading ``seq > cursor`` never skips an event that commits later. How a follower learns
+that something moved depends on the backend:
+
+* PostgreSQL: ``LISTEN cosmos_progress`` on a connection of its own; writers ``pg_notify`` the run
+  id inside their transaction, which PostgreSQL delivers at commit. A safety read every
+  ``poll_interval`` (default 1 s) covers a notification lost with a dropped connection, which is
+  re-opened with backoff.
+* SQLite file: ``PRAGMA data_version`` on a connection of its own changes when another connection
+  commits; checking it costs microseconds, so it is polled often (default every 20 ms) and the
+  events are read only when it changed. SQLite in memory has one connection: plain polling.
+* MariaDB: the summary is polled (default every 250 ms); only runs whose ``latest_seq`` moved are
+  read.
+"""
+
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Generator, Mapping
+from functools import partial
+from typing import Any, Final, Protocol, TypeVar
+
+from sqlalchemy import select
+
+from cosmos_models.connection import DatabaseConnection
+from cosmos_models.errors import DatabaseError
+from cosmos_models.progress import ProgressRead
+from cosmos_models.tables import PROGRESS, RUNS
+from cosmos_models.tracking import MAX_PAGE, NOTIFY_CHANNEL, progress_read
+
+T = TypeVar("T")
+
+DEFAULT_POLL_INTERVAL: Final = {"postgresql": 1.0, "sqlite": 0.02, "mysql": 0.25}
+# Reads that fail (a server restarting) are retried with backoff this many times, then raised.
+READ_RETRIES: Final = 12
+MAX_BACKOFF: Final = 2.0
+
+
+class _Waiter(Protocol):
+    def wait(self, seconds: float) -> set[str] | None:
+        """Return when something may have changed or ``seconds`` passed: the runs known to
+        have new events, or None when every followed run must be checked."""
+
+    def close(self) -> None:
+        """Release the waiter's own connection."""
+
+
+class _PollWaiter:
+    """No signal to wait for: sleep, then check every followed run."""
+
+    def wait(self, seconds: float) -> set[str] | None:
+        time.sleep(seconds)
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class _SQLiteWaiter:
+    """Waits for ``PRAGMA data_version`` to change: another connection committed."""
+
+    def __init__(self, database: str, interval: float) -> None:
+        self.interval = interval
+        uri = database.startswith("file:")
+        self.connection = sqlite3.connect(database, uri=uri, check_same_thread=False)
+        self.version = self._version()
+
+    def _version(self) -> int:
+        return int(self.connection.execute("PRAGMA data_version").fetchone()[0])
+
+    def wait(self, seconds: float) -> set[str] | None:
+        deadline = time.monotonic() + seconds
+        while True:
+            version = self._version()
+            if version != self.version:
+                self.version = version
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return set()
+            time.sleep(min(self.interval, left))
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class _PostgresWaiter:
+    """``LISTEN`` on a connection of its own; re-opened with backoff when it drops."""
+
+    def __init__(self, db: DatabaseConnection) -> None:
+        self.db = db
+        self.raw: Any = None
+        self._connect()
+
+    def _connect(self) -> None:
+        raw = self.db.engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            driver.autocommit = True
+            driver.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except BaseException:
+            raw.invalidate()
+            raise
+        self.raw = raw
+
+    def _drop(self) -> None:
+        if self.raw is not None:
+            self.raw.invalidate()  # never back to the pool: it is LISTENing
+            self.raw = None
+
+    def wait(self, seconds: float) -> set[str] | None:
+        deadline = time.monotonic() + seconds
+        backoff = 0.05
+        while self.raw is None:
+            try:
+                self._connect()
+            except Exception:  # the server is away: try again until the deadline
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                time.sleep(min(backoff, left))
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            return None  # back: notifications may have been missed, check every run
+        driver = self.raw.driver_connection
+        try:
+            woken = {n.payload for n in driver.notifies(timeout=seconds, stop_after=1)}
+            if not woken:
+                return None  # the safety read
+            woken.update(n.payload for n in driver.notifies(timeout=0, stop_after=1000))
+        except Exception:  # psycopg.OperationalError and kin: the connection is gone
+            self._drop()
+            return None
+        return woken
+
+    def close(self) -> None:
+        self._drop()
+
+
+def _waiter(db: DatabaseConnection, interval: float) -> _Waiter:
+    dialect = db.engine.dialect.name
+    if dialect == "postgresql":
+        return _PostgresWaiter(db)
+    if dialect == "sqlite" and not db.is_memory:
+        return _SQLiteWaiter(db.url.database or "", interval)
+    return _PollWaiter()
+
+
+def _check_seconds(value: float | None, name: str, *, allow_zero: bool) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name}: must be {'≥' if allow_zero else '>'} 0 seconds, got {value!r}")
+
+
+def follow_progress(
+    db: DatabaseConnection,
+    run_ids: Collection[str] | None = None,
+    *,
+    after: Mapping[str, int] | None = None,
+    poll_interval: float | None = None,
+    idle_timeout: float | None = None,
+) -> Generator[ProgressRead, None, None]:
+    """Yield progress events as they commit, in seq order per run, until closed.
+
+    ``run_ids``: the runs to follow (None: every run, runs created later included). ``after``:
+    ``{run_id: last seq seen}`` to resume from, without a gap or a duplicate; runs missing from
+    it are read from their first event. ``after=None`` starts from now: events already stored
+    are skipped. ``poll_interval`` (seconds; default per backend, see the module) bounds the
+    delay of the fallback checks; ``idle_timeout`` ends the iteration once no event arrived for
+    that long (None: follow until the generator is closed). Closing the generator releases its
+    connection. Raises ``ValueError`` naming a bad argument (at the call), ``DatabaseError`` if
+    reads keep failing.
+    """
+    if isinstance(run_ids, str) or (
+        run_ids is not None and not all(isinstance(run_id, str) for run_id in run_ids)
+    ):
+        raise ValueError(f"run_ids: must be a collection of run id strings, got {run_ids!r}")
+    cursor: dict[str, int] = {}
+    for run_id, seq in (after or {}).items():
+        if not isinstance(run_id, str) or isinstance(seq, bool) or not isinstance(seq, int):
+            raise ValueError(f"after: must map run ids to seqs (integers), got {run_id!r}: {seq!r}")
+        if seq < 0:
+            raise ValueError(f"after: seq of {run_id!r} must be ≥ 0, got {seq}")
+        cursor[run_id] = seq
+    _check_seconds(poll_interval, "poll_interval", allow_zero=False)
+    _check_seconds(idle_timeout, "idle_timeout", allow_zero=True)
+    interval = poll_interval or DEFAULT_POLL_INTERVAL.get(db.engine.dialect.name, 0.25)
+    wanted = None if run_ids is None else frozenset(run_ids)
+    return _follow(db, wanted, cursor, after is None, interval, idle_timeout)
+
+
+def _follow(  # noqa: PLR0917 - private; its one caller names nothing twice
+    db: DatabaseConnection,
+    wanted: frozenset[str] | None,
+    cursor: dict[str, int],
+    from_now: bool,
+    interval: float,
+    idle_timeout: float | None,
+) -> Generator[ProgressRead, None, None]:
+    waiter = _waiter(db, interval)
+    try:
+        if from_now:
+            # Listening already: an event committed from here on is either counted in this
+            # snapshot or read after it.
+            cursor.update(_with_retries(lambda: _latest_seqs(db, wanted)))
+        idle_since = time.monotonic()
+        hint: set[str] | None = None
+        while True:
+            events, more = _with_retries(partial(_read_new, db, wanted, cursor, hint))
+            for event in events:
+                cursor[event.run_id] = event.seq
+                yield event
+            now = time.monotonic()
+            if events:
+                idle_since = now
+            if more:
+                hint = None
+                continue
+            if idle_timeout is not None:
+                left = idle_timeout - (now - idle_since)
+                if left <= 0:
+                    return
+                hint = waiter.wait(min(interval, left))
+            else:
+                hint = waiter.wait(interval)
+    finally:
+        waiter.close()
+
+
+def _with_retries(read: Callable[[], T]) -> T:
+    """Run a read, retrying with backoff while the database is away (a server restart)."""
+    backoff = 0.05
+    for attempt in range(READ_RETRIES + 1):
+        try:
+            return read()
+        except DatabaseError:
+            if attempt == READ_RETRIES:
+                raise
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _latest_seqs(db: DatabaseConnection, wanted: Collection[str] | None) -> dict[str, int]:
+    query = select(RUNS.c.id, RUNS.c.latest_seq).where(RUNS.c.latest_seq > 0)
+    if wanted is not None:
+        query = query.where(RUNS.c.id.in_(sorted(wanted)))
+    with db.get_session(read_only=True) as session:
+        return {run_id: int(seq) for run_id, seq in session.execute(query)}
+
+
+def _read_new(
+    db: DatabaseConnection,
+    wanted: frozenset[str] | None,
+    cursor: Mapping[str, int],
+    hint: set[str] | None,
+) -> tuple[list[ProgressRead], bool]:
+    """Events past the cursor of the runs whose summary moved (only the hinted runs, if any),
+    at most one page per run; the flag says whether a run has more to read right away."""
+    if hint is not None and not hint:
+        return [], False
+    candidates: Collection[str] | None = wanted
+    if hint is not None:
+        candidates = hint if wanted is None else hint & wanted
+    moved = sorted(
+        (run_id, seq)
+        for run_id, seq in _latest_seqs(db, candidates).items()
+        if seq > cursor.get(run_id, 0)
+    )
+    events: list[ProgressRead] = []
+    more = False
+    if not moved:
+        return events, more
+    with db.get_session(read_only=True) as session:
+        for run_id, latest in moved:
+            rows = session.execute(
+                select(PROGRESS)
+                .where(PROGRESS.c.run_id == run_id, PROGRESS.c.seq > cursor.get(run_id, 0))
+                .order_by(PROGRESS.c.seq)
+                .limit(MAX_PAGE)
+            ).all()
+            events.extend(progress_read(row) for row in rows)
+            more = more or (len(rows) == MAX_PAGE and rows[-1].seq < latest)
+    return events, more
