@@ -72,19 +72,26 @@ def _instant(value: Any) -> str:
 
 
 def identity_of(table: str, row: Record) -> Key:
-    """What makes an archived row the same row in any database, apart from repeats.
+    """What makes an archived row the same row in any database.
 
     Prompts and runs: their string ids (random, so not shared by chance across databases).
-    Progress: its content, never its integer id, which another database (or SQLite before
-    migration 0003) may give to a different event. Identical events of a run are told apart by
-    ``IdentityCounter`` (multiset semantics). This is the one place to change when progress rows
-    get per-run sequence numbers: the key becomes ``(run_id, seq)``.
-    Raises ``KeyError``/``ValueError`` for a row that lacks the fields.
+    Progress: ``(run_id, seq)``, its place in its run's commit order, never its integer id,
+    which another database (or SQLite before migration 0003) may give to a different event.
+    Rows archived before events were numbered (migration 0005) have no ``seq``: their content
+    identifies them, and ``IdentityCounter`` tells identical events of a run apart (multiset
+    semantics). Raises ``KeyError``/``ValueError`` for a row that lacks the fields.
     """
     if table != "progress":
         return (table, str(row["id"]))
+    if row.get("seq") is not None:
+        return (table, str(row["run_id"]), int(row["seq"]))
+    return content_identity(row)
+
+
+def content_identity(row: Record) -> Key:
+    """A progress event by its content alone (for rows archived without a ``seq``)."""
     return (
-        table,
+        "progress",
         str(row["run_id"]),
         _instant(row["timestamp"]),
         str(row["stage"]),
@@ -94,10 +101,10 @@ def identity_of(table: str, row: Record) -> Key:
 
 
 class IdentityCounter:
-    """Keys of a sequence of rows: ``identity_of`` plus the occurrence number of that identity.
+    """Keys of a sequence of rows: ``identity_of``, plus an occurrence number for content keys.
 
-    The n-th copy of an identical progress event gets ``n``, so a database holding three copies
-    and an archive holding two differ by exactly one, whatever their ids and order.
+    The n-th copy of an identical unnumbered progress event gets ``n``, so a database holding
+    three copies and an archive holding two differ by exactly one, whatever their ids and order.
     """
 
     def __init__(self) -> None:
@@ -106,8 +113,8 @@ class IdentityCounter:
     def key(self, table: str, row: Record) -> Key:
         """The key of the next row; counts it."""
         identity = identity_of(table, row)
-        if table != "progress":
-            return identity  # an id is one row, however often it is archived
+        if table != "progress" or len(identity) == 3:
+            return identity  # an id, or (run_id, seq), is one row however often it is archived
         occurrence = self._seen[identity]
         self._seen[identity] += 1
         return (*identity, occurrence)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Table, func, inspect, select, text
+from sqlalchemy import Connection, Table, func, inspect, select, text, update
 
 from cosmos_models.archive import Archive, ArchiveError, Line, Record, keys_of, read_records
 from cosmos_models.base import ValidatedTable
@@ -271,6 +271,21 @@ def _field_names(model: type[ValidatedTable]) -> dict[str, str]:
 
 _FIELDS = {name: _field_names(model) for name, model in MODELS.items()}
 
+# The run's progress summary is derived from its events (and latest_progress_id names an event by
+# this database's id): archives written before migration 0005 lack it, and restore recomputes it,
+# so it is neither required in an archive nor compared with a stored run. A progress row archived
+# before 0005 has no seq either: restore numbers it after its run's last event.
+_SUMMARY_COLUMNS: frozenset[str] = frozenset(
+    column.name for column in RUNS.columns if column.name.startswith("latest_")
+) | {"progress_count"}
+_MAY_BE_MISSING: dict[str, frozenset[str]] = {
+    "prompts": frozenset(),
+    "runs": _SUMMARY_COLUMNS,
+    "progress": frozenset({"seq"}),
+}
+# What makes two archived (or stored) events with the same (run_id, seq) the same event.
+_EVENT_COLUMNS: tuple[str, ...] = ("timestamp", "stage", "percentage", "message")
+
 
 def _validated(path: Path, line: Line) -> dict[str, Any]:
     """An archived row checked by its model's rules, as typed values keyed by column name.
@@ -287,9 +302,14 @@ def _validated(path: Path, line: Line) -> dict[str, Any]:
         if column_name not in fields:
             raise ArchiveError(f"{where}: field {column_name!r} is not a column of {name}")
     for column in columns:
-        if column.name not in row and not column.nullable:
+        if (
+            column.name not in row
+            and not column.nullable
+            and column.name not in _MAY_BE_MISSING[name]
+        ):
             raise ArchiveError(f"{where}: field {column.name!r} is missing")
-    data = {fields[column.name]: row.get(column.name) for column in columns}
+    # Missing columns take their model defaults (only nullable or derived ones can be missing).
+    data = {fields[column.name]: row[column.name] for column in columns if column.name in row}
     try:
         checked = MODELS[name].__validator__.model_validate(data)
     except ValidationError as exc:
@@ -371,7 +391,8 @@ def restore(
                     if row_id not in stored:
                         missing.append(values)
                         continue
-                    differs = _first_difference(values, stored[row_id], table.columns)
+                    compared = [c for c in table.columns if c.name not in _MAY_BE_MISSING[name]]
+                    differs = _first_difference(values, stored[row_id], compared)
                     if differs is not None:
                         raise RestoreConflictError(
                             f"{name[:-1]} {row_id!r} of archive {archive_path} (member "
@@ -390,7 +411,12 @@ def restore(
 def _restore_progress(
     connection: Connection, archived: list[dict[str, Any]], result: RestoreResult, size: int
 ) -> None:
-    """Insert the archived progress events the database lacks (a multiset difference)."""
+    """Insert the archived progress events the database lacks, then fix their runs' summaries.
+
+    Numbered events are the same event when their ``(run_id, seq)`` is; one stored with other
+    content is a conflict. Events archived before numbering are matched by content (a multiset
+    difference) and numbered after their run's last event.
+    """
     run_ids = sorted({values["run_id"] for values in archived})
     stored: list[dict[str, Any]] = []
     for chunk in _chunks(run_ids, size):
@@ -398,12 +424,21 @@ def _restore_progress(
             dict(row._mapping)
             for row in connection.execute(select(PROGRESS).where(PROGRESS.c.run_id.in_(chunk)))
         )
-    present = set(keys_of("progress", stored))
-    missing = [
-        values
-        for values, key in zip(archived, keys_of("progress", archived), strict=True)
-        if key not in present
-    ]
+    by_seq = {(row["run_id"], row["seq"]): row for row in stored}
+    missing: list[dict[str, Any]] = []
+    for values in archived:
+        if values["seq"] is None:
+            continue
+        have = by_seq.get((values["run_id"], values["seq"]))
+        if have is None:
+            by_seq[(values["run_id"], values["seq"])] = values
+            missing.append(values)
+        elif any(have[column] != values[column] for column in _EVENT_COLUMNS):
+            raise RestoreConflictError(
+                f"progress event {values['seq']} of run {values['run_id']!r} exists in the "
+                "database with other content; nothing restored"
+            )
+    missing.extend(_number_unnumbered(connection, archived, stored, by_seq, size))
     taken: set[int] = set()
     for chunk in _chunks([values["id"] for values in missing], size):
         taken.update(
@@ -425,6 +460,83 @@ def _restore_progress(
         )
     for chunk in _chunks(renumber, size):
         connection.execute(PROGRESS.insert(), list(chunk))
+    _resummarise(connection, sorted({values["run_id"] for values in missing}), size)
     result.restored["progress"] = len(missing)
     result.present["progress"] = len(archived) - len(missing)
     result.renumbered = len(renumber)
+
+
+def _number_unnumbered(
+    connection: Connection,
+    archived: list[dict[str, Any]],
+    stored: list[dict[str, Any]],
+    by_seq: dict[tuple[str, int], dict[str, Any]],
+    size: int,
+) -> list[dict[str, Any]]:
+    """Events archived before migration 0005 that the database lacks, numbered after the last."""
+    unnumbered = [values for values in archived if values["seq"] is None]
+    if not unnumbered:
+        return []
+    present = set(keys_of("progress", [{**row, "seq": None} for row in stored]))
+    fresh = [
+        values
+        for values, key in zip(unnumbered, keys_of("progress", unnumbered), strict=True)
+        if key not in present
+    ]
+    last: dict[str, int] = {}
+    for run_id, seq in by_seq:
+        last[run_id] = max(last.get(run_id, 0), seq)
+    for chunk in _chunks(sorted({values["run_id"] for values in fresh}), size):
+        for run_id, latest_seq in connection.execute(
+            select(RUNS.c.id, RUNS.c.latest_seq).where(RUNS.c.id.in_(chunk))
+        ):
+            last[run_id] = max(last.get(run_id, 0), latest_seq)
+    numbered = []
+    for values in sorted(fresh, key=lambda v: (v["run_id"], v["timestamp"], v["id"] or 0)):
+        last[values["run_id"]] = last.get(values["run_id"], 0) + 1
+        numbered.append({**values, "seq": last[values["run_id"]]})
+    return numbered
+
+
+def _resummarise(connection: Connection, run_ids: list[str], size: int) -> None:
+    """Recompute the progress summary of runs whose events were restored.
+
+    ``latest_seq`` never goes down (it numbers the run's next event); the count is of the events
+    stored; the latest fields come from the event with the greatest seq.
+    """
+    for chunk in _chunks(run_ids, size):
+        counts = {
+            row.run_id: (int(row.events), int(row.top))
+            for row in connection.execute(
+                select(
+                    PROGRESS.c.run_id,
+                    func.count().label("events"),
+                    func.max(PROGRESS.c.seq).label("top"),
+                )
+                .where(PROGRESS.c.run_id.in_(chunk))
+                .group_by(PROGRESS.c.run_id)
+            )
+        }
+        for run_id, latest_seq in connection.execute(
+            select(RUNS.c.id, RUNS.c.latest_seq).where(RUNS.c.id.in_(chunk))
+        ).all():
+            count, top = counts.get(run_id, (0, 0))
+            values: dict[str, Any] = {
+                "progress_count": count,
+                "latest_seq": max(latest_seq, top),
+                "updated_at": RUNS.c.updated_at,
+            }
+            newest = connection.execute(
+                select(PROGRESS).where(
+                    PROGRESS.c.run_id == run_id, PROGRESS.c.seq == values["latest_seq"]
+                )
+            ).one_or_none()
+            if newest is not None:
+                values.update(
+                    latest_stage=newest.stage,
+                    latest_percentage=newest.percentage,
+                    latest_message=newest.message,
+                    latest_at=newest.timestamp,
+                    latest_progress_id=newest.id,
+                )
+            connection.execute(update(RUNS).where(RUNS.c.id == run_id).values(**values))

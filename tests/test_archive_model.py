@@ -32,7 +32,7 @@ from sqlalchemy import select, update
 
 from cosmos_models import DatabaseConnection, Progress, RunStatus, maintenance
 from cosmos_models.archive import Key, ScanResult, TruncatedArchiveError, identity_of, scan
-from cosmos_models.tables import RUNS
+from cosmos_models.tables import PROGRESS, RUNS
 from tests.conftest import _empty_tables, connect
 from tests.factories import T0, make_prompt, make_run
 
@@ -79,6 +79,28 @@ def database_contents(db: DatabaseConnection) -> Counter[Key]:
             for row in connection.execute(select(table)):
                 found[identity_of(name, dict(row._mapping))] += 1
     return found
+
+
+def summary_problems(db: DatabaseConnection) -> list[str]:
+    """Runs whose progress summary disagrees with their stored events (after restores too)."""
+    problems = []
+    with db.engine.connect() as connection:
+        events: dict[str, list[Any]] = {}
+        for row in connection.execute(select(PROGRESS)):
+            events.setdefault(row.run_id, []).append(row)
+        for run in connection.execute(select(RUNS)):
+            mine = events.get(run.id, [])
+            newest = max(mine, key=lambda row: row.seq, default=None)
+            if run.progress_count != len(mine):
+                problems.append(f"{run.id}: count {run.progress_count} != {len(mine)}")
+            if newest is not None and (run.latest_seq, run.latest_progress_id) != (
+                newest.seq,
+                newest.id,
+            ):
+                problems.append(f"{run.id}: latest {run.latest_seq} is not event {newest.seq}")
+            if sorted(row.seq for row in mine) != list(range(1, len(mine) + 1)):
+                problems.append(f"{run.id}: seqs {sorted(row.seq for row in mine)} have gaps")
+    return problems
 
 
 def table_counts(contents: Counter[Key]) -> dict[str, int]:
@@ -173,8 +195,10 @@ class PruneRestoreMachine(RuleBasedStateMachine):
             "message": "step",
             "timestamp": T0 + timedelta(seconds=int(late)),
         }
+        event = Progress(**values)
         with self.db.get_session() as session:
-            session.add(Progress(**values))
+            session.add(event)
+        values["seq"] = event.seq  # numbered by the writer: (run_id, seq) is the event's identity
         self.rows.append(ModelRow("progress", identity_of("progress", values), run_id))
 
     @precondition(lambda self: any(not self.runs[r] for r in self.runs_in_db()))
@@ -269,6 +293,7 @@ class PruneRestoreMachine(RuleBasedStateMachine):
             result = maintenance.restore(fresh, self.archive)
             archived = archive_contents(self.archive)
             assert database_contents(fresh) == archived
+            assert summary_problems(fresh) == []
             assert result.restored == table_counts(archived)
             again = maintenance.restore(fresh, self.archive)
             assert sum(again.restored.values()) == 0
@@ -285,6 +310,10 @@ class PruneRestoreMachine(RuleBasedStateMachine):
         # The model drops a row from both only in prune_without_archive, so these two
         # equalities are "database + archive = every row ever written, none doubled".
         assert archive_contents(self.archive) == self.expected("in_archive")
+
+    @invariant()
+    def run_summaries_match_their_events(self) -> None:
+        assert summary_problems(self.db) == []
 
 
 _counter = itertools.count()

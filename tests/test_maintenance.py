@@ -443,11 +443,16 @@ def test_a_version_1_archive_is_restored(db: DatabaseConnection, tmp_path: Path)
     fill(db)
     path = tmp_path / "archive.jsonl.gz"
     prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW)
-    old_columns = {"error_message", "worker_id", "heartbeat_at"}  # added by migration 0002
+    # Added by migration 0002 (lifecycle) and 0005 (seq and the run's progress summary).
+    old_columns = {"error_message", "worker_id", "heartbeat_at", "seq", "progress_count"}
     records = [
         {
             "table": line.record["table"],
-            "row": {k: v for k, v in line.record["row"].items() if k not in old_columns},
+            "row": {
+                k: v
+                for k, v in line.record["row"].items()
+                if k not in old_columns and not k.startswith("latest_")
+            },
         }
         for line in read_records(path)
         if line.record
@@ -456,6 +461,36 @@ def test_a_version_1_archive_is_restored(db: DatabaseConnection, tmp_path: Path)
     append_member(legacy, *records)
     assert restore(db, legacy).restored == {"prompts": 0, "runs": 4, "progress": 12}
     assert counts(db) == (1, 6, 18)
+    # Unnumbered events are numbered in time order and their runs summarised as if recorded.
+    with db.get_session() as session:
+        for run in session.scalars(select(Run)).all():
+            events = sorted(run.progress, key=lambda event: event.seq or 0)
+            assert [event.seq for event in events] == list(range(1, len(events) + 1))
+            assert [event.timestamp for event in events] == sorted(e.timestamp for e in events)
+            assert run.progress_count == len(events)
+            assert run.latest_seq == len(events)
+            if events:
+                assert run.latest_progress_id == events[-1].id
+                assert run.latest_stage == events[-1].stage
+    assert restore(db, legacy).restored == {"prompts": 0, "runs": 0, "progress": 0}
     with pytest.raises(ArchiveError, match="version 1"):
         prune(db, older_than=timedelta(days=30), archive_path=legacy, now=NOW)
     assert counts(db) == (1, 6, 18)  # refused before anything was deleted
+
+
+def test_an_event_stored_with_other_content_at_the_same_seq_is_a_conflict(
+    db: DatabaseConnection, tmp_path: Path
+) -> None:
+    """Two events of one run with one seq cannot both be kept: the restore is refused whole."""
+    fill(db)
+    path = tmp_path / "archive.jsonl.gz"
+    prune(db, older_than=timedelta(days=30), archive_path=path, now=NOW)
+    restore(db, path)
+    with db.get_session() as session:
+        event = session.scalars(select(Progress).order_by(Progress.id)).first()  # type: ignore[arg-type]
+        assert event is not None
+        event.message = "changed after the restore"
+    before = counts(db)
+    with pytest.raises(RestoreConflictError, match="other content"):
+        restore(db, path)
+    assert counts(db) == before
