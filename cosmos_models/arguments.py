@@ -6,6 +6,7 @@ a ``str`` is an iterable of str, so ``claim_next_run(db, "w", "transfer")`` woul
 model types ``"t"``, ``"r"``, ``"a"``…
 """
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -86,3 +87,26 @@ def check_statuses(value: Any, name: str) -> list[RunStatus]:
     """One status or an iterable of them, as a sorted list without repeats."""
     items = [value] if isinstance(value, str) else check_str_iterable(value, name)
     return sorted({check_status(item, name) for item in items})
+
+
+def check_seconds(value: Any, name: str, *, allow_zero: bool) -> float | None:
+    """``None`` or a finite number of seconds above 0 (or at least 0 with ``allow_zero``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name}: must be {'≥' if allow_zero else '>'} 0 seconds, got {value!r}")
+    return float(value)
+
+
+def check_seq_map(value: Any, name: str) -> dict[str, int]:
+    """A mapping of run ids to seqs (integers ≥ 0), e.g. a follower's resume point."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name}: must map run ids to seqs, got {type(value).__name__}")
+    checked: dict[str, int] = {}
+    for run_id, seq in value.items():
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_INT:
+            raise ValueError(f"{name}: the seq of {run_id!r} must be an integer ≥ 0, got {seq!r}")
+        checked[check_str(run_id, name)] = seq
+    return checked

@@ -16,7 +16,6 @@ that something moved depends on the backend:
   read.
 """
 
-import math
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Generator, Mapping
@@ -25,6 +24,12 @@ from typing import Any, Final, Protocol, TypeVar
 
 from sqlalchemy import select
 
+from cosmos_models.arguments import (
+    check_connection,
+    check_seconds,
+    check_seq_map,
+    check_str_iterable,
+)
 from cosmos_models.connection import DatabaseConnection
 from cosmos_models.errors import DatabaseError
 from cosmos_models.progress import ProgressRead
@@ -149,15 +154,6 @@ def _waiter(db: DatabaseConnection, interval: float) -> _Waiter:
     return _PollWaiter()
 
 
-def _check_seconds(value: float | None, name: str, *, allow_zero: bool) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name}: must be a finite number of seconds, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name}: must be {'≥' if allow_zero else '>'} 0 seconds, got {value!r}")
-
-
 def follow_progress(
     db: DatabaseConnection,
     run_ids: Collection[str] | None = None,
@@ -177,21 +173,12 @@ def follow_progress(
     connection. Raises ``ValueError`` naming a bad argument (at the call), ``DatabaseError`` if
     reads keep failing.
     """
-    if isinstance(run_ids, str) or (
-        run_ids is not None and not all(isinstance(run_id, str) for run_id in run_ids)
-    ):
-        raise ValueError(f"run_ids: must be a collection of run id strings, got {run_ids!r}")
-    cursor: dict[str, int] = {}
-    for run_id, seq in (after or {}).items():
-        if not isinstance(run_id, str) or isinstance(seq, bool) or not isinstance(seq, int):
-            raise ValueError(f"after: must map run ids to seqs (integers), got {run_id!r}: {seq!r}")
-        if seq < 0:
-            raise ValueError(f"after: seq of {run_id!r} must be ≥ 0, got {seq}")
-        cursor[run_id] = seq
-    _check_seconds(poll_interval, "poll_interval", allow_zero=False)
-    _check_seconds(idle_timeout, "idle_timeout", allow_zero=True)
+    check_connection(db)
+    wanted = None if run_ids is None else frozenset(check_str_iterable(run_ids, "run_ids"))
+    cursor = {} if after is None else check_seq_map(after, "after")
+    check_seconds(poll_interval, "poll_interval", allow_zero=False)
+    check_seconds(idle_timeout, "idle_timeout", allow_zero=True)
     interval = poll_interval or DEFAULT_POLL_INTERVAL.get(db.engine.dialect.name, 0.25)
-    wanted = None if run_ids is None else frozenset(run_ids)
     return _follow(db, wanted, cursor, after is None, interval, idle_timeout)
 
 

@@ -485,9 +485,12 @@ def downgrade_losses(url: Any, revision: str) -> list[str]:
     losses: list[str] = []
     with _opened(url, read_only=True) as database, database.connect(read_only=True) as connection:
         tables = set(inspect(connection).get_table_names())
-        for undone in _undone(_revision(connection), revision):
-            for table, columns in downgrade_drops(undone).items():
-                if table not in tables:
+        undone = [downgrade_drops(step) for step in _undone(_revision(connection), revision)]
+        # A column of a table that an older step drops whole is counted with the table.
+        dropped_whole = {table for drops in undone for table, cols in drops.items() if cols is None}
+        for drops in undone:
+            for table, columns in drops.items():
+                if table not in tables or (columns is not None and table in dropped_whole):
                     continue
                 if columns is None:
                     count = connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()

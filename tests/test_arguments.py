@@ -17,6 +17,7 @@ from cosmos_models import (
     claim_next_run,
     create_prompt,
     create_run,
+    follow_progress,
     get_run,
     get_run_detail,
     heartbeat,
@@ -173,10 +174,19 @@ CASES: list[tuple[str, str, Call]] = [
     ("progress_since", "conn", lambda db, p, r: progress_since(None, r)),  # type: ignore[arg-type]
     ("progress_since", "run_id", lambda db, p, r: progress_since(db, 5)),  # type: ignore[arg-type]
     ("progress_since", "run_id", lambda db, p, r: progress_since(db, [r])),  # type: ignore[arg-type]
-    ("progress_since", "after_id", lambda db, p, r: progress_since(db, r, HUGE)),
-    ("progress_since", "after_id", lambda db, p, r: progress_since(db, r, 1.5)),  # type: ignore[arg-type]
-    ("progress_since", "after_id", lambda db, p, r: progress_since(db, r, None)),  # type: ignore[arg-type]
-    ("progress_since", "after_id", lambda db, p, r: progress_since(db, r, -1)),
+    ("progress_since", "after", lambda db, p, r: progress_since(db, r, HUGE)),
+    ("progress_since", "after", lambda db, p, r: progress_since(db, r, 1.5)),  # type: ignore[arg-type]
+    ("progress_since", "after", lambda db, p, r: progress_since(db, r, None)),  # type: ignore[arg-type]
+    ("progress_since", "after", lambda db, p, r: progress_since(db, r, -1)),
+    ("follow_progress", "conn", lambda db, p, r: follow_progress(None)),  # type: ignore[arg-type]
+    ("follow_progress", "run_ids", lambda db, p, r: follow_progress(db, r)),
+    ("follow_progress", "run_ids", lambda db, p, r: follow_progress(db, [5])),  # type: ignore[list-item]
+    ("follow_progress", "after", lambda db, p, r: follow_progress(db, after=[r])),  # type: ignore[arg-type]
+    ("follow_progress", "after", lambda db, p, r: follow_progress(db, after={r: -1})),
+    ("follow_progress", "after", lambda db, p, r: follow_progress(db, after={r: 1.5})),  # type: ignore[dict-item]
+    ("follow_progress", "after", lambda db, p, r: follow_progress(db, after={5: 1})),  # type: ignore[dict-item]
+    ("follow_progress", "poll_interval", lambda db, p, r: follow_progress(db, poll_interval=0)),
+    ("follow_progress", "idle_timeout", lambda db, p, r: follow_progress(db, idle_timeout=-1)),
     ("progress_since", "limit", lambda db, p, r: progress_since(db, r, 0, 1.5)),  # type: ignore[arg-type]
     ("progress_since", "limit", lambda db, p, r: progress_since(db, r, 0, HUGE)),
     ("progress_since", "limit", lambda db, p, r: progress_since(db, r, 0, None)),  # type: ignore[arg-type]

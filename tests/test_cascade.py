@@ -146,7 +146,12 @@ def test_the_cascade_reads_no_progress_row(plain_engine: Engine) -> None:
         session.execute(
             insert(PROGRESS),
             [
-                {"run_id": run_ids[i % 2], "stage": "inference", "percentage": i / 10}
+                {
+                    "run_id": run_ids[i % 2],
+                    "seq": i // 2 + 1,
+                    "stage": "inference",
+                    "percentage": i / 10,
+                }
                 for i in range(1000)
             ],
         )

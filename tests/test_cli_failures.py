@@ -326,17 +326,23 @@ def test_downgrade_losses_by_target(tmp_path: Path) -> None:
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE runs SET error_message = 'oom'")
     raw.close()
-    assert downgrade_losses(path, "0001") == ["column runs.error_message (2 values)"]
-    assert downgrade_losses(path, "0002") == []  # already there
+    assert downgrade_losses(path, "0001") == [
+        "column progress.seq (2 values)",  # 0005, newest first
+        "column runs.error_message (2 values)",  # 0002
+    ]
+    assert downgrade_losses(path, "0002") == ["column progress.seq (2 values)"]
+    assert downgrade_losses(path, "0005") == []  # already there
     assert downgrade_losses(path, "no-such-revision") == []  # Alembic reports it
-    with sqlite3.connect(path) as raw:
-        raw.execute("DROP TABLE progress")
-    raw.close()
+    # Columns of a table that goes whole are counted with the table, not twice.
     assert downgrade_losses(path, "base") == [
-        "column runs.error_message (2 values)",
+        "table progress (2 rows)",
         "table runs (2 rows)",
         "table prompts (1 rows)",
     ]
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TABLE progress")
+    raw.close()
+    assert downgrade_losses(path, "base") == ["table runs (2 rows)", "table prompts (1 rows)"]
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,37 @@ def progress_sql(path: Path) -> str:
         )
 
 
+def add_prompt_and_run_at_0002(path: Path) -> str:
+    """A prompt and a run written as revision 0002 holds them (the models are at head)."""
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO prompts (id, model_type, prompt_text, inputs, parameters, created_at) "
+            "VALUES ('ps_1', 'transfer', 'p', '{}', '{}', '2025-01-01 00:00:00.000000')"
+        )
+        connection.execute(
+            "INSERT INTO runs (id, prompt_id, model_type, status, execution_config, outputs, "
+            "metadata, created_at, updated_at) VALUES ('rs_1', 'ps_1', 'transfer', 'running', "
+            "'{}', '{}', '{}', '2025-01-01 00:00:00.000000', '2025-01-01 00:00:00.000000')"
+        )
+    return "rs_1"
+
+
+def add_raw_events(path: Path, run_id: str, count: int) -> list[int]:
+    """Events inserted as revisions before 0005 insert them (no seq)."""
+    with sqlite3.connect(path) as connection:
+        return [
+            int(
+                connection.execute(
+                    "INSERT INTO progress (run_id, stage, percentage, message, timestamp) "
+                    "VALUES (?, 's', ?, '', '2025-01-01 00:00:00.000000')",
+                    (run_id, float(i)),
+                ).lastrowid
+                or 0
+            )
+            for i in range(count)
+        ]
+
+
 def add_events(path: Path, run_id: str, count: int) -> list[int]:
     with DatabaseConnection(path) as db, db.get_session() as session:
         events = [
@@ -39,12 +70,11 @@ def add_events(path: Path, run_id: str, count: int) -> list[int]:
 def test_upgrade_keeps_rows_and_stops_id_reuse_downgrade_restores_it(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     upgrade(str(path), "0002", backup=False)
-    with DatabaseConnection(path) as db:
-        _, run_id = add_prompt_with_run(db)
-    assert add_events(path, run_id, 5) == [1, 2, 3, 4, 5]
+    run_id = add_prompt_and_run_at_0002(path)
+    assert add_raw_events(path, run_id, 5) == [1, 2, 3, 4, 5]
     with sqlite3.connect(path) as connection:
         connection.execute("DELETE FROM progress WHERE id = 5")
-    assert add_events(path, run_id, 1) == [5]  # before 0003: the deleted id is handed out again
+    assert add_raw_events(path, run_id, 1) == [5]  # before 0003: the deleted id is handed out again
     with sqlite3.connect(path) as connection:
         connection.execute("DELETE FROM progress WHERE id = 5")
     upgrade(str(path), "0003", backup=False)
@@ -65,15 +95,21 @@ def test_upgrade_keeps_rows_and_stops_id_reuse_downgrade_restores_it(tmp_path: P
         "ix_progress_timestamp",
         "ix_progress_run_id_timestamp_id",
     }
-    assert schema_differences(str(path)) == []
-    assert add_events(path, run_id, 1) == [5]  # the mark is the largest id present
+    assert not [d for d in schema_differences(str(path)) if "AUTOINCREMENT" in str(d)]
+    assert add_raw_events(path, run_id, 1) == [5]  # the mark is the largest id present
     with sqlite3.connect(path) as connection:
         connection.execute("DELETE FROM progress WHERE id = 5")
-    assert add_events(path, run_id, 1) == [6]  # never again
+    assert add_raw_events(path, run_id, 1) == [6]  # never again
+    with sqlite3.connect(path) as connection:
+        connection.execute("DELETE FROM progress WHERE id = 6")
+    upgrade(str(path), "head", backup=False)  # 0005 rebuilds the table again: the mark stays
+    assert add_events(path, run_id, 1) == [7]
+    downgrade(str(path), "0003", backup=False)  # and its downgrade too
+    assert add_raw_events(path, run_id, 1) == [8]
     downgrade(str(path), "0002", backup=False)
     assert "AUTOINCREMENT" not in progress_sql(path)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT COUNT(*) FROM progress").fetchone() == (5,)
+        assert connection.execute("SELECT COUNT(*) FROM progress").fetchone() == (6,)
     upgrade(str(path), "head", backup=False)
     assert "AUTOINCREMENT" in progress_sql(path)
 

@@ -19,7 +19,8 @@ AUTOINCREMENT if an earlier revision set it). Frozen definitions: this file neve
 live models.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from alembic import op
@@ -130,6 +131,37 @@ def _progress_table_kwargs() -> dict[str, object]:
     return {"sqlite_autoincrement": True} if "AUTOINCREMENT" in str(sql).upper() else {}
 
 
+@contextmanager
+def _sqlite_mark_kept() -> Iterator[None]:
+    """Keep SQLite's AUTOINCREMENT high-water mark of progress across a batch rebuild.
+
+    The rebuilt table's mark restarts at the largest id copied into it: ids deleted above that
+    (the newest events of pruned runs) would be handed out again, which migration 0003 exists to
+    prevent.
+    """
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite" or op.get_context().as_sql:
+        yield
+        return
+    has_sequence = bind.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'"
+    ).first()
+    mark = (
+        bind.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'progress'").scalar()
+        if has_sequence is not None
+        else None
+    )
+    yield
+    if mark is None:
+        return
+    bind.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = 'progress'")
+    bind.exec_driver_sql(
+        "INSERT INTO sqlite_sequence (name, seq) "
+        "SELECT 'progress', MAX(?, COALESCE(MAX(id), 0)) FROM progress",
+        (int(mark),),
+    )
+
+
 def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         for name in reversed(COUNTERS):
@@ -145,13 +177,19 @@ def upgrade() -> None:
     op.execute(BACKFILL_SEQ[family])
     op.execute(BACKFILL_COUNTERS)
     op.execute(BACKFILL_SUMMARY)
-    with op.batch_alter_table("progress", **_batch_progress(with_seq=True)) as batch:  # type: ignore[arg-type]
+    with (
+        _sqlite_mark_kept(),
+        op.batch_alter_table("progress", **_batch_progress(with_seq=True)) as batch,  # type: ignore[arg-type]
+    ):
         batch.alter_column("seq", existing_type=sa.Integer(), nullable=False)
         batch.create_unique_constraint(op.f("uq_progress_run_id_seq"), ["run_id", "seq"])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("progress", **_batch_progress(with_seq=True)) as batch:  # type: ignore[arg-type]
+    with (
+        _sqlite_mark_kept(),
+        op.batch_alter_table("progress", **_batch_progress(with_seq=True)) as batch,  # type: ignore[arg-type]
+    ):
         batch.drop_constraint(op.f("uq_progress_run_id_seq"), type_="unique")
         batch.drop_column("seq")
     with op.batch_alter_table("runs") as batch:
