@@ -20,7 +20,7 @@ from sqlalchemy import delete, event  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from cosmos_models import DatabaseConnection, Progress, Prompt, Run  # noqa: E402
-from cosmos_models.base import ValidatedTable, _validate_before_flush  # noqa: E402
+from cosmos_models.models.base import ValidatedTable, _validate_before_flush  # noqa: E402
 from tests.factories import make_progress, make_prompt, make_run  # noqa: E402
 
 

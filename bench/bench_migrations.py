@@ -79,7 +79,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp) / "empty.db"
         seconds, peak, _ = measured(
-            f"from cosmos_models.migrate import upgrade; upgrade({str(empty)!r})"
+            f"from cosmos_models.db.migrate import upgrade; upgrade({str(empty)!r})"
         )
         rows.append(
             {
@@ -93,7 +93,7 @@ def main() -> None:
         build_legacy(legacy, prompts=1_000, runs=args.runs, progress=args.progress_rows)
         size = legacy.stat().st_size / 2**20
         code = (
-            "from cosmos_models.migrate import upgrade\n"
+            "from cosmos_models.db.migrate import upgrade\n"
             f"r = upgrade({str(legacy)!r}, report=print)\n"
         )
         seconds, peak, out = measured(code)

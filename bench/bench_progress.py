@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import URL, delete, update  # noqa: E402
 
 from cosmos_models import DatabaseConnection, create_prompt, create_run, record_progress_batch  # noqa: E402
-from cosmos_models.tables import PROGRESS, RUNS  # noqa: E402
+from cosmos_models.db.tables import PROGRESS, RUNS  # noqa: E402
 from tests.backends import server_database, server_reason  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

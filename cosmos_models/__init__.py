@@ -1,6 +1,7 @@
 """cosmos_models: the typed data layer recording how AI video models are run."""
 
-from cosmos_models.connection import DatabaseConnection, get_database_url, init_database
+from cosmos_models.db.connection import DatabaseConnection, get_database_url, init_database
+from cosmos_models.db.json_filters import JsonFilter
 from cosmos_models.errors import (
     CosmosModelsError,
     DatabaseError,
@@ -14,9 +15,13 @@ from cosmos_models.errors import (
     TransitionConflictError,
     WorkerMismatchError,
 )
-from cosmos_models.follow import follow_progress
-from cosmos_models.json_filters import JsonFilter
-from cosmos_models.lifecycle import (
+from cosmos_models.models.progress import Progress, ProgressCreate, ProgressRead
+from cosmos_models.models.prompt import Prompt, PromptCreate, PromptRead, PromptUpdate
+from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail, api_json_schemas
+from cosmos_models.models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
+from cosmos_models.models.types import metadata
+from cosmos_models.services.follow import follow_progress
+from cosmos_models.services.lifecycle import (
     ACTIVE_STATUSES,
     claim_next_run,
     create_prompt,
@@ -25,18 +30,13 @@ from cosmos_models.lifecycle import (
     reap_stale_runs,
     transition,
 )
-from cosmos_models.progress import Progress, ProgressCreate, ProgressRead
-from cosmos_models.prompt import Prompt, PromptCreate, PromptRead, PromptUpdate
-from cosmos_models.queries import get_run, get_run_detail, list_prompts, list_runs
-from cosmos_models.readmodels import Page, PromptSummary, RunDetail, api_json_schemas
-from cosmos_models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
-from cosmos_models.tracking import (
+from cosmos_models.services.queries import get_run, get_run_detail, list_prompts, list_runs
+from cosmos_models.services.tracking import (
     latest_progress,
     progress_since,
     record_progress,
     record_progress_batch,
 )
-from cosmos_models.types import metadata
 
 __all__ = [
     "ACTIVE_STATUSES",

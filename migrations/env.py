@@ -2,11 +2,11 @@
 
 The URL comes from an explicit ``sqlalchemy.url`` option, else from ``get_database_url()`` (the
 same validation as the package). A caller may hand over a Connection or an Engine in
-``config.attributes["connection"]``; ``cosmos_models.migrate`` does, after taking the migration
+``config.attributes["connection"]``; ``cosmos_models.db.migrate`` does, after taking the migration
 lock and the SQLite backup. Batch mode is on so SQLite can alter tables.
 
 Run by the plain Alembic command line (``alembic -c alembic.ini upgrade head``, no connection
-handed over), an upgrade or downgrade goes through ``cosmos_models.migrate`` like ``make
+handed over), an upgrade or downgrade goes through ``cosmos_models.db.migrate`` like ``make
 migrate``: the lock, the SQLite backup, the adoption of earlier databases, and a downgrade that
 would drop data without a backup is refused. What it does is logged (alembic.ini's loggers).
 """
@@ -19,10 +19,10 @@ from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine
 
-from cosmos_models.connection import DatabaseConnection, get_database_url, parse_location
+from cosmos_models.db.connection import DatabaseConnection, get_database_url, parse_location
+from cosmos_models.db.migrate import VERSION_TABLE, compare_type, include_object
 from cosmos_models.errors import CosmosModelsError
-from cosmos_models.migrate import VERSION_TABLE, compare_type, include_object
-from cosmos_models.types import metadata
+from cosmos_models.models.types import metadata
 
 config = context.config
 target_metadata = metadata
@@ -75,7 +75,7 @@ def _command() -> str | None:
 
 def _through_the_package(direction: str) -> None:
     """Run the upgrade or downgrade as ``cosmos-models db`` does (lock, backup, adoption)."""
-    from cosmos_models import migrate
+    from cosmos_models.db import migrate
 
     if config.config_file_name:
         fileConfig(config.config_file_name, disable_existing_loggers=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_models.archive import (
+from cosmos_models.services.archive import (
     FORMAT,
     VERSION,
     Archive,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cosmos_models import DatabaseConnection
-from cosmos_models.archive import Archive
+from cosmos_models.services.archive import Archive
 from tests.test_cli import cli, seed
 from tests.test_maintenance import counts
 

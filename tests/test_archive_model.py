@@ -30,9 +30,10 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import select, update
 
-from cosmos_models import DatabaseConnection, Progress, RunStatus, maintenance
-from cosmos_models.archive import Key, ScanResult, TruncatedArchiveError, identity_of, scan
-from cosmos_models.tables import PROGRESS, RUNS
+from cosmos_models import DatabaseConnection, Progress, RunStatus
+from cosmos_models.db.tables import PROGRESS, RUNS
+from cosmos_models.services import maintenance
+from cosmos_models.services.archive import Key, ScanResult, TruncatedArchiveError, identity_of, scan
 from tests.conftest import _empty_tables, connect
 from tests.factories import T0, make_prompt, make_run
 

@@ -8,7 +8,7 @@ from sqlalchemy import Engine, create_engine, delete, event, func, insert, selec
 from sqlmodel import Session
 
 from cosmos_models import DatabaseConnection, Progress, Prompt, Run, metadata
-from cosmos_models.tables import PROGRESS, PROMPTS, RUNS
+from cosmos_models.db.tables import PROGRESS, PROMPTS, RUNS
 from tests.factories import make_progress, make_prompt, make_run
 
 

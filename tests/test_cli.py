@@ -10,14 +10,14 @@ import pytest
 
 from cosmos_models import DatabaseConnection, RunStatus
 from cosmos_models.cli import main
-from cosmos_models.migrate import head_revision
+from cosmos_models.db.migrate import head_revision
 from tests.factories import make_progress, make_prompt, make_run
 from tests.legacy_fixtures import make_legacy_sqlite
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """Run the command line in-process; return (exit code, stdout, stderr)."""
-    from cosmos_models.cli import out
+    from cosmos_models.cli.app import out
 
     out.width = 200  # a wide terminal, so that table cells are not wrapped mid-text
     with pytest.raises(SystemExit) as exited:

@@ -310,7 +310,7 @@ def test_installed_script_fails_briefly_on_a_closed_port_and_a_text_file(
 
 
 def test_every_revision_says_what_its_downgrade_drops() -> None:
-    from cosmos_models.migrate import downgrade_drops, known_revisions
+    from cosmos_models.db.migrate import downgrade_drops, known_revisions
 
     for revision in known_revisions():
         drops = downgrade_drops(revision)
@@ -319,7 +319,7 @@ def test_every_revision_says_what_its_downgrade_drops() -> None:
 
 
 def test_downgrade_losses_by_target(tmp_path: Path) -> None:
-    from cosmos_models.migrate import downgrade_losses
+    from cosmos_models.db.migrate import downgrade_losses
 
     path = tmp_path / "t.db"
     seed(str(path))
@@ -360,7 +360,7 @@ def test_unexpected_errors_are_still_one_line(
     def fail(*_: object) -> None:
         raise raised
 
-    monkeypatch.setattr("cosmos_models.cli.migrate.current_revision", fail)
+    monkeypatch.setattr("cosmos_models.cli.db.migrate.current_revision", fail)
     code, out, err = cli(capsys, "db", "current", "-d", ":memory:")
     assert code == 1
     assert err.startswith("error: ")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cosmos_models import DatabaseConnection, RunStatus
-from cosmos_models.cli import visible
+from cosmos_models.cli.app import visible
 from tests.factories import make_progress, make_prompt, make_run
 from tests.test_cli import cli
 

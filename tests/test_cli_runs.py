@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-import cosmos_models.cli_runs as cli_runs
+import cosmos_models.cli.watch as cli_watch
 from cosmos_models import (
     DatabaseConnection,
     ProgressRead,
@@ -20,7 +20,7 @@ from cosmos_models import (
     record_progress_batch,
     transition,
 )
-from cosmos_models.ids import new_run_id
+from cosmos_models.models.ids import new_run_id
 from tests.factories import T0
 from tests.test_cli import cli
 
@@ -113,20 +113,20 @@ def test_watch_follows_runs_until_final(
 def cli_with_hook(
     capsys: pytest.CaptureFixture[str], started: threading.Event, *args: str
 ) -> tuple[int, str, str]:
-    import cosmos_models.cli_runs as cli_runs
+    import cosmos_models.cli.watch as cli_watch
 
-    original = cli_runs.latest_progress
+    original = cli_watch.latest_progress
 
     def spy(*a: object, **k: object) -> object:
         result = original(*a, **k)  # type: ignore[arg-type]
         started.set()
         return result
 
-    cli_runs.latest_progress = spy  # type: ignore[assignment]
+    cli_watch.latest_progress = spy  # type: ignore[assignment]
     try:
         return cli(capsys, *args)
     finally:
-        cli_runs.latest_progress = original
+        cli_watch.latest_progress = original
 
 
 @pytest.mark.parametrize("backend", ["sqlite-file", "postgresql", "mariadb"])
@@ -141,7 +141,7 @@ def test_watch_draws_every_event_as_it_commits(
     _, run_id = seeded(db)
     watching = threading.Event()
     drawn: list[float] = []
-    original = cli_runs._draw
+    original = cli_watch._draw
 
     def spy(bars: Any, tasks: Any, run: RunRead, event: ProgressRead | None) -> None:
         if event is not None:
@@ -150,7 +150,7 @@ def test_watch_draws_every_event_as_it_commits(
             transition(db, run_id, RunStatus.COMPLETED)  # after the last event written below
         original(bars, tasks, run, event)
 
-    monkeypatch.setattr(cli_runs, "_draw", spy)
+    monkeypatch.setattr(cli_watch, "_draw", spy)
 
     def worker() -> None:
         watching.wait(30)
@@ -175,7 +175,7 @@ def test_watch_draws_every_event_as_it_commits(
 
 def test_watch_fits_80_columns_with_whole_ids_and_visible_bars() -> None:
     console = Console(width=80, record=True, color_system=None)
-    bars = cli_runs.watch_bars(console)
+    bars = cli_watch.watch_bars(console)
     tasks: dict[str, Any] = {}
     ids = [new_run_id() for _ in range(3)]
     for run_id, percentage in zip(ids, (0.0, 42.0, 100.0), strict=True):
@@ -198,7 +198,7 @@ def test_watch_fits_80_columns_with_whole_ids_and_visible_bars() -> None:
             message="m" * 200,
             timestamp=T0,
         )
-        cli_runs._draw(bars, tasks, run, event)
+        cli_watch._draw(bars, tasks, run, event)
     console.print(bars)
     lines = console.export_text().splitlines()
     assert len(lines) == 3
@@ -209,7 +209,7 @@ def test_watch_fits_80_columns_with_whole_ids_and_visible_bars() -> None:
         assert width >= 10, line  # the bar is there, empty or full
         assert line.count("━") == round(width * percentage / 100), line
     wide = Console(width=160, record=True, color_system=None)
-    wide_bars = cli_runs.watch_bars(wide)
+    wide_bars = cli_watch.watch_bars(wide)
     assert len(wide_bars.columns) > len(bars.columns)  # elapsed time and message when room
 
 

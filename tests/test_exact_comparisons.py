@@ -39,7 +39,7 @@ from cosmos_models import (
     record_progress,
     transition,
 )
-from cosmos_models.migrate import downgrade, schema_differences, upgrade
+from cosmos_models.db.migrate import downgrade, schema_differences, upgrade
 from tests.backends import ALL_BACKENDS, admin_url
 from tests.conftest import connect, require_backend
 

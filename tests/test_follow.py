@@ -12,13 +12,13 @@ from sqlalchemy import text
 from cosmos_models import (
     DatabaseConnection,
     ProgressRead,
-    follow,
     follow_progress,
     record_progress,
     record_progress_batch,
 )
 from cosmos_models.errors import DatabaseError
-from cosmos_models.tracking import MAX_PAGE
+from cosmos_models.services import follow
+from cosmos_models.services.tracking import MAX_PAGE
 from tests.concurrency import progress_events
 from tests.conftest import connect
 from tests.factories import pending_runs

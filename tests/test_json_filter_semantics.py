@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from sqlalchemy import delete
 
 from cosmos_models import DatabaseConnection, JsonFilter, PromptCreate, create_prompt, list_prompts
-from cosmos_models.json_filters import INT64_MAX, INT64_MIN
-from cosmos_models.tables import PROMPTS
+from cosmos_models.db.json_filters import INT64_MAX, INT64_MIN
+from cosmos_models.db.tables import PROMPTS
 
 # -- the reference ---------------------------------------------------------------------------
 

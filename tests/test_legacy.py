@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from cosmos_models import DatabaseConnection, MigrationError, Progress, Prompt, Run, init_database
-from cosmos_models.migrate import head_revision, schema_differences, upgrade
+from cosmos_models.db.migrate import head_revision, schema_differences, upgrade
 from tests.backends import server_database
 from tests.conftest import require_backend
 from tests.legacy_fixtures import make_legacy_postgres, make_legacy_sqlite
@@ -178,7 +178,7 @@ def test_failed_adoption_leaves_the_file_byte_for_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure after the tables were renamed and copied rolls back to the very same bytes."""
-    import cosmos_models.legacy as legacy
+    import cosmos_models.db.legacy as legacy
 
     path = make_legacy_sqlite(tmp_path / "fail.db", harder=True)
     before = md5(path)

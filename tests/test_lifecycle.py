@@ -27,7 +27,7 @@ from cosmos_models import (
     reap_stale_runs,
     transition,
 )
-from cosmos_models.lifecycle import resolve_now
+from cosmos_models.services.lifecycle import resolve_now
 from tests.concurrency import (
     PROCESS_BACKENDS,
     claim_all,
@@ -329,7 +329,7 @@ def test_reap_fails_runs_whose_heartbeat_is_too_old(db: DatabaseConnection) -> N
     heartbeat(db, fresh, "w-fresh", now=at(100))
     assert reap_stale_runs(db, timedelta(seconds=60), now=at(30)) == []
     assert reap_stale_runs(db, timedelta(seconds=60), now=at(120)) == [stale]
-    from cosmos_models.queries import get_run
+    from cosmos_models.services.queries import get_run
 
     reaped = get_run(db, stale)
     assert (reaped.status, reaped.completed_at) == ("failed", at(120))

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import func, select
 
 from cosmos_models import DatabaseConnection, Progress, Prompt, Run, RunStatus
-from cosmos_models.archive import Archive, ArchiveError, read_records
-from cosmos_models.maintenance import (
+from cosmos_models.services.archive import Archive, ArchiveError, read_records
+from cosmos_models.services.maintenance import (
     RestoreConflictError,
     database_stats,
     parse_duration,
@@ -172,7 +172,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 from cosmos_models import DatabaseConnection
-from cosmos_models.maintenance import prune
+from cosmos_models.services.maintenance import prune
 with DatabaseConnection(sys.argv[1]) as db:
     prune(db, older_than=timedelta(days=1), archive_path=Path(sys.argv[2]), batch_size=int(sys.argv[3]))
 """

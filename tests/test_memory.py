@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from cosmos_models import DatabaseConnection, Prompt
-from cosmos_models import connection as connection_module
+from cosmos_models.db import connection as connection_module
 from tests.factories import make_prompt
 
 # Long enough never to be reached when things work; a regression fails instead of hanging.

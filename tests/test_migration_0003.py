@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 
 from cosmos_models import DatabaseConnection, Progress
-from cosmos_models.migrate import downgrade, schema_differences, upgrade
+from cosmos_models.db.migrate import downgrade, schema_differences, upgrade
 from tests.backends import server_database
 from tests.conftest import require_backend
 from tests.factories import add_prompt_with_run

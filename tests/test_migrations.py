@@ -16,7 +16,7 @@ from alembic import command
 from sqlalchemy import MetaData, create_engine, insert, inspect, select, text
 
 from cosmos_models import DatabaseConnection, MigrationError, Run, init_database
-from cosmos_models.migrate import (
+from cosmos_models.db.migrate import (
     VERSION_TABLE,
     alembic_config,
     current_revision,
@@ -461,7 +461,7 @@ def test_wheel_install_migrates_outside_the_checkout(tmp_path: Path) -> None:
     work = tmp_path / "elsewhere"
     work.mkdir()
     script = (
-        "import cosmos_models, cosmos_models.migrate as m, pathlib, sys\n"
+        "import cosmos_models, cosmos_models.db.migrate as m, pathlib, sys\n"
         "assert str(pathlib.Path(cosmos_models.__file__)).startswith(sys.prefix), cosmos_models.__file__\n"
         "print(m.script_location())\n"
         "r = m.upgrade('db/x.db')\n"

@@ -25,7 +25,7 @@ from cosmos_models import (
     record_progress,
     transition,
 )
-from cosmos_models.queries import decode_cursor, encode_cursor
+from cosmos_models.services.queries import decode_cursor, encode_cursor
 from tests.factories import T0, at
 
 

@@ -29,8 +29,7 @@ from cosmos_models import (
     record_progress,
     transition,
 )
-from cosmos_models.queries import MAX_CURSOR_LENGTH, decode_cursor
-from cosmos_models.types import (
+from cosmos_models.models.types import (
     MAX_JSON_DEPTH,
     MAX_JSON_INT_BITS,
     MAX_TIMESTAMP,
@@ -39,6 +38,7 @@ from cosmos_models.types import (
     dumps_json,
     plain_json,
 )
+from cosmos_models.services.queries import MAX_CURSOR_LENGTH, decode_cursor
 from tests.factories import add_prompt_with_run, make_progress, make_prompt, make_run, new_prompt
 
 

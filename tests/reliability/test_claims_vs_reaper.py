@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cosmos_models import DatabaseConnection, claim_next_run, list_runs, reap_stale_runs
-from cosmos_models.types import utcnow
+from cosmos_models.models.types import utcnow
 from tests.concurrency import PROCESS_BACKENDS, claim_all, in_processes, in_threads, process_url
 from tests.factories import at, pending_runs
 

@@ -21,7 +21,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, Table, delete, event, inspect, select
 from sqlalchemy.orm import InstanceState, ORMExecuteState, Session, UOWTransaction
 
-from cosmos_models.types import metadata
+from cosmos_models.models.types import metadata
 
 # Ids per IN list: far below every backend's limit on bound parameters (SQLite's is 32,766).
 _CHUNK: Final = 500

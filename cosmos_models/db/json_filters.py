@@ -38,8 +38,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import BinaryExpression
 from sqlalchemy.sql.functions import FunctionElement
 
-from cosmos_models.arguments import check_int, check_str
-from cosmos_models.types import backend_family
+from cosmos_models.models.checks import check_int, check_str
+from cosmos_models.models.types import backend_family
 
 Operator = Literal["==", "!=", "<", "<=", ">", ">="]
 JsonScalar = str | int | float | bool | None

@@ -17,21 +17,21 @@ from typing import Any, Final, Generic, Literal, TypeVar
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, Table, and_, or_, select
 
-from cosmos_models.arguments import (
+from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.db.json_filters import JsonFilter, json_condition
+from cosmos_models.db.tables import PROMPTS, RUNS
+from cosmos_models.errors import RunNotFoundError
+from cosmos_models.models.checks import (
     check_connection,
     check_iterable,
     check_statuses,
     check_str,
 )
-from cosmos_models.connection import DatabaseConnection
-from cosmos_models.errors import RunNotFoundError
-from cosmos_models.json_filters import JsonFilter, json_condition
-from cosmos_models.lifecycle import resolve_now, run_read
-from cosmos_models.prompt import PromptRead
-from cosmos_models.readmodels import Page, PromptSummary, RunDetail
-from cosmos_models.run import RunRead, RunStatus
-from cosmos_models.tables import PROMPTS, RUNS
-from cosmos_models.tracking import check_limit, latest_progress
+from cosmos_models.models.prompt import PromptRead
+from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail
+from cosmos_models.models.run import RunRead, RunStatus
+from cosmos_models.services.lifecycle import resolve_now, run_read
+from cosmos_models.services.tracking import check_limit, latest_progress
 
 Order = Literal["newest", "oldest"]
 ReadT = TypeVar("ReadT", bound=BaseModel)

@@ -8,10 +8,10 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from cosmos_models.progress import ProgressCreate, ProgressRead
-from cosmos_models.prompt import PromptCreate, PromptRead, PromptUpdate
-from cosmos_models.run import RunCreate, RunRead
-from cosmos_models.types import UtcDatetime
+from cosmos_models.models.progress import ProgressCreate, ProgressRead
+from cosmos_models.models.prompt import PromptCreate, PromptRead, PromptUpdate
+from cosmos_models.models.run import RunCreate, RunRead
+from cosmos_models.models.types import UtcDatetime
 
 ItemT = TypeVar("ItemT")
 

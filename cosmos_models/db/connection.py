@@ -31,9 +31,9 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
-from cosmos_models.arguments import check_bool, check_int
 from cosmos_models.errors import DatabaseError, IntegrityViolation
-from cosmos_models.types import dumps_json
+from cosmos_models.models.checks import check_bool, check_int
+from cosmos_models.models.types import dumps_json
 
 ENV_VAR: Final = "COSMOS_DATABASE_URL"
 DEFAULT_DATABASE_PATH: Final = Path("outputs") / "cosmos_workflow.db"
@@ -397,13 +397,13 @@ class DatabaseConnection:
     # -- sessions -----------------------------------------------------------------------------
 
     def create_tables(self) -> None:
-        """Bring the schema to the newest revision with Alembic (see ``cosmos_models.migrate``).
+        """Bring the schema to the newest revision with Alembic (see ``cosmos_models.db.migrate``).
 
         Whatever the database held (nothing, an older revision, an earlier-implementation
         database), it ends at head with the revision recorded. Raises ``MigrationError``.
         """
         self._check_open()
-        from cosmos_models.migrate import upgrade
+        from cosmos_models.db.migrate import upgrade
 
         upgrade(self)
 

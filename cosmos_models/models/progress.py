@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import CheckConstraint, Index, String, UniqueConstraint
 from sqlmodel import Field, Relationship, SQLModel
 
-from cosmos_models.base import ValidatedTable
-from cosmos_models.types import (
+from cosmos_models.models.base import ValidatedTable
+from cosmos_models.models.types import (
     EXACT_TEXT_TABLE_OPTIONS,
     ID_LENGTH,
     NAME_LENGTH,
@@ -21,7 +21,7 @@ from cosmos_models.types import (
 )
 
 if TYPE_CHECKING:
-    from cosmos_models.run import Run
+    from cosmos_models.models.run import Run
 
 
 class ProgressBase(SQLModel):

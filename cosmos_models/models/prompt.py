@@ -6,10 +6,10 @@ from sqlalchemy import Index, String
 from sqlmodel import Field, Relationship, SQLModel
 
 # Imported for its session listeners: deletes of prompts and runs cascade through the ORM.
-import cosmos_models.cascade  # noqa: F401
-from cosmos_models.base import ValidatedTable
-from cosmos_models.ids import new_prompt_id
-from cosmos_models.types import (
+import cosmos_models.models.cascade  # noqa: F401
+from cosmos_models.models.base import ValidatedTable
+from cosmos_models.models.ids import new_prompt_id
+from cosmos_models.models.types import (
     EXACT_TEXT_TABLE_OPTIONS,
     ID_LENGTH,
     NAME_LENGTH,
@@ -25,7 +25,7 @@ from cosmos_models.types import (
 )
 
 if TYPE_CHECKING:
-    from cosmos_models.run import Run
+    from cosmos_models.models.run import Run
 
 
 class PromptBase(SQLModel):

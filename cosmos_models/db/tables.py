@@ -8,10 +8,10 @@ from typing import Final
 
 from sqlalchemy import Table
 
-from cosmos_models.progress import Progress
-from cosmos_models.prompt import Prompt
-from cosmos_models.run import Run
-from cosmos_models.types import metadata
+from cosmos_models.models.progress import Progress
+from cosmos_models.models.prompt import Prompt
+from cosmos_models.models.run import Run
+from cosmos_models.models.types import metadata
 
 PROMPTS: Final[Table] = metadata.tables[Prompt.__tablename__]
 RUNS: Final[Table] = metadata.tables[Run.__tablename__]

@@ -10,8 +10,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from cosmos_models.run import RunStatus
-from cosmos_models.types import _check_unicode
+from cosmos_models.models.run import RunStatus
+from cosmos_models.models.types import _check_unicode
 
 # The largest integer every backend binds (a signed 64-bit integer: SQLite, BIGINT).
 MAX_INT: Final = 2**63 - 1
@@ -20,7 +20,7 @@ MAX_INT: Final = 2**63 - 1
 def check_connection(conn: Any) -> None:
     """Raise ``ValueError`` naming ``conn`` unless it is a ``DatabaseConnection``."""
     # Imported here: connection.py checks its own arguments with this module.
-    from cosmos_models.connection import DatabaseConnection
+    from cosmos_models.db.connection import DatabaseConnection
 
     if not isinstance(conn, DatabaseConnection):
         raise ValueError(f"conn: must be a DatabaseConnection, got {type(conn).__name__}")

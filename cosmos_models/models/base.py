@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, registry
 from sqlalchemy.orm.attributes import instance_dict, instance_state, set_attribute
 from sqlmodel import SQLModel
 
-from cosmos_models.types import metadata, plain_json
+from cosmos_models.models.types import metadata, plain_json
 
 _registry = registry(metadata=metadata)
 

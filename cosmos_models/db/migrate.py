@@ -9,7 +9,7 @@ user's data needs:
 * a database newer than the code (or at a revision it does not know) is refused, untouched;
 * before a SQLite file changes it is copied with SQLite's online backup API next to itself;
 * databases written by the earlier implementation (no migration history) are adopted
-  (``cosmos_models.legacy``);
+  (``cosmos_models.db.legacy``);
 * on SQLite, foreign keys are off while the schema changes (a batch table rebuild drops and
   recreates tables, and with foreign keys on, dropping ``runs`` would cascade-delete every
   progress row) and ``PRAGMA foreign_key_check`` must come back empty before the commit.
@@ -37,7 +37,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy import exc as sa_exc
 
-from cosmos_models.connection import (
+from cosmos_models.db.connection import (
     DatabaseConnection,
     get_database_url,
     open_sqlite_read_only,
@@ -45,7 +45,7 @@ from cosmos_models.connection import (
     sqlite_error,
 )
 from cosmos_models.errors import MigrationError
-from cosmos_models.types import JSONDocument, backend_family, metadata, utcnow
+from cosmos_models.models.types import JSONDocument, backend_family, metadata, utcnow
 
 # An arbitrary constant: the key of PostgreSQL's advisory lock and MariaDB's named lock.
 _LOCK_KEY = 7_316_952_804_113
@@ -74,7 +74,7 @@ def script_location() -> Path:
     packaged = Path(str(files("cosmos_models"))) / "migrations"
     if (packaged / "env.py").is_file():
         return packaged
-    return Path(__file__).resolve().parent.parent / "migrations"
+    return Path(__file__).resolve().parents[2] / "migrations"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -383,7 +383,7 @@ def _target_revision(revision: str, direction: str) -> str | None:
 
 def _prepare_sqlite_file(path: Path, revision: str, direction: str, *, backup: bool) -> Path | None:
     """Refuse what must not be touched, and back up what is about to change, before opening."""
-    from cosmos_models.legacy import check_legacy_sqlite
+    from cosmos_models.db.legacy import check_legacy_sqlite
 
     state = read_sqlite_state(path)
     if state is None:
@@ -422,7 +422,7 @@ def _run(database: DatabaseConnection, revision: str, direction: str, say: Repor
 
 def _apply(connection: Connection, revision: str, direction: str, say: Report) -> UpgradeResult:
     """Check, adopt if needed, and migrate, inside the caller's locked transaction."""
-    from cosmos_models.legacy import adopt
+    from cosmos_models.db.legacy import adopt
 
     state = _state(connection)
     _check_known(state.revision)

@@ -7,7 +7,7 @@ processes creating ids in the same second collide with odds of about 1 in 10^14 
 import secrets
 from datetime import datetime
 
-from cosmos_models.types import utcnow
+from cosmos_models.models.types import utcnow
 
 
 def new_id(prefix: str, now: datetime | None = None) -> str:

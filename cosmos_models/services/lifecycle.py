@@ -18,13 +18,8 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import CursorResult, Executable, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from cosmos_models.arguments import (
-    check_connection,
-    check_status,
-    check_str,
-    check_str_iterable,
-)
-from cosmos_models.connection import DatabaseConnection
+from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.db.tables import PROMPTS, RUNS
 from cosmos_models.errors import (
     InvalidTransitionError,
     PromptNotFoundError,
@@ -33,10 +28,15 @@ from cosmos_models.errors import (
     TransitionConflictError,
     WorkerMismatchError,
 )
-from cosmos_models.prompt import Prompt, PromptCreate, PromptRead
-from cosmos_models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
-from cosmos_models.tables import PROMPTS, RUNS
-from cosmos_models.types import MIN_TIMESTAMP, Identifier, RequiredText, _to_utc, utcnow
+from cosmos_models.models.checks import (
+    check_connection,
+    check_status,
+    check_str,
+    check_str_iterable,
+)
+from cosmos_models.models.prompt import Prompt, PromptCreate, PromptRead
+from cosmos_models.models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
+from cosmos_models.models.types import MIN_TIMESTAMP, Identifier, RequiredText, _to_utc, utcnow
 
 ACTIVE_STATUSES: Final = frozenset({RunStatus.UPLOADING, RunStatus.RUNNING, RunStatus.DOWNLOADING})
 """Statuses in which a worker holds a run: from ``claim_next_run`` until a final status."""

@@ -16,15 +16,22 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Connection, Table, func, inspect, select, text, update
 
-from cosmos_models.archive import Archive, ArchiveError, Line, Record, keys_of, read_records
-from cosmos_models.base import ValidatedTable
-from cosmos_models.connection import DatabaseConnection
+from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.db.tables import PROGRESS, PROMPTS, RUNS
 from cosmos_models.errors import CosmosModelsError
-from cosmos_models.progress import Progress
-from cosmos_models.prompt import Prompt
-from cosmos_models.run import Run, RunStatus
-from cosmos_models.tables import PROGRESS, PROMPTS, RUNS
-from cosmos_models.types import backend_family, utcnow
+from cosmos_models.models.base import ValidatedTable
+from cosmos_models.models.progress import Progress
+from cosmos_models.models.prompt import Prompt
+from cosmos_models.models.run import Run, RunStatus
+from cosmos_models.models.types import backend_family, utcnow
+from cosmos_models.services.archive import (
+    Archive,
+    ArchiveError,
+    Line,
+    Record,
+    keys_of,
+    read_records,
+)
 
 TABLES: dict[str, Table] = {"prompts": PROMPTS, "runs": RUNS, "progress": PROGRESS}
 FINAL_STATUSES = tuple(status for status in RunStatus if status.is_final)

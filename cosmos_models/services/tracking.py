@@ -31,19 +31,19 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.attributes import set_committed_value
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
-from cosmos_models.arguments import (
+from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.db.tables import PROGRESS, RUNS
+from cosmos_models.errors import RunFinishedError, RunNotFoundError
+from cosmos_models.models.checks import (
     check_connection,
     check_int,
     check_iterable,
     check_str,
     check_str_iterable,
 )
-from cosmos_models.connection import DatabaseConnection
-from cosmos_models.errors import RunFinishedError, RunNotFoundError
-from cosmos_models.progress import Progress, ProgressCreate, ProgressRead
-from cosmos_models.run import RunStatus
-from cosmos_models.tables import PROGRESS, RUNS
-from cosmos_models.types import utcnow
+from cosmos_models.models.progress import Progress, ProgressCreate, ProgressRead
+from cosmos_models.models.run import RunStatus
+from cosmos_models.models.types import utcnow
 
 MAX_PAGE: Final = 1000
 

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import CheckConstraint, Index, String
 from sqlmodel import Field, Relationship, SQLModel
 
-from cosmos_models.base import ValidatedTable
-from cosmos_models.ids import new_run_id
-from cosmos_models.types import (
+from cosmos_models.models.base import ValidatedTable
+from cosmos_models.models.ids import new_run_id
+from cosmos_models.models.types import (
     EXACT_TEXT_TABLE_OPTIONS,
     ID_LENGTH,
     NAME_LENGTH,
@@ -25,8 +25,8 @@ from cosmos_models.types import (
 )
 
 if TYPE_CHECKING:
-    from cosmos_models.progress import Progress
-    from cosmos_models.prompt import Prompt
+    from cosmos_models.models.progress import Progress
+    from cosmos_models.models.prompt import Prompt
 
 
 class RunStatus(enum.StrEnum):

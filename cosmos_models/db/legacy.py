@@ -22,9 +22,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, bindparam, inspect, text
 
-from cosmos_models.connection import DatabaseConnection
+from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.errors import MigrationError
-from cosmos_models.types import ID_LENGTH, NAME_LENGTH, UTCDateTime, backend_family
+from cosmos_models.models.types import ID_LENGTH, NAME_LENGTH, UTCDateTime, backend_family
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PREFIX = "legacy_v0_"

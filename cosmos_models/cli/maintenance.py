@@ -1,0 +1,132 @@
+"""``cosmos-models stats``, ``prune`` and ``restore``: statistics and archiving of old data."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from cosmos_models.cli.app import (
+    DatabaseOption,
+    JsonOption,
+    app,
+    describe,
+    literal,
+    opened,
+    out,
+    print_json,
+    when,
+)
+from cosmos_models.services.maintenance import (
+    FINAL_STATUSES,
+    database_stats,
+    parse_duration,
+    parse_statuses,
+    prune,
+    restore,
+)
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+@app.command("stats")
+def stats_command(database: DatabaseOption = None, as_json: JsonOption = False) -> None:
+    """Rows per table, runs per status, database size, oldest and newest rows."""
+    with opened(database, read_only=True) as connection:
+        stats = database_stats(connection)
+    if as_json:
+        print_json(
+            {
+                "rows": stats.rows,
+                "runs_by_status": stats.runs_by_status,
+                "size_bytes": stats.size_bytes,
+                "oldest": stats.oldest,
+                "newest": stats.newest,
+            }
+        )
+        return
+    table = Table(title=Text(describe(database)))
+    for column in ("table", "rows", "oldest", "newest"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for name, count in stats.rows.items():
+        table.add_row(name, f"{count:,}", when(stats.oldest[name]), when(stats.newest[name]))
+    out.print(table)
+    statuses = ", ".join(
+        f"{status} {count:,}" for status, count in sorted(stats.runs_by_status.items())
+    )
+    out.print(f"runs by status: {statuses or 'none'}")
+    if stats.size_bytes is not None:
+        out.print(f"size: {stats.size_bytes / 2**20:.2f} MiB")
+
+
+# -- prune / restore ------------------------------------------------------------------------
+
+
+@app.command("prune")
+def prune_command(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age cutoff: 30d, 12h, 90m, 2w, 3600s.")
+    ],
+    status: Annotated[
+        str, typer.Option("--status", help="Comma-separated final statuses to prune.")
+    ] = ",".join(s.value for s in FINAL_STATUSES),
+    archive: Annotated[
+        Path | None,
+        typer.Option("--archive", help="Write every deleted row to this .jsonl.gz first."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be deleted.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
+    database: DatabaseOption = None,
+) -> None:
+    """Delete final runs older than the cutoff, with their progress, in batches.
+
+    ``--archive`` creates the file (header first), appends to an archive of ours, or repairs the
+    truncated tail a killed prune left; any other existing path is refused, untouched.
+    """
+    try:
+        age = parse_duration(older_than)
+        statuses = parse_statuses(status.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with opened(database) as connection:
+        result = prune(
+            connection,
+            older_than=age,
+            statuses=statuses,
+            archive_path=archive,
+            dry_run=dry_run,
+            batch_size=batch_size,
+        )
+    if dry_run:
+        out.print(
+            f"would delete {result.runs:,} runs and {result.progress:,} progress rows (dry run)"
+        )
+        return
+    out.print(
+        f"deleted {result.runs:,} runs and {result.progress:,} progress rows "
+        f"in {result.batches} batches"
+    )
+    if archive is not None:
+        out.print(literal(f"archived {result.archived:,} rows to {archive}"))
+
+
+@app.command("restore")
+def restore_command(
+    archive: Annotated[Path, typer.Argument(help="An archive written by prune --archive.")],
+    database: DatabaseOption = None,
+) -> None:
+    """Put the rows of a prune archive back; rows already present are left alone.
+
+    Anything but a complete archive of ours (a database, a text file, a device, a damaged or
+    truncated archive, an invalid row) is refused with one line, the file untouched, nothing
+    written to the database.
+    """
+    with opened(database) as connection:
+        result = restore(connection, archive)
+    restored = ", ".join(f"{count:,} {table}" for table, count in result.restored.items())
+    out.print(literal(f"restored {restored}; {result.already_present:,} rows were already present"))
+    if result.renumbered:
+        out.print(f"{result.renumbered:,} progress rows got new ids (their ids were taken)")

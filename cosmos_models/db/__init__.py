@@ -1,0 +1,1 @@
+"""How the database is reached: the one connection, table handles, JSON filters, migrations."""

@@ -1,0 +1,1 @@
+"""What a row is: column types, the validated base, the tables, API shapes, status words."""

@@ -1,0 +1,1 @@
+"""What apps do with the data: lifecycle, progress tracking, queries, following, maintenance."""
