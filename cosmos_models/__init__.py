@@ -18,11 +18,11 @@ from cosmos_models.errors import (
 from cosmos_models.models.progress import Progress, ProgressCreate, ProgressRead
 from cosmos_models.models.prompt import Prompt, PromptCreate, PromptRead, PromptUpdate
 from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail, api_json_schemas
-from cosmos_models.models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
+from cosmos_models.models.run import Run, RunCreate, RunRead
+from cosmos_models.models.status import ACTIVE_STATUSES, ALLOWED_TRANSITIONS, RunStatus
 from cosmos_models.models.types import metadata
 from cosmos_models.services.follow import follow_progress
 from cosmos_models.services.lifecycle import (
-    ACTIVE_STATUSES,
     claim_next_run,
     create_prompt,
     create_run,

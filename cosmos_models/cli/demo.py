@@ -17,7 +17,7 @@ from cosmos_models.cli.app import (
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.errors import CosmosModelsError
 from cosmos_models.models.prompt import PromptCreate
-from cosmos_models.models.run import RunStatus
+from cosmos_models.models.status import RunStatus
 from cosmos_models.services.lifecycle import (
     claim_next_run,
     create_prompt,

@@ -18,8 +18,8 @@ from cosmos_models.cli.app import (
     print_json,
     when,
 )
+from cosmos_models.models.status import FINAL_STATUSES
 from cosmos_models.services.maintenance import (
-    FINAL_STATUSES,
     database_stats,
     parse_duration,
     parse_statuses,

@@ -18,7 +18,7 @@ from cosmos_models.cli.app import (
     when,
 )
 from cosmos_models.models.readmodels import RunDetail
-from cosmos_models.models.run import RunStatus
+from cosmos_models.models.status import RunStatus
 from cosmos_models.services.queries import get_run_detail, list_prompts, list_runs
 from cosmos_models.services.tracking import latest_progress, progress_since
 

@@ -22,7 +22,8 @@ from cosmos_models.cli.app import (
 )
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.models.progress import ProgressRead
-from cosmos_models.models.run import RunRead, RunStatus
+from cosmos_models.models.run import RunRead
+from cosmos_models.models.status import UNFINISHED_STATUSES, RunStatus
 from cosmos_models.services.follow import follow_progress
 from cosmos_models.services.queries import get_run, list_runs
 from cosmos_models.services.tracking import latest_progress
@@ -34,8 +35,8 @@ def _watched(connection: DatabaseConnection, given: list[str], seen: list[str]) 
     """The runs asked for; without ids, every active run and every run seen active before."""
     if given:
         return [get_run(connection, run_id) for run_id in given]
-    active_statuses = [status for status in RunStatus if not status.is_final]
-    active = {run.id: run for run in list_runs(connection, status=active_statuses, limit=200).items}
+    unfinished = list_runs(connection, status=UNFINISHED_STATUSES, limit=200).items
+    active = {run.id: run for run in unfinished}
     seen.extend(sorted(run_id for run_id in active if run_id not in seen))
     # A run that finished since the last refresh is fetched once more, to show how it ended.
     return [active.get(run_id) or get_run(connection, run_id) for run_id in seen]

@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from cosmos_models.models.run import RunStatus
+from cosmos_models.models.status import RunStatus
 from cosmos_models.models.types import _check_unicode
 
 # The largest integer every backend binds (a signed 64-bit integer: SQLite, BIGINT).

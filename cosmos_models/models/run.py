@@ -1,6 +1,5 @@
 """The Run table (one execution attempt of a prompt), its status and its API models."""
 
-import enum
 from typing import TYPE_CHECKING
 
 from sqlalchemy import CheckConstraint, Index, String
@@ -8,6 +7,7 @@ from sqlmodel import Field, Relationship, SQLModel
 
 from cosmos_models.models.base import ValidatedTable
 from cosmos_models.models.ids import new_run_id
+from cosmos_models.models.status import RunStatus
 from cosmos_models.models.types import (
     EXACT_TEXT_TABLE_OPTIONS,
     ID_LENGTH,
@@ -28,39 +28,6 @@ if TYPE_CHECKING:
     from cosmos_models.models.progress import Progress
     from cosmos_models.models.prompt import Prompt
 
-
-class RunStatus(enum.StrEnum):
-    """Where a run is in its lifecycle; stored by value (``"pending"``…)."""
-
-    PENDING = "pending"
-    UPLOADING = "uploading"
-    RUNNING = "running"
-    DOWNLOADING = "downloading"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_final(self) -> bool:
-        """True for completed, failed and cancelled: nothing follows them."""
-        return not ALLOWED_TRANSITIONS[self]
-
-
-# The lifecycle, read as the spec reads: pending → uploading → running → downloading → completed,
-# failing or being cancelled from anywhere along the way. A retry is a new run of the same prompt.
-ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.PENDING: frozenset(
-        {RunStatus.UPLOADING, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}
-    ),
-    RunStatus.UPLOADING: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
-    RunStatus.RUNNING: frozenset(
-        {RunStatus.DOWNLOADING, RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
-    ),
-    RunStatus.DOWNLOADING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}),
-    RunStatus.COMPLETED: frozenset(),
-    RunStatus.FAILED: frozenset(),
-    RunStatus.CANCELLED: frozenset(),
-}
 
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in RunStatus)
 

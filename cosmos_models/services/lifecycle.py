@@ -35,13 +35,14 @@ from cosmos_models.models.checks import (
     check_str_iterable,
 )
 from cosmos_models.models.prompt import Prompt, PromptCreate, PromptRead
-from cosmos_models.models.run import ALLOWED_TRANSITIONS, Run, RunCreate, RunRead, RunStatus
+from cosmos_models.models.run import Run, RunCreate, RunRead
+from cosmos_models.models.status import (
+    ACTIVE_STATUSES,
+    ALLOWED_TRANSITIONS,
+    CLAIM_TARGETS,
+    RunStatus,
+)
 from cosmos_models.models.types import MIN_TIMESTAMP, Identifier, RequiredText, _to_utc, utcnow
-
-ACTIVE_STATUSES: Final = frozenset({RunStatus.UPLOADING, RunStatus.RUNNING, RunStatus.DOWNLOADING})
-"""Statuses in which a worker holds a run: from ``claim_next_run`` until a final status."""
-
-CLAIM_TARGETS: Final = frozenset({RunStatus.UPLOADING, RunStatus.RUNNING})
 
 
 def resolve_now(now: datetime | None, name: str = "now") -> datetime:

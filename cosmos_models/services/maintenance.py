@@ -22,7 +22,8 @@ from cosmos_models.errors import CosmosModelsError
 from cosmos_models.models.base import ValidatedTable
 from cosmos_models.models.progress import Progress
 from cosmos_models.models.prompt import Prompt
-from cosmos_models.models.run import Run, RunStatus
+from cosmos_models.models.run import Run
+from cosmos_models.models.status import FINAL_STATUSES, RunStatus
 from cosmos_models.models.types import backend_family, utcnow
 from cosmos_models.services.archive import (
     Archive,
@@ -34,7 +35,6 @@ from cosmos_models.services.archive import (
 )
 
 TABLES: dict[str, Table] = {"prompts": PROMPTS, "runs": RUNS, "progress": PROGRESS}
-FINAL_STATUSES = tuple(status for status in RunStatus if status.is_final)
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -29,7 +29,8 @@ from cosmos_models.models.checks import (
 )
 from cosmos_models.models.prompt import PromptRead
 from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail
-from cosmos_models.models.run import RunRead, RunStatus
+from cosmos_models.models.run import RunRead
+from cosmos_models.models.status import RunStatus
 from cosmos_models.services.lifecycle import resolve_now, run_read
 from cosmos_models.services.tracking import check_limit, latest_progress
 

@@ -42,7 +42,7 @@ from cosmos_models.models.checks import (
     check_str_iterable,
 )
 from cosmos_models.models.progress import Progress, ProgressCreate, ProgressRead
-from cosmos_models.models.run import RunStatus
+from cosmos_models.models.status import FINAL_STATUSES, RunStatus
 from cosmos_models.models.types import utcnow
 
 MAX_PAGE: Final = 1000
@@ -79,7 +79,7 @@ def _rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # Built once: statement construction costs more than the query itself for small batches.
-_FINAL_STATUSES: Final = sorted(status.value for status in RunStatus if status.is_final)
+_FINAL_VALUES: Final = sorted(status.value for status in FINAL_STATUSES)
 
 
 def _advance_statement(*, open_runs_only: bool) -> Update:
@@ -104,7 +104,7 @@ def _advance_statement(*, open_runs_only: bool) -> Update:
         )
     )
     if open_runs_only:
-        statement = statement.where(RUNS.c.status.not_in(_FINAL_STATUSES))
+        statement = statement.where(RUNS.c.status.not_in(_FINAL_VALUES))
     return statement
 
 
