@@ -30,13 +30,9 @@ from cosmos_models.services.lifecycle import (
     reap_stale_runs,
     transition,
 )
+from cosmos_models.services.progress_queries import latest_progress, progress_since
 from cosmos_models.services.queries import get_run, get_run_detail, list_prompts, list_runs
-from cosmos_models.services.tracking import (
-    latest_progress,
-    progress_since,
-    record_progress,
-    record_progress_batch,
-)
+from cosmos_models.services.tracking import record_progress, record_progress_batch
 
 __all__ = [
     "ACTIVE_STATUSES",

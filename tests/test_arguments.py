@@ -44,8 +44,8 @@ Call = Callable[[DatabaseConnection, str, str], object]
 # (function, argument that must be named, call(db, prompt_id, run_id)). Every call below would
 # otherwise reach the database (or Python's own errors) with the wrong value.
 CASES: list[tuple[str, str, Call]] = [
-    ("create_prompt", "conn", lambda db, p, r: create_prompt("sqlite://", PROMPT)),  # type: ignore[arg-type]
-    ("create_prompt", "conn", lambda db, p, r: create_prompt(None, PROMPT)),  # type: ignore[arg-type]
+    ("create_prompt", "db", lambda db, p, r: create_prompt("sqlite://", PROMPT)),  # type: ignore[arg-type]
+    ("create_prompt", "db", lambda db, p, r: create_prompt(None, PROMPT)),  # type: ignore[arg-type]
     ("create_prompt", "prompt", lambda db, p, r: create_prompt(db, "a prompt")),  # type: ignore[arg-type]
     ("create_prompt", "prompt", lambda db, p, r: create_prompt(db, None)),  # type: ignore[arg-type]
     ("create_prompt", "prompt", lambda db, p, r: create_prompt(db, b"x")),  # type: ignore[arg-type]
@@ -65,7 +65,7 @@ CASES: list[tuple[str, str, Call]] = [
             db, PROMPT, now=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
         ),
     ),
-    ("create_run", "conn", lambda db, p, r: create_run({}, p)),  # type: ignore[arg-type]
+    ("create_run", "db", lambda db, p, r: create_run({}, p)),  # type: ignore[arg-type]
     ("create_run", "run", lambda db, p, r: create_run(db, 5)),  # type: ignore[arg-type]
     ("create_run", "run", lambda db, p, r: create_run(db, None)),  # type: ignore[arg-type]
     ("create_run", "run", lambda db, p, r: create_run(db, p.encode())),  # type: ignore[arg-type]
@@ -74,7 +74,7 @@ CASES: list[tuple[str, str, Call]] = [
     ("create_run", "prompt_id", lambda db, p, r: create_run(db, "")),
     ("create_run", "outputs", lambda db, p, r: create_run(db, {"prompt_id": p, "outputs": "x"})),
     ("create_run", "now", lambda db, p, r: create_run(db, p, now=NAIVE)),
-    ("transition", "conn", lambda db, p, r: transition(5, r, "failed")),  # type: ignore[arg-type]
+    ("transition", "db", lambda db, p, r: transition(5, r, "failed")),  # type: ignore[arg-type]
     ("transition", "run_id", lambda db, p, r: transition(db, 5, "failed")),  # type: ignore[arg-type]
     ("transition", "run_id", lambda db, p, r: transition(db, None, "failed")),  # type: ignore[arg-type]
     ("transition", "run_id", lambda db, p, r: transition(db, r.encode(), "failed")),  # type: ignore[arg-type]
@@ -100,7 +100,7 @@ CASES: list[tuple[str, str, Call]] = [
         lambda db, p, r: transition(db, r, "failed", error_message="\udc00"),
     ),
     ("transition", "now", lambda db, p, r: transition(db, r, "failed", now=NAIVE)),
-    ("claim_next_run", "conn", lambda db, p, r: claim_next_run("db", "w")),  # type: ignore[arg-type]
+    ("claim_next_run", "db", lambda db, p, r: claim_next_run("db", "w")),  # type: ignore[arg-type]
     ("claim_next_run", "worker_id", lambda db, p, r: claim_next_run(db, 5)),  # type: ignore[arg-type]
     ("claim_next_run", "worker_id", lambda db, p, r: claim_next_run(db, None)),  # type: ignore[arg-type]
     ("claim_next_run", "worker_id", lambda db, p, r: claim_next_run(db, b"w")),  # type: ignore[arg-type]
@@ -114,19 +114,19 @@ CASES: list[tuple[str, str, Call]] = [
     ("claim_next_run", "to", lambda db, p, r: claim_next_run(db, "w", to=5)),  # type: ignore[arg-type]
     ("claim_next_run", "to", lambda db, p, r: claim_next_run(db, "w", to="completed")),
     ("claim_next_run", "now", lambda db, p, r: claim_next_run(db, "w", now=NAIVE)),
-    ("heartbeat", "conn", lambda db, p, r: heartbeat(object(), r, "w")),  # type: ignore[arg-type]
+    ("heartbeat", "db", lambda db, p, r: heartbeat(object(), r, "w")),  # type: ignore[arg-type]
     ("heartbeat", "run_id", lambda db, p, r: heartbeat(db, 5, "w")),  # type: ignore[arg-type]
     ("heartbeat", "run_id", lambda db, p, r: heartbeat(db, "\ud800", "w")),
     ("heartbeat", "worker_id", lambda db, p, r: heartbeat(db, r, 5)),  # type: ignore[arg-type]
     ("heartbeat", "worker_id", lambda db, p, r: heartbeat(db, r, None)),  # type: ignore[arg-type]
     ("heartbeat", "now", lambda db, p, r: heartbeat(db, r, "w", now=NAIVE)),
-    ("reap_stale_runs", "conn", lambda db, p, r: reap_stale_runs(None, timedelta(1))),  # type: ignore[arg-type]
+    ("reap_stale_runs", "db", lambda db, p, r: reap_stale_runs(None, timedelta(1))),  # type: ignore[arg-type]
     ("reap_stale_runs", "older_than", lambda db, p, r: reap_stale_runs(db, 5)),  # type: ignore[arg-type]
     ("reap_stale_runs", "older_than", lambda db, p, r: reap_stale_runs(db, None)),  # type: ignore[arg-type]
     ("reap_stale_runs", "older_than", lambda db, p, r: reap_stale_runs(db, "1h")),  # type: ignore[arg-type]
     ("reap_stale_runs", "older_than", lambda db, p, r: reap_stale_runs(db, -timedelta(1))),
     ("reap_stale_runs", "now", lambda db, p, r: reap_stale_runs(db, timedelta(1), NAIVE)),
-    ("record_progress", "conn", lambda db, p, r: record_progress(5, r, "s", 1.0)),  # type: ignore[arg-type]
+    ("record_progress", "db", lambda db, p, r: record_progress(5, r, "s", 1.0)),  # type: ignore[arg-type]
     ("record_progress", "run_id", lambda db, p, r: record_progress(db, 5, "s", 1.0)),  # type: ignore[arg-type]
     ("record_progress", "stage", lambda db, p, r: record_progress(db, r, None, 1.0)),  # type: ignore[arg-type]
     ("record_progress", "stage", lambda db, p, r: record_progress(db, r, b"s", 1.0)),  # type: ignore[arg-type]
@@ -145,7 +145,7 @@ CASES: list[tuple[str, str, Call]] = [
         "timestamp",
         lambda db, p, r: record_progress(db, r, "s", 1.0, timestamp=5),  # type: ignore[arg-type]
     ),
-    ("record_progress_batch", "conn", lambda db, p, r: record_progress_batch("x", [])),  # type: ignore[arg-type]
+    ("record_progress_batch", "db", lambda db, p, r: record_progress_batch("x", [])),  # type: ignore[arg-type]
     ("record_progress_batch", "events", lambda db, p, r: record_progress_batch(db, "abc")),  # type: ignore[arg-type]
     ("record_progress_batch", "events", lambda db, p, r: record_progress_batch(db, None)),  # type: ignore[arg-type]
     ("record_progress_batch", "events", lambda db, p, r: record_progress_batch(db, 5)),  # type: ignore[arg-type]
@@ -164,21 +164,21 @@ CASES: list[tuple[str, str, Call]] = [
             db, [{"run_id": r, "stage": "s", "percentage": 1.0, "timestamp": NAIVE}]
         ),
     ),
-    ("latest_progress", "conn", lambda db, p, r: latest_progress([], [r])),  # type: ignore[arg-type]
+    ("latest_progress", "db", lambda db, p, r: latest_progress([], [r])),  # type: ignore[arg-type]
     ("latest_progress", "run_ids", lambda db, p, r: latest_progress(db, r)),
     ("latest_progress", "run_ids", lambda db, p, r: latest_progress(db, 5)),  # type: ignore[arg-type]
     ("latest_progress", "run_ids", lambda db, p, r: latest_progress(db, None)),  # type: ignore[arg-type]
     ("latest_progress", "run_ids", lambda db, p, r: latest_progress(db, [5])),  # type: ignore[list-item]
     ("latest_progress", "run_ids", lambda db, p, r: latest_progress(db, {r: 1})),
     ("latest_progress", "run_ids", lambda db, p, r: latest_progress(db, ["\ud800"])),
-    ("progress_since", "conn", lambda db, p, r: progress_since(None, r)),  # type: ignore[arg-type]
+    ("progress_since", "db", lambda db, p, r: progress_since(None, r)),  # type: ignore[arg-type]
     ("progress_since", "run_id", lambda db, p, r: progress_since(db, 5)),  # type: ignore[arg-type]
     ("progress_since", "run_id", lambda db, p, r: progress_since(db, [r])),  # type: ignore[arg-type]
     ("progress_since", "after", lambda db, p, r: progress_since(db, r, HUGE)),
     ("progress_since", "after", lambda db, p, r: progress_since(db, r, 1.5)),  # type: ignore[arg-type]
     ("progress_since", "after", lambda db, p, r: progress_since(db, r, None)),  # type: ignore[arg-type]
     ("progress_since", "after", lambda db, p, r: progress_since(db, r, -1)),
-    ("follow_progress", "conn", lambda db, p, r: follow_progress(None)),  # type: ignore[arg-type]
+    ("follow_progress", "db", lambda db, p, r: follow_progress(None)),  # type: ignore[arg-type]
     ("follow_progress", "run_ids", lambda db, p, r: follow_progress(db, r)),
     ("follow_progress", "run_ids", lambda db, p, r: follow_progress(db, [5])),  # type: ignore[list-item]
     ("follow_progress", "after", lambda db, p, r: follow_progress(db, after=[r])),  # type: ignore[arg-type]
@@ -190,16 +190,16 @@ CASES: list[tuple[str, str, Call]] = [
     ("progress_since", "limit", lambda db, p, r: progress_since(db, r, 0, 1.5)),  # type: ignore[arg-type]
     ("progress_since", "limit", lambda db, p, r: progress_since(db, r, 0, HUGE)),
     ("progress_since", "limit", lambda db, p, r: progress_since(db, r, 0, None)),  # type: ignore[arg-type]
-    ("get_run", "conn", lambda db, p, r: get_run("sqlite://", r)),  # type: ignore[arg-type]
+    ("get_run", "db", lambda db, p, r: get_run("sqlite://", r)),  # type: ignore[arg-type]
     ("get_run", "run_id", lambda db, p, r: get_run(db, 5)),  # type: ignore[arg-type]
     ("get_run", "run_id", lambda db, p, r: get_run(db, None)),  # type: ignore[arg-type]
     ("get_run", "run_id", lambda db, p, r: get_run(db, r.encode())),  # type: ignore[arg-type]
     ("get_run", "run_id", lambda db, p, r: get_run(db, "\ud800")),
     ("get_run", "run_id", lambda db, p, r: get_run(db, {"id": r})),  # type: ignore[arg-type]
-    ("get_run_detail", "conn", lambda db, p, r: get_run_detail(None, r)),  # type: ignore[arg-type]
+    ("get_run_detail", "db", lambda db, p, r: get_run_detail(None, r)),  # type: ignore[arg-type]
     ("get_run_detail", "run_id", lambda db, p, r: get_run_detail(db, 5)),  # type: ignore[arg-type]
     ("get_run_detail", "run_id", lambda db, p, r: get_run_detail(db, "a\x00")),
-    ("list_runs", "conn", lambda db, p, r: list_runs(None)),  # type: ignore[arg-type]
+    ("list_runs", "db", lambda db, p, r: list_runs(None)),  # type: ignore[arg-type]
     ("list_runs", "status", lambda db, p, r: list_runs(db, status=5)),  # type: ignore[arg-type]
     ("list_runs", "status", lambda db, p, r: list_runs(db, status=[5])),  # type: ignore[list-item]
     ("list_runs", "status", lambda db, p, r: list_runs(db, status="bogus")),
@@ -223,7 +223,7 @@ CASES: list[tuple[str, str, Call]] = [
     ("list_runs", "cursor", lambda db, p, r: list_runs(db, cursor=5)),  # type: ignore[arg-type]
     ("list_runs", "cursor", lambda db, p, r: list_runs(db, cursor=b"x")),  # type: ignore[arg-type]
     ("list_runs", "cursor", lambda db, p, r: list_runs(db, cursor="x" * 1_000_000)),
-    ("list_prompts", "conn", lambda db, p, r: list_prompts(5)),  # type: ignore[arg-type]
+    ("list_prompts", "db", lambda db, p, r: list_prompts(5)),  # type: ignore[arg-type]
     ("list_prompts", "model_type", lambda db, p, r: list_prompts(db, model_type=5)),  # type: ignore[arg-type]
     ("list_prompts", "created_after", lambda db, p, r: list_prompts(db, created_after=NAIVE)),
     ("list_prompts", "json_filters", lambda db, p, r: list_prompts(db, json_filters=None)),  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from cosmos_models import (
 )
 from cosmos_models.errors import DatabaseError
 from cosmos_models.services import follow
-from cosmos_models.services.tracking import MAX_PAGE
+from cosmos_models.services.common import MAX_PAGE
 from tests.concurrency import progress_events
 from tests.conftest import connect
 from tests.factories import pending_runs

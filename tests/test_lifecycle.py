@@ -27,7 +27,7 @@ from cosmos_models import (
     reap_stale_runs,
     transition,
 )
-from cosmos_models.services.lifecycle import resolve_now
+from cosmos_models.services.common import resolve_now
 from tests.concurrency import (
     PROCESS_BACKENDS,
     claim_all,

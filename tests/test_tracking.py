@@ -24,7 +24,7 @@ from cosmos_models import (
     transition,
 )
 from cosmos_models.db.tables import PROGRESS, RUNS
-from cosmos_models.services.tracking import latest_progress_query
+from cosmos_models.services.progress_queries import latest_progress_query
 from tests.factories import at
 
 
@@ -301,7 +301,7 @@ def test_latest_progress_errors_are_translated(
     db: DatabaseConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The driver-level read goes through the same error translation as the rest."""
-    import cosmos_models.services.tracking as tracking
+    import cosmos_models.services.progress_queries as tracking
 
     (run_id,) = runs(db, 1)
     record_progress(db, run_id, "s", 1.0)
@@ -317,7 +317,7 @@ def test_latest_progress_errors_are_translated(
 
 
 def test_postgresql_timestamps_in_another_zone_are_read_as_utc() -> None:
-    import cosmos_models.services.tracking as tracking
+    import cosmos_models.services.progress_queries as tracking
 
     paris = datetime(2025, 1, 4, 13, tzinfo=timezone(timedelta(hours=1)))
     assert tracking._postgresql_utc(paris) == datetime(2025, 1, 4, 12, tzinfo=UTC)

@@ -88,18 +88,18 @@ def literal(value: object) -> Text:
 
 @contextmanager
 def opened(database: str | None, *, read_only: bool = False) -> Iterator[DatabaseConnection]:
-    """A connection for one command, closed afterwards.
+    """The database of one command (a ``DatabaseConnection``), closed afterwards.
 
     ``read_only`` never creates a file and opens SQLite read-only. Driver errors raised inside
     become one-line ``DatabaseError``s (no secret).
     """
-    connection = DatabaseConnection(database, read_only=read_only)
+    db = DatabaseConnection(database, read_only=read_only)
     try:
-        yield connection
+        yield db
     except sa_exc.DBAPIError as exc:
-        raise connection.translate_error(exc) from None
+        raise db.translate_error(exc) from None
     finally:
-        connection.close()
+        db.close()
 
 
 def print_json(value: Any) -> None:

@@ -107,12 +107,12 @@ def db_backup(
     database: DatabaseOption = None,
 ) -> None:
     """Write a consistent copy of a SQLite database file, even while it is in use."""
-    with opened(database, read_only=True) as connection:
-        if not connection.is_sqlite or connection.is_memory:
+    with opened(database, read_only=True) as db:
+        if not db.is_sqlite or db.is_memory:
             raise CosmosModelsError(
                 "backup copies SQLite files; for PostgreSQL use pg_dump, for MariaDB mariadb-dump"
             )
-        source = Path(connection.url.database or "")
+        source = Path(db.url.database or "")
     if not source.exists():
         raise CosmosModelsError(f"database file {source} does not exist")
     out.print(literal(f"backup written: {migrate.copy_sqlite(source, path)}"))

@@ -58,7 +58,7 @@ STAGES = (
 
 
 def _demo_worker(
-    connection: DatabaseConnection,
+    db: DatabaseConnection,
     worker_id: str,
     step_seconds: float,
     stop: threading.Event,
@@ -66,30 +66,28 @@ def _demo_worker(
 ) -> None:
     rng = random.Random(seed)  # noqa: S311 - simulated failures, not secrets
     while not stop.is_set():
-        run = claim_next_run(connection, worker_id)
+        run = claim_next_run(db, worker_id)
         if run is None:
             return
         for status, stage in STAGES:
             if run.status is not status:
-                run = transition(connection, run.id, status)
+                run = transition(db, run.id, status)
             for percentage in (0.0, 25.0, 50.0, 75.0, 100.0):
                 if stop.wait(step_seconds):
-                    transition(
-                        connection, run.id, RunStatus.CANCELLED, error_message="demo stopped"
-                    )
+                    transition(db, run.id, RunStatus.CANCELLED, error_message="demo stopped")
                     return
-                record_progress(connection, run.id, stage, percentage, f"{stage} {percentage:.0f}%")
-                heartbeat(connection, run.id, worker_id)
+                record_progress(db, run.id, stage, percentage, f"{stage} {percentage:.0f}%")
+                heartbeat(db, run.id, worker_id)
             if stage == "inference" and rng.random() < 0.2:
                 transition(
-                    connection,
+                    db,
                     run.id,
                     RunStatus.FAILED,
                     error_message="simulated GPU out of memory",
                 )
                 break
         else:
-            transition(connection, run.id, RunStatus.COMPLETED)
+            transition(db, run.id, RunStatus.COMPLETED)
 
 
 @app.command("demo")
@@ -102,14 +100,14 @@ def demo(
     database: DatabaseOption = None,
 ) -> None:
     """Add sample prompts and runs for the three model types, then simulate workers on them."""
-    with opened(database) as connection:
-        connection.create_tables()
+    with opened(database) as db:
+        db.create_tables()
         run_count = 0
         for prompt in DEMO_PROMPTS:
-            stored = create_prompt(connection, prompt)
+            stored = create_prompt(db, prompt)
             for _ in range(runs_per_prompt):
                 create_run(
-                    connection,
+                    db,
                     {"prompt_id": stored.id, "execution_config": {"gpu_node": "demo-gpu"}},
                 )
                 run_count += 1
@@ -125,7 +123,7 @@ def demo(
         threads = [
             threading.Thread(
                 target=_demo_worker,
-                args=(connection, f"demo-worker-{i}", step, stop, i),
+                args=(db, f"demo-worker-{i}", step, stop, i),
                 daemon=True,
             )
             for i in range(workers)
@@ -139,7 +137,7 @@ def demo(
             stop.set()
             for thread in threads:
                 thread.join()
-        final = list_runs(connection, limit=run_count).items
+        final = list_runs(db, limit=run_count).items
         counts: dict[str, int] = {}
         for run in final:
             counts[run.status.value] = counts.get(run.status.value, 0) + 1

@@ -33,8 +33,8 @@ from cosmos_models.services.maintenance import (
 @app.command("stats")
 def stats_command(database: DatabaseOption = None, as_json: JsonOption = False) -> None:
     """Rows per table, runs per status, database size, oldest and newest rows."""
-    with opened(database, read_only=True) as connection:
-        stats = database_stats(connection)
+    with opened(database, read_only=True) as db:
+        stats = database_stats(db)
     if as_json:
         print_json(
             {
@@ -91,9 +91,9 @@ def prune_command(
         statuses = parse_statuses(status.split(","))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    with opened(database) as connection:
+    with opened(database) as db:
         result = prune(
-            connection,
+            db,
             older_than=age,
             statuses=statuses,
             archive_path=archive,
@@ -124,8 +124,8 @@ def restore_command(
     truncated archive, an invalid row) is refused with one line, the file untouched, nothing
     written to the database.
     """
-    with opened(database) as connection:
-        result = restore(connection, archive)
+    with opened(database) as db:
+        result = restore(db, archive)
     restored = ", ".join(f"{count:,} {table}" for table, count in result.restored.items())
     out.print(literal(f"restored {restored}; {result.already_present:,} rows were already present"))
     if result.renumbered:

@@ -19,8 +19,8 @@ from cosmos_models.cli.app import (
 )
 from cosmos_models.models.readmodels import RunDetail
 from cosmos_models.models.status import RunStatus
+from cosmos_models.services.progress_queries import latest_progress, progress_since
 from cosmos_models.services.queries import get_run_detail, list_prompts, list_runs
-from cosmos_models.services.tracking import latest_progress, progress_since
 
 prompts_app = typer.Typer(help="Prompts: what to run.", no_args_is_help=True)
 runs_app = typer.Typer(help="Runs: execution attempts and their progress.", no_args_is_help=True)
@@ -49,8 +49,8 @@ def prompts_list(
     as_json: JsonOption = False,
 ) -> None:
     """The newest prompts."""
-    with opened(database, read_only=True) as connection:
-        page = list_prompts(connection, model_type=model_type, limit=limit)
+    with opened(database, read_only=True) as db:
+        page = list_prompts(db, model_type=model_type, limit=limit)
     if as_json:
         print_json([prompt.model_dump(mode="json") for prompt in page.items])
         return
@@ -77,9 +77,9 @@ def runs_list(
     as_json: JsonOption = False,
 ) -> None:
     """The newest runs, with their latest progress."""
-    with opened(database, read_only=True) as connection:
-        page = list_runs(connection, status=status or None, model_type=model_type, limit=limit)
-        latest = latest_progress(connection, [run.id for run in page.items])
+    with opened(database, read_only=True) as db:
+        page = list_runs(db, status=status or None, model_type=model_type, limit=limit)
+        latest = latest_progress(db, [run.id for run in page.items])
     if as_json:
         print_json([run.model_dump(mode="json") for run in page.items])
         return
@@ -108,11 +108,11 @@ def runs_show(
     as_json: JsonOption = False,
 ) -> None:
     """One run: its prompt, timing, outputs and the whole progress timeline."""
-    with opened(database, read_only=True) as connection:
-        detail = get_run_detail(connection, run_id)
+    with opened(database, read_only=True) as db:
+        detail = get_run_detail(db, run_id)
         timeline = []
         after = 0
-        while page := progress_since(connection, run_id, after, 500):
+        while page := progress_since(db, run_id, after, 500):
             timeline.extend(page)
             after = page[-1].seq
     if as_json:

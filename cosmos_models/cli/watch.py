@@ -25,21 +25,21 @@ from cosmos_models.models.progress import ProgressRead
 from cosmos_models.models.run import RunRead
 from cosmos_models.models.status import UNFINISHED_STATUSES, RunStatus
 from cosmos_models.services.follow import follow_progress
+from cosmos_models.services.progress_queries import latest_progress
 from cosmos_models.services.queries import get_run, list_runs
-from cosmos_models.services.tracking import latest_progress
 
 # -- watch ----------------------------------------------------------------------------------
 
 
-def _watched(connection: DatabaseConnection, given: list[str], seen: list[str]) -> list[RunRead]:
+def _watched(db: DatabaseConnection, given: list[str], seen: list[str]) -> list[RunRead]:
     """The runs asked for; without ids, every active run and every run seen active before."""
     if given:
-        return [get_run(connection, run_id) for run_id in given]
-    unfinished = list_runs(connection, status=UNFINISHED_STATUSES, limit=200).items
+        return [get_run(db, run_id) for run_id in given]
+    unfinished = list_runs(db, status=UNFINISHED_STATUSES, limit=200).items
     active = {run.id: run for run in unfinished}
     seen.extend(sorted(run_id for run_id in active if run_id not in seen))
     # A run that finished since the last refresh is fetched once more, to show how it ended.
-    return [active.get(run_id) or get_run(connection, run_id) for run_id in seen]
+    return [active.get(run_id) or get_run(db, run_id) for run_id in seen]
 
 
 class _Bar:
@@ -123,7 +123,7 @@ def watch(
     bars = watch_bars(out)
     tasks: dict[str, TaskID] = {}
     with (
-        opened(database, read_only=True) as connection,
+        opened(database, read_only=True) as db,
         Live(bars, console=out, refresh_per_second=8, transient=False) as live,
     ):
         try:
@@ -131,13 +131,13 @@ def watch(
             # every event is drawn once, in order, across status refreshes.
             shown: dict[str, ProgressRead] = {}
             while True:
-                runs = {run.id: run for run in _watched(connection, given, seen)}
-                shown.update(latest_progress(connection, [i for i in runs if i not in shown]))
+                runs = {run.id: run for run in _watched(db, given, seen)}
+                shown.update(latest_progress(db, [i for i in runs if i not in shown]))
                 for run in runs.values():
                     _draw(bars, tasks, run, shown.get(run.id))
                 if once or all(run.status.is_final for run in runs.values()):
                     break
-                _follow_until_refresh(connection, bars, tasks, runs, shown, interval, live)
+                _follow_until_refresh(db, bars, tasks, runs, shown, interval, live)
         except KeyboardInterrupt:
             pass
     if not out.is_terminal:
@@ -147,7 +147,7 @@ def watch(
 
 
 def _follow_until_refresh(
-    connection: DatabaseConnection,
+    db: DatabaseConnection,
     bars: Progress,
     tasks: dict[str, TaskID],
     runs: dict[str, RunRead],
@@ -159,7 +159,7 @@ def _follow_until_refresh(
     active = [run_id for run_id, run in runs.items() if not run.status.is_final]
     after = {run_id: shown[run_id].seq if run_id in shown else 0 for run_id in active}
     refresh_at = time.monotonic() + interval
-    with closing(follow_progress(connection, active, after=after, idle_timeout=interval)) as events:
+    with closing(follow_progress(db, active, after=after, idle_timeout=interval)) as events:
         for event in events:
             shown[event.run_id] = event
             _draw(bars, tasks, runs[event.run_id], event)

@@ -193,8 +193,8 @@ def check_legacy_sqlite(path: Path) -> None:
     Opens the file read-only: a refused file is left byte-for-byte as it was.
     """
     with (
-        DatabaseConnection(path, read_only=True, sqlite_wal=False) as database,
-        database.connect(read_only=True) as connection,
+        DatabaseConnection(path, read_only=True, sqlite_wal=False) as db,
+        db.connect(read_only=True) as connection,
     ):
         problems = legacy_problems(connection)
     if problems:

@@ -163,11 +163,11 @@ def _opened(
         yield given
         return
     location = given.url if given is not None else url
-    database = DatabaseConnection(location, sqlite_wal=not migrating, read_only=read_only)
+    db = DatabaseConnection(location, sqlite_wal=not migrating, read_only=read_only)
     try:
-        yield database
+        yield db
     finally:
-        database.close()
+        db.close()
 
 
 def current_revision(url: Any = None) -> str | None:
@@ -176,17 +176,17 @@ def current_revision(url: Any = None) -> str | None:
     Opens read-only: a missing SQLite file is not created. Raises ``DatabaseError`` if the
     database cannot be reached, is not a database, or (SQLite) does not exist.
     """
-    with _opened(url, read_only=True) as database, database.connect(read_only=True) as connection:
+    with _opened(url, read_only=True) as db, db.connect(read_only=True) as connection:
         return _revision(connection)
 
 
 # -- locks and SQLite safety --------------------------------------------------------------------
 
 
-def _sqlite_file(database: DatabaseConnection) -> Path | None:
+def _sqlite_file(db: DatabaseConnection) -> Path | None:
     # Every SQLite file location (plain path, sqlite: URL, file: URI) was resolved to a checked
     # absolute path by parse_location, so each is locked and backed up alike.
-    return database.path
+    return db.path
 
 
 @contextmanager
@@ -337,25 +337,25 @@ def _migrate(
 ) -> UpgradeResult:
     say = report or (lambda _message: None)
     _check_target(revision)
-    with _opened(url, migrating=True) as database:
-        if database.read_only:
+    with _opened(url, migrating=True) as db:
+        if db.read_only:
             raise MigrationError(
-                f"read-only: {database.path} is opened read-only (mode=ro or a read-only file "
+                f"read-only: {db.path} is opened read-only (mode=ro or a read-only file "
                 f"system); a migration writes, so the {direction} was not attempted"
             )
         try:
-            path = _sqlite_file(database)
+            path = _sqlite_file(db)
             with _file_lock(path):
                 backup_path = None
                 if path is not None:
                     backup_path = _prepare_sqlite_file(path, revision, direction, backup=backup)
                     if backup_path is not None:
                         say(f"backup: {backup_path}")
-                result = _run(database, revision, direction, say)
+                result = _run(db, revision, direction, say)
                 result.backup_path = backup_path
                 return result
         except sa_exc.DBAPIError as exc:
-            error = database.translate_error(exc)
+            error = db.translate_error(exc)
             raise MigrationError(f"{direction} to {revision!r} failed: {error}") from None
 
 
@@ -400,8 +400,8 @@ def _prepare_sqlite_file(path: Path, revision: str, direction: str, *, backup: b
     return backup_sqlite(path, state.revision or "legacy")
 
 
-def _run(database: DatabaseConnection, revision: str, direction: str, say: Report) -> UpgradeResult:
-    with database.engine.connect() as plain:
+def _run(db: DatabaseConnection, revision: str, direction: str, say: Report) -> UpgradeResult:
+    with db.engine.connect() as plain:
         connection = plain.execution_options(cosmos_writer=True)
         with _sqlite_foreign_keys_off(connection):
             try:
@@ -483,7 +483,7 @@ def downgrade_losses(url: Any, revision: str) -> list[str]:
     Empty when nothing with data would go. Opens read-only; raises ``DatabaseError``.
     """
     losses: list[str] = []
-    with _opened(url, read_only=True) as database, database.connect(read_only=True) as connection:
+    with _opened(url, read_only=True) as db, db.connect(read_only=True) as connection:
         tables = set(inspect(connection).get_table_names())
         undone = [downgrade_drops(step) for step in _undone(_revision(connection), revision)]
         # A column of a table that an older step drops whole is counted with the table.
@@ -556,7 +556,7 @@ def schema_differences(url: Any = None) -> list[Any]:
 
     Opens read-only. Raises ``DatabaseError`` like ``current_revision``.
     """
-    with _opened(url, read_only=True) as database, database.connect(read_only=True) as connection:
+    with _opened(url, read_only=True) as db, db.connect(read_only=True) as connection:
         context = MigrationContext.configure(
             connection,
             opts={

@@ -17,15 +17,6 @@ from cosmos_models.models.types import _check_unicode
 MAX_INT: Final = 2**63 - 1
 
 
-def check_connection(conn: Any) -> None:
-    """Raise ``ValueError`` naming ``conn`` unless it is a ``DatabaseConnection``."""
-    # Imported here: connection.py checks its own arguments with this module.
-    from cosmos_models.db.connection import DatabaseConnection
-
-    if not isinstance(conn, DatabaseConnection):
-        raise ValueError(f"conn: must be a DatabaseConnection, got {type(conn).__name__}")
-
-
 def check_str(value: Any, name: str) -> str:
     """Return ``value`` if it is a string every backend can bind; else ``ValueError`` naming it.
 

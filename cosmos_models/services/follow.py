@@ -27,14 +27,10 @@ from sqlalchemy import select
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.tables import PROGRESS, RUNS
 from cosmos_models.errors import DatabaseError
-from cosmos_models.models.checks import (
-    check_connection,
-    check_seconds,
-    check_seq_map,
-    check_str_iterable,
-)
+from cosmos_models.models.checks import check_seconds, check_seq_map, check_str_iterable
 from cosmos_models.models.progress import ProgressRead
-from cosmos_models.services.tracking import MAX_PAGE, NOTIFY_CHANNEL, progress_read
+from cosmos_models.models.readmodels import progress_read
+from cosmos_models.services.common import MAX_PAGE, NOTIFY_CHANNEL, check_connection
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import CursorResult, Executable, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from cosmos_models.db.connection import DatabaseConnection
@@ -28,13 +28,9 @@ from cosmos_models.errors import (
     TransitionConflictError,
     WorkerMismatchError,
 )
-from cosmos_models.models.checks import (
-    check_connection,
-    check_status,
-    check_str,
-    check_str_iterable,
-)
+from cosmos_models.models.checks import check_status, check_str, check_str_iterable
 from cosmos_models.models.prompt import Prompt, PromptCreate, PromptRead
+from cosmos_models.models.readmodels import run_read
 from cosmos_models.models.run import Run, RunCreate, RunRead
 from cosmos_models.models.status import (
     ACTIVE_STATUSES,
@@ -42,20 +38,8 @@ from cosmos_models.models.status import (
     CLAIM_TARGETS,
     RunStatus,
 )
-from cosmos_models.models.types import MIN_TIMESTAMP, Identifier, RequiredText, _to_utc, utcnow
-
-
-def resolve_now(now: datetime | None, name: str = "now") -> datetime:
-    """Return ``now`` as aware UTC, or the current time; ``ValueError`` naming ``name`` if naive."""
-    if now is None:
-        return utcnow()
-    if not isinstance(now, datetime):
-        raise ValueError(f"{name}: must be a timezone-aware datetime, got {now!r}")
-    try:
-        return _to_utc(now)
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
-
+from cosmos_models.models.types import MIN_TIMESTAMP, Identifier, RequiredText
+from cosmos_models.services.common import check_connection, resolve_now, rowcount
 
 # The same rules as the columns these arguments are stored in, applied before any SQL runs.
 _IDENTIFIER: Final = TypeAdapter(Identifier)
@@ -77,25 +61,9 @@ def _check_model_argument(value: Any, model: type[Any], name: str) -> None:
         )
 
 
-def run_read(row: Any) -> RunRead:
-    """Build a ``RunRead`` from a ``Run`` or a row of the runs table."""
-    if isinstance(row, Run):
-        return RunRead.model_validate(row, from_attributes=True)
-    data = dict(row._mapping)
-    # The table's column is "metadata"; the models call it run_metadata (a reserved name).
-    data["run_metadata"] = data.pop("metadata")
-    return RunRead.model_validate(data)
-
-
 def _fetch_run(session: Session, run_id: str) -> RunRead:
     """Read back a run this transaction has just updated (so it exists)."""
     return run_read(session.execute(select(RUNS).where(RUNS.c.id == run_id)).one())
-
-
-def rowcount(session: Session, statement: Executable) -> int:
-    """Execute an UPDATE or DELETE and return how many rows it matched."""
-    result = cast(CursorResult[Any], session.execute(statement))
-    return result.rowcount
 
 
 def _current_status(session: Session, run_id: str) -> RunStatus:
@@ -109,7 +77,7 @@ def _current_status(session: Session, run_id: str) -> RunStatus:
 
 
 def create_prompt(
-    conn: DatabaseConnection,
+    db: DatabaseConnection,
     prompt: PromptCreate | Mapping[str, Any],
     *,
     now: datetime | None = None,
@@ -119,18 +87,18 @@ def create_prompt(
     Raises ``pydantic.ValidationError`` for invalid fields, ``IntegrityViolation`` for a
     duplicate id and ``DatabaseError`` for other database errors.
     """
-    check_connection(conn)
+    check_connection(db)
     _check_model_argument(prompt, PromptCreate, "prompt")
     data = PromptCreate.model_validate(prompt)
     update_values = {} if now is None else {"created_at": resolve_now(now)}
     row = Prompt.model_validate(data, update=update_values)
-    with conn.get_session() as session:
+    with db.get_session() as session:
         session.add(row)
     return PromptRead.model_validate(row, from_attributes=True)
 
 
 def create_run(
-    conn: DatabaseConnection,
+    db: DatabaseConnection,
     run: RunCreate | Mapping[str, Any] | str,
     *,
     now: datetime | None = None,
@@ -142,7 +110,7 @@ def create_run(
     status other than pending (runs move with ``transition``), ``PromptNotFoundError`` for an
     unknown prompt and ``IntegrityViolation`` for a duplicate id.
     """
-    check_connection(conn)
+    check_connection(db)
     if not isinstance(run, str):
         _check_model_argument(run, RunCreate, "run")
     data = RunCreate(prompt_id=run) if isinstance(run, str) else RunCreate.model_validate(run)
@@ -152,7 +120,7 @@ def create_run(
             "move it with transition()"
         )
     moment = resolve_now(now)
-    with conn.get_session() as session:
+    with db.get_session() as session:
         prompt_model_type = session.execute(
             select(PROMPTS.c.model_type).where(PROMPTS.c.id == data.prompt_id)
         ).scalar()
@@ -189,7 +157,7 @@ def _transition_values(
 
 
 def transition(
-    conn: DatabaseConnection,
+    db: DatabaseConnection,
     run_id: str,
     to: RunStatus | str,
     *,
@@ -206,7 +174,7 @@ def transition(
     ``InvalidTransitionError`` if the lifecycle forbids the move, ``TransitionConflictError``
     (carrying ``current``) if another writer moved the run first, ``RunNotFoundError``.
     """
-    check_connection(conn)
+    check_connection(db)
     check_str(run_id, "run_id")
     target = check_status(to, "to")
     if expected_from is not None:
@@ -218,7 +186,7 @@ def transition(
             )
         _checked(_REQUIRED_TEXT, error_message, "error_message")
     moment = resolve_now(now)
-    with conn.get_session() as session:
+    with db.get_session() as session:
         source = _current_status(session, run_id) if expected_from is None else expected_from
         if target not in ALLOWED_TRANSITIONS[source]:
             raise InvalidTransitionError(run_id, source.value, target.value)
@@ -238,7 +206,7 @@ def transition(
 
 
 def claim_next_run(
-    conn: DatabaseConnection,
+    db: DatabaseConnection,
     worker_id: str,
     model_types: Iterable[str] | None = None,
     *,
@@ -254,7 +222,7 @@ def claim_next_run(
     session's ``BEGIN IMMEDIATE`` makes claims take turns. Raises ``ValueError`` naming
     ``worker_id``, ``model_types`` or ``to``.
     """
-    check_connection(conn)
+    check_connection(db)
     worker = _checked(_IDENTIFIER, worker_id, "worker_id")
     target = check_status(to, "to")
     if target not in CLAIM_TARGETS:
@@ -267,8 +235,8 @@ def claim_next_run(
     if types is not None and not types:
         raise ValueError("model_types: give at least one model type, or None for any")
     moment = resolve_now(now)
-    with conn.get_session() as session:
-        if not conn.is_sqlite:
+    with db.get_session() as session:
+        if not db.is_sqlite:
             # READ COMMITTED: MariaDB's default REPEATABLE READ would also lock the gaps of the
             # index it scans, blocking unrelated inserts of new runs until the claim commits.
             session.connection(execution_options={"isolation_level": "READ COMMITTED"})
@@ -302,7 +270,7 @@ def claim_next_run(
 
 
 def heartbeat(
-    conn: DatabaseConnection, run_id: str, worker_id: str, *, now: datetime | None = None
+    db: DatabaseConnection, run_id: str, worker_id: str, *, now: datetime | None = None
 ) -> None:
     """Record that ``worker_id``, which holds run ``run_id``, is alive.
 
@@ -310,11 +278,11 @@ def heartbeat(
     ``RunFinishedError`` if the run is already final (cancelled or reaped: the worker should
     stop), ``RunNotFoundError`` for an unknown run.
     """
-    check_connection(conn)
+    check_connection(db)
     check_str(run_id, "run_id")
     check_str(worker_id, "worker_id")
     moment = resolve_now(now)
-    with conn.get_session() as session:
+    with db.get_session() as session:
         matched = rowcount(
             session,
             update(RUNS)
@@ -338,7 +306,7 @@ def heartbeat(
 
 
 def reap_stale_runs(
-    conn: DatabaseConnection, older_than: timedelta, now: datetime | None = None
+    db: DatabaseConnection, older_than: timedelta, now: datetime | None = None
 ) -> list[str]:
     """Fail the active runs whose last heartbeat is more than ``older_than`` before ``now``.
 
@@ -346,14 +314,14 @@ def reap_stale_runs(
     runs failed (oldest heartbeat first). Runs moved without a worker (no heartbeat) are left
     alone. Raises ``ValueError`` naming ``older_than`` unless it is positive.
     """
-    check_connection(conn)
+    check_connection(db)
     if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
         raise ValueError(f"older_than: must be a positive timedelta, got {older_than!r}")
     moment = resolve_now(now)
     # No stored heartbeat is older than MIN_TIMESTAMP; a longer window would overflow datetime.
     cutoff = moment - min(older_than, moment - MIN_TIMESTAMP)
-    with conn.get_session() as session:
-        if not conn.is_sqlite:
+    with db.get_session() as session:
+        if not db.is_sqlite:
             # READ COMMITTED, as for claims: at MariaDB's REPEATABLE READ the locking read keeps
             # a lock on every row its scan looked at, pending ones included, and claimants'
             # SKIP LOCKED then skips them as if taken (the queue looked empty while the reaper's

@@ -82,7 +82,7 @@ class DatabaseStats:
     newest: dict[str, datetime | None]
 
 
-def _size_bytes(conn: DatabaseConnection, connection: Connection) -> int | None:
+def _size_bytes(db: DatabaseConnection, connection: Connection) -> int | None:
     dialect = backend_family(connection.dialect)
     if dialect == "postgresql":
         return int(
@@ -96,20 +96,20 @@ def _size_bytes(conn: DatabaseConnection, connection: Connection) -> int | None:
             )
         ).scalar_one()
         return int(value)
-    if conn.is_memory:
+    if db.is_memory:
         pages = connection.exec_driver_sql("PRAGMA page_count").scalar_one()
         size = connection.exec_driver_sql("PRAGMA page_size").scalar_one()
         return int(pages) * int(size)
-    path = Path(conn.url.database or "")
+    path = Path(db.url.database or "")
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-def database_stats(conn: DatabaseConnection) -> DatabaseStats:
+def database_stats(db: DatabaseConnection) -> DatabaseStats:
     """Gather ``DatabaseStats`` in one read-only transaction.
 
     Raises ``DatabaseError`` (one line, with a hint such as "not migrated") like every reader.
     """
-    with conn.connect(read_only=True) as connection:
+    with db.connect(read_only=True) as connection:
         rows = {
             name: int(connection.execute(select(func.count()).select_from(table)).scalar_one())
             for name, table in TABLES.items()
@@ -130,7 +130,7 @@ def database_stats(conn: DatabaseConnection) -> DatabaseStats:
             low, high = connection.execute(select(func.min(column), func.max(column))).one()
             oldest[name] = _as_utc(low)
             newest[name] = _as_utc(high)
-        size = _size_bytes(conn, connection)
+        size = _size_bytes(db, connection)
     return DatabaseStats(rows, by_status, size, oldest, newest)
 
 
@@ -169,7 +169,7 @@ def _to_json(table: Table, row: Any) -> dict[str, Any]:
 
 
 def _candidates(
-    conn: DatabaseConnection, statuses: Sequence[RunStatus], cutoff: datetime, limit: int
+    db: DatabaseConnection, statuses: Sequence[RunStatus], cutoff: datetime, limit: int
 ) -> list[str]:
     finished = func.coalesce(RUNS.c.completed_at, RUNS.c.created_at)
     query = (
@@ -178,12 +178,12 @@ def _candidates(
         .order_by(RUNS.c.created_at, RUNS.c.id)
         .limit(limit)
     )
-    with conn.connect(read_only=True) as connection:
+    with db.connect(read_only=True) as connection:
         return list(connection.execute(query).scalars())
 
 
 def prune(
-    conn: DatabaseConnection,
+    db: DatabaseConnection,
     *,
     older_than: timedelta,
     statuses: Sequence[RunStatus] = FINAL_STATUSES,
@@ -206,7 +206,7 @@ def prune(
     if dry_run:
         finished = func.coalesce(RUNS.c.completed_at, RUNS.c.created_at)
         chosen = select(RUNS.c.id).where(RUNS.c.status.in_(statuses), finished < cutoff)
-        with conn.connect(read_only=True) as connection:
+        with db.connect(read_only=True) as connection:
             result.runs = int(
                 connection.execute(select(func.count()).select_from(chosen.subquery())).scalar_one()
             )
@@ -218,10 +218,10 @@ def prune(
         return result
     archive = Archive(archive_path) if archive_path is not None else None
     while True:
-        run_ids = _candidates(conn, statuses, cutoff, batch_size)
+        run_ids = _candidates(db, statuses, cutoff, batch_size)
         if not run_ids:
             return result
-        with conn.get_session() as session:
+        with db.get_session() as session:
             connection = session.connection()
             runs = connection.execute(select(RUNS).where(RUNS.c.id.in_(run_ids))).all()
             progress = connection.execute(
@@ -369,9 +369,7 @@ def _read_archive(
     return keyed, progress
 
 
-def restore(
-    conn: DatabaseConnection, archive_path: Path, *, batch_size: int = 1000
-) -> RestoreResult:
+def restore(db: DatabaseConnection, archive_path: Path, *, batch_size: int = 1000) -> RestoreResult:
     """Put archived rows back (prompts, runs, then progress) in one transaction.
 
     Every row is validated by its model before anything is written. Prompts and runs already
@@ -383,7 +381,7 @@ def restore(
     """
     keyed, archived_progress = _read_archive(archive_path)
     result = RestoreResult(restored=dict.fromkeys(TABLES, 0), present=dict.fromkeys(TABLES, 0))
-    with conn.get_session() as session:
+    with db.get_session() as session:
         connection = session.connection()
         for name in ("prompts", "runs"):
             table = TABLES[name]

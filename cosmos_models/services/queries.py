@@ -21,18 +21,13 @@ from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.json_filters import JsonFilter, json_condition
 from cosmos_models.db.tables import PROMPTS, RUNS
 from cosmos_models.errors import RunNotFoundError
-from cosmos_models.models.checks import (
-    check_connection,
-    check_iterable,
-    check_statuses,
-    check_str,
-)
+from cosmos_models.models.checks import check_iterable, check_statuses, check_str
 from cosmos_models.models.prompt import PromptRead
-from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail
+from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail, run_read
 from cosmos_models.models.run import RunRead
 from cosmos_models.models.status import RunStatus
-from cosmos_models.services.lifecycle import resolve_now, run_read
-from cosmos_models.services.tracking import check_limit, latest_progress
+from cosmos_models.services.common import check_connection, check_limit, resolve_now
+from cosmos_models.services.progress_queries import latest_progress
 
 Order = Literal["newest", "oldest"]
 ReadT = TypeVar("ReadT", bound=BaseModel)
@@ -48,25 +43,25 @@ PROMPT_JSON_COLUMNS: Final = {"inputs": "inputs", "parameters": "parameters"}
 MAX_CURSOR_LENGTH: Final = 1024
 
 
-def get_run(conn: DatabaseConnection, run_id: str) -> RunRead:
+def get_run(db: DatabaseConnection, run_id: str) -> RunRead:
     """Return one run. Raises ``RunNotFoundError``, ``ValueError`` naming a bad ``run_id``."""
-    check_connection(conn)
+    check_connection(db)
     check_str(run_id, "run_id")
-    with conn.get_session(read_only=True) as session:
+    with db.get_session(read_only=True) as session:
         row = session.execute(select(RUNS).where(RUNS.c.id == run_id)).one_or_none()
     if row is None:
         raise RunNotFoundError(run_id)
     return run_read(row)
 
 
-def get_run_detail(conn: DatabaseConnection, run_id: str) -> RunDetail:
+def get_run_detail(db: DatabaseConnection, run_id: str) -> RunDetail:
     """Return a run with its prompt's summary and latest progress.
 
     Raises ``RunNotFoundError``, ``ValueError`` naming a bad ``run_id``.
     """
-    check_connection(conn)
+    check_connection(db)
     check_str(run_id, "run_id")
-    with conn.get_session(read_only=True) as session:
+    with db.get_session(read_only=True) as session:
         row = session.execute(
             select(RUNS, PROMPTS.c.prompt_text, PROMPTS.c.created_at.label("prompt_created_at"))
             .join(PROMPTS, PROMPTS.c.id == RUNS.c.prompt_id)
@@ -81,7 +76,7 @@ def get_run_detail(conn: DatabaseConnection, run_id: str) -> RunDetail:
         prompt_text=row.prompt_text,
         created_at=row.prompt_created_at,
     )
-    latest = latest_progress(conn, [run_id]).get(run_id)
+    latest = latest_progress(db, [run_id]).get(run_id)
     return RunDetail(**run.model_dump(), prompt=prompt, latest_progress=latest)
 
 
@@ -150,7 +145,7 @@ _PROMPT_LISTING: Final = _Listing(
 
 
 def _page(
-    conn: DatabaseConnection,
+    db: DatabaseConnection,
     listing: _Listing[ReadT],
     conditions: list[ColumnElement[bool]],
     *,
@@ -161,7 +156,7 @@ def _page(
     cursor: str | None,
 ) -> Page[ReadT]:
     """Run one keyset-paginated listing: ``conditions`` plus the filters every listing has."""
-    check_connection(conn)
+    check_connection(db)
     check_limit(limit)
     if order not in ("newest", "oldest"):
         raise ValueError(f"order: must be 'newest' or 'oldest', got {order!r}")
@@ -176,7 +171,7 @@ def _page(
         if not isinstance(condition, JsonFilter):
             raise ValueError(f"json_filters: expected JsonFilter objects, got {condition!r}")
         conditions.append(
-            json_condition(table, listing.json_columns, condition, conn.engine.dialect.name)
+            json_condition(table, listing.json_columns, condition, db.engine.dialect.name)
         )
     if cursor is not None:
         after_time, after_id = decode_cursor(cursor, listing.kind, order)
@@ -188,7 +183,7 @@ def _page(
     ordering = (created.desc(), row_id.desc()) if order == "newest" else (created, row_id)
     # One row more than asked tells whether another page exists, without a COUNT.
     query: Select[Any] = select(table).where(*conditions).order_by(*ordering).limit(limit + 1)
-    with conn.get_session(read_only=True) as session:
+    with db.get_session(read_only=True) as session:
         rows = session.execute(query).all()
     items = [listing.to_item(row) for row in rows[:limit]]
     next_cursor = None
@@ -199,7 +194,7 @@ def _page(
 
 
 def list_runs(
-    conn: DatabaseConnection,
+    db: DatabaseConnection,
     *,
     status: RunStatus | str | Collection[RunStatus | str] | None = None,
     model_type: str | None = None,
@@ -226,7 +221,7 @@ def list_runs(
     if prompt_id is not None:
         conditions.append(RUNS.c.prompt_id == check_str(prompt_id, "prompt_id"))
     return _page(
-        conn,
+        db,
         _RUN_LISTING,
         conditions,
         window=(created_after, created_before),
@@ -238,7 +233,7 @@ def list_runs(
 
 
 def list_prompts(
-    conn: DatabaseConnection,
+    db: DatabaseConnection,
     *,
     model_type: str | None = None,
     created_after: datetime | None = None,
@@ -257,7 +252,7 @@ def list_prompts(
     if model_type is not None:
         conditions.append(PROMPTS.c.model_type == check_str(model_type, "model_type"))
     return _page(
-        conn,
+        db,
         _PROMPT_LISTING,
         conditions,
         window=(created_after, created_before),

@@ -6,8 +6,8 @@ once (numbering its events and keeping its progress summary), and all rows go in
 ``executemany``, inside one transaction.
 """
 
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Annotated, Any, Final, NoReturn, NotRequired, cast
 
 from pydantic import TypeAdapter
@@ -15,10 +15,7 @@ from sqlalchemy import (
     Connection,
     CursorResult,
     Row,
-    Select,
-    String,
     Update,
-    any_,
     bindparam,
     insert,
     select,
@@ -26,26 +23,18 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import event as orm_events
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.attributes import set_committed_value
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.tables import PROGRESS, RUNS
 from cosmos_models.errors import RunFinishedError, RunNotFoundError
-from cosmos_models.models.checks import (
-    check_connection,
-    check_int,
-    check_iterable,
-    check_str,
-    check_str_iterable,
-)
+from cosmos_models.models.checks import check_iterable
 from cosmos_models.models.progress import Progress, ProgressCreate, ProgressRead
+from cosmos_models.models.readmodels import progress_from
 from cosmos_models.models.status import FINAL_STATUSES, RunStatus
 from cosmos_models.models.types import utcnow
-
-MAX_PAGE: Final = 1000
+from cosmos_models.services.common import NOTIFY_CHANNEL, check_connection
 
 
 def _event_dict_type() -> Any:
@@ -138,7 +127,6 @@ def link_latest(connection: Connection, run_ids: Iterable[str]) -> None:
 
 
 # NOTIFY is delivered at commit, and not at all on rollback: followers wake for committed events.
-NOTIFY_CHANNEL: Final = "cosmos_progress"
 _NOTIFY: Final = text(
     f"SELECT pg_notify('{NOTIFY_CHANNEL}', run_id) FROM unnest(CAST(:run_ids AS text[])) run_id"
 )
@@ -203,7 +191,7 @@ def number_events(
 
 
 def record_progress(
-    conn: DatabaseConnection,
+    db: DatabaseConnection,
     run_id: str,
     stage: str,
     percentage: float,
@@ -217,29 +205,29 @@ def record_progress(
     ``RunNotFoundError`` for an unknown run, ``RunFinishedError`` for a completed, failed or
     cancelled run.
     """
-    check_connection(conn)
+    check_connection(db)
     event = ProgressCreate(
         run_id=run_id, stage=stage, percentage=percentage, message=message, timestamp=timestamp
     )
     (row,) = _rows([event.model_dump()])
-    with conn.get_session() as session:
+    with db.get_session() as session:
         connection = session.connection()
         number_events(connection, [row])
         result = connection.execute(_INSERT_PROGRESS, row)
         new_id = cast(Row[Any], result.inserted_primary_key)[0]  # one row inserted: never None
         link_latest(connection, [event.run_id])
-    return _construct({**row, "id": new_id})
+    return progress_from({**row, "id": new_id})
 
 
 def record_progress_batch(
-    conn: DatabaseConnection, events: Iterable[ProgressCreate | Mapping[str, Any]]
+    db: DatabaseConnection, events: Iterable[ProgressCreate | Mapping[str, Any]]
 ) -> int:
     """Record many progress events (of one run or many) all or none; return how many.
 
     Raises ``pydantic.ValidationError`` naming the event's index and field (nothing is written),
     ``RunNotFoundError`` listing unknown runs, ``RunFinishedError`` for a final run.
     """
-    check_connection(conn)
+    check_connection(db)
     # ProgressCreate objects join as their field dicts and are checked again with the rest: one
     # path, and an object changed after it was built cannot slip through.
     items = [
@@ -249,187 +237,13 @@ def record_progress_batch(
     if not items:
         return 0
     rows = _rows(_events_adapter.validate_python(items))
-    with conn.get_session() as session:
+    with db.get_session() as session:
         # Core on the session's connection: the ORM layer has nothing to add to these statements.
         connection = session.connection()
         number_events(connection, rows)
         connection.execute(_INSERT_PROGRESS, rows)
         link_latest(connection, (row["run_id"] for row in rows))
     return len(rows)
-
-
-_READ_FIELDS: Final = ("id", "run_id", "seq", "stage", "percentage", "message", "timestamp")
-_ALL_FIELDS: Final = frozenset(_READ_FIELDS)
-
-
-def progress_read(row: Row[Any]) -> ProgressRead:
-    """A stored progress row as its read model, without validating it again.
-
-    The row comes from typed columns (aware UTC timestamps, finite percentages checked on the way
-    in and by the CHECK constraint): validating each one again cost most of a 1,000-run
-    ``latest_progress`` call.
-    """
-    return _construct(row._mapping)
-
-
-def _construct(values: Mapping[Any, Any]) -> ProgressRead:
-    return _with_fields({name: values[name] for name in _READ_FIELDS})
-
-
-def _with_fields(fields: dict[str, Any]) -> ProgressRead:
-    # What model_construct does when every field is given, without its per-field default
-    # handling or SQLModel's __new__ (a third of the cost each, times 1,000 runs per call).
-    read: ProgressRead = object.__new__(ProgressRead)
-    _set(read, "__dict__", fields)
-    _set(read, "__pydantic_fields_set__", _ALL_FIELDS)
-    _set(read, "__pydantic_extra__", None)
-    _set(read, "__pydantic_private__", None)
-    return read
-
-
-_set: Final = object.__setattr__
-
-
-def check_limit(limit: int) -> None:
-    """Raise ``ValueError`` naming ``limit`` unless it is an integer from 1 to ``MAX_PAGE``."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit: must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
-
-
-def latest_progress(conn: DatabaseConnection, run_ids: Iterable[str]) -> dict[str, ProgressRead]:
-    """Return the latest event of each run: its greatest ``seq`` (the last one committed).
-
-    That is the last event written, which differs from the event with the greatest timestamp
-    if a writer sent an older timestamp later. Read from the run's summary (kept on write) by
-    primary key, the event's id included: no progress row or index is read.
-    Runs without events, and unknown run ids, are absent from the result. Raises
-    ``DatabaseError``.
-    """
-    check_connection(conn)
-    wanted = sorted(set(check_str_iterable(run_ids, "run_ids")))
-    if not wanted:
-        return {}
-    with conn.get_session(read_only=True) as session:
-        connection = session.connection()
-        dialect = connection.dialect
-        sql, parameters = _latest_progress_sql(wanted, dialect.name)
-        # The driver's cursor on the session's connection (same transaction, same error
-        # translation): for 1,000 runs, SQLAlchemy's row and type processing cost more than
-        # the query. The SQL is latest_progress_query's, written for each driver's paramstyle.
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(sql, parameters)
-            rows = cursor.fetchall()
-        except dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(sql, parameters, exc, dialect.loaded_dbapi.Error) from exc
-        finally:
-            cursor.close()
-    to_utc = _UTC_READERS[dialect.name]
-    return {
-        row[1]: _with_fields(
-            {
-                "id": row[0],
-                "run_id": row[1],
-                "seq": row[2],
-                "stage": row[3],
-                "percentage": row[4],
-                "message": row[5],
-                "timestamp": to_utc(row[6]),
-            }
-        )
-        for row in rows
-    }
-
-
-_LATEST_COLUMNS: Final = (
-    "latest_progress_id, id, latest_seq, latest_stage, latest_percentage, latest_message, latest_at"
-)
-
-
-def _latest_progress_sql(run_ids: list[str], dialect: str) -> tuple[str, Any]:
-    """latest_progress_query as driver SQL and parameters."""
-    if dialect == "postgresql":
-        where = "id = ANY(%s::VARCHAR[])"
-        parameters: Any = (run_ids,)
-    else:
-        mark = "?" if dialect == "sqlite" else "%s"
-        where = f"id IN ({', '.join([mark] * len(run_ids))})"
-        parameters = tuple(run_ids)
-    return f"SELECT {_LATEST_COLUMNS} FROM runs WHERE {where} AND latest_seq > 0", parameters
-
-
-def _sqlite_utc(value: str | None) -> datetime | None:
-    # UTCDateTime's storage text: naive UTC wall time.
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-def _mysql_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC)
-
-
-def _postgresql_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is UTC:
-        return value
-    return value.astimezone(UTC)
-
-
-_UTC_READERS: Final[dict[str, Callable[[Any], datetime | None]]] = {
-    "sqlite": _sqlite_utc,
-    "mysql": _mysql_utc,
-    "mariadb": _mysql_utc,
-    "postgresql": _postgresql_utc,
-}
-
-
-def latest_progress_query(run_ids: list[str], dialect: str = "sqlite") -> Select[Any]:
-    """The one statement behind ``latest_progress`` (public so that its plan can be checked).
-
-    One primary-key lookup in ``runs`` per asked id: the summary holds the latest event's
-    fields and id, so no progress row or index is read. Columns come in the order
-    ``latest_progress`` maps them.
-    """
-    if dialect == "postgresql":
-        # One array parameter, not one parameter per id: 1,000 binds cost more than the query.
-        wanted = RUNS.c.id == any_(bindparam("run_ids", run_ids, type_=postgresql.ARRAY(String)))
-    else:
-        wanted = RUNS.c.id.in_(run_ids)
-    return select(
-        RUNS.c.latest_progress_id,
-        RUNS.c.id,
-        RUNS.c.latest_seq,
-        RUNS.c.latest_stage,
-        RUNS.c.latest_percentage,
-        RUNS.c.latest_message,
-        RUNS.c.latest_at,
-    ).where(wanted, RUNS.c.latest_seq > 0)
-
-
-def progress_since(
-    conn: DatabaseConnection, run_id: str, after: int = 0, limit: int = 100
-) -> list[ProgressRead]:
-    """Return a run's events with ``seq > after``, in seq order, at most ``limit`` of them.
-
-    For polling: pass the last seq seen. Seqs are numbered in commit order without gaps, so a
-    poller never passes an event that commits later. Raises ``ValueError`` naming ``after`` or
-    ``limit``, ``RunNotFoundError`` for an unknown run.
-    """
-    check_connection(conn)
-    check_str(run_id, "run_id")
-    check_int(after, "after", 0)
-    check_limit(limit)
-    with conn.get_session(read_only=True) as session:
-        rows = session.execute(
-            select(PROGRESS)
-            .where(PROGRESS.c.run_id == run_id, PROGRESS.c.seq > after)
-            .order_by(PROGRESS.c.seq)
-            .limit(limit)
-        ).all()
-        if (
-            not rows
-            and session.execute(select(RUNS.c.id).where(RUNS.c.id == run_id)).scalar() is None
-        ):
-            raise RunNotFoundError(run_id)
-    return [progress_read(row) for row in rows]
 
 
 @orm_events.listens_for(Progress, "before_insert")
