@@ -1,7 +1,8 @@
 """cosmos_models: the typed data layer recording how AI video models are run."""
 
-from cosmos_models.db.connection import DatabaseConnection, get_database_url, init_database
+from cosmos_models.db.connection import DatabaseConnection, init_database
 from cosmos_models.db.json_filters import JsonFilter
+from cosmos_models.db.locations import get_database_url
 from cosmos_models.errors import (
     CosmosModelsError,
     DatabaseError,

@@ -17,7 +17,7 @@ from cosmos_models import (
     get_database_url,
     init_database,
 )
-from cosmos_models.db.connection import ENV_VAR, parse_location
+from cosmos_models.db.locations import ENV_VAR, parse_location
 from tests.factories import make_prompt
 
 # -- locations ------------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def test_password_never_in_driver_errors_or_logs(caplog: pytest.LogCaptureFixtur
 
 
 def test_redaction_covers_encoded_forms() -> None:
-    from cosmos_models.db.connection import redact
+    from cosmos_models.db.locations import redact
 
     url = parse_location(SECRET_URL)
     assert redact(f"a {SECRET} b s3cr3t-P%40ss c", url) == "a *** b *** c"

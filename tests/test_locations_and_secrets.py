@@ -14,7 +14,7 @@ from sqlalchemy import URL, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from cosmos_models import DatabaseConnection, DatabaseError, IntegrityViolation
-from cosmos_models.db.connection import (
+from cosmos_models.db.locations import (
     get_database_url,
     is_secret_parameter,
     parse_location,
@@ -322,7 +322,7 @@ def test_a_database_on_a_read_only_mount_can_be_inspected(
     ],
 )
 def test_each_kind_of_driver_error_gets_its_hint(error: Exception, expected: str) -> None:
-    from cosmos_models.db.connection import describe_error
+    from cosmos_models.db.translate import describe_error
 
     described = describe_error(error, "DB")
     assert described.startswith(expected)
@@ -339,7 +339,7 @@ def test_read_only_opening_follows_what_the_file_allows(
     with DatabaseConnection(path, read_only=True) as db:  # writable: rw + query_only
         assert db.engine.url.query["mode"] == "rw"
     # A file we may not write (root passes every permission check, so the check is faked).
-    monkeypatch.setattr("cosmos_models.db.connection.os.access", lambda *_: False)
+    monkeypatch.setattr("cosmos_models.db.sqlite_files.os.access", lambda *_: False)
     with DatabaseConnection(path, read_only=True) as db:
         assert db.engine.url.query["mode"] == "ro"
         with db.connect(read_only=True) as connection:

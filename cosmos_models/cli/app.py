@@ -17,12 +17,8 @@ from rich.console import Console
 from rich.text import Text
 from sqlalchemy import exc as sa_exc
 
-from cosmos_models.db.connection import (
-    DatabaseConnection,
-    get_database_url,
-    parse_location,
-    redact_url,
-)
+from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.db.locations import get_database_url, parse_location, redact_url
 from cosmos_models.models.types import utcnow
 
 app = typer.Typer(

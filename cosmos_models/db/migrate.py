@@ -37,13 +37,10 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy import exc as sa_exc
 
-from cosmos_models.db.connection import (
-    DatabaseConnection,
-    get_database_url,
-    open_sqlite_read_only,
-    parse_location,
-    sqlite_error,
-)
+from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.db.locations import get_database_url, parse_location
+from cosmos_models.db.sqlite_files import open_sqlite_read_only
+from cosmos_models.db.translate import sqlite_error
 from cosmos_models.errors import MigrationError
 from cosmos_models.models.types import JSONDocument, backend_family, metadata, utcnow
 

@@ -1,0 +1,221 @@
+"""Where the database is: every form of location checked in one place, and secrets masked.
+
+Plain paths, `:memory:`, `sqlite:` URLs, `file:` URIs and `COSMOS_DATABASE_URL` all go
+through `parse_location`; `..` segments, NUL bytes and unknown schemes are refused. Passwords and
+secret-looking query parameters never reach a message (`redact`, `redact_url`).
+"""
+
+import re
+from collections.abc import Mapping
+from os import PathLike, environ
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote, quote_plus, unquote
+
+from sqlalchemy import URL, make_url
+from sqlalchemy import exc as sa_exc
+
+ENV_VAR: Final = "COSMOS_DATABASE_URL"
+
+
+DEFAULT_DATABASE_PATH: Final = Path("outputs") / "cosmos_workflow.db"
+
+
+MEMORY: Final = ":memory:"
+
+
+# Accepted spellings of each backend, mapped to the driver this package ships with.
+_DRIVERS: Final[dict[str, str]] = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mysql+pymysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "mariadb+pymysql": "mariadb+pymysql",
+}
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+_SEGMENT_SPLIT = re.compile(r"[/\\]")
+
+
+def _has_traversal(text: str) -> bool:
+    """True if ``text``, as given or URL-decoded up to 3 times, has a ``..`` segment."""
+    seen = text
+    for _ in range(4):
+        if ".." in _SEGMENT_SPLIT.split(seen):
+            return True
+        decoded = unquote(seen)
+        if decoded == seen:
+            return False
+        seen = decoded
+    return True  # still changing after 3 decodings: refuse rather than guess
+
+
+def _check_text(text: str) -> None:
+    if not text.strip():
+        raise ValueError("database location must not be empty or whitespace")
+    if "\x00" in text or "%00" in text:
+        raise ValueError("database location must not contain NUL bytes")
+
+
+# SQLite URI parameters a location may carry (anything else, e.g. ``vfs``, is refused):
+# ``mode=ro`` opens read-only, ``cache`` picks the page cache. ``uri=true`` is accepted and
+# dropped: every SQLite file is opened through a URI built from the checked path.
+_SQLITE_OPTIONS: Final[dict[str, frozenset[str]]] = {
+    "mode": frozenset({"ro", "rw", "rwc"}),
+    "cache": frozenset({"shared", "private"}),
+}
+
+
+def _file_uri_path(uri: str) -> str:
+    """The file path of a SQLite ``file:`` URI, percent-decoded as SQLite decodes it."""
+    rest = uri[len("file:") :].split("?", 1)[0].split("#", 1)[0]
+    if rest.startswith("//"):
+        authority, _, path = rest[2:].partition("/")
+        if authority not in ("", "localhost"):
+            raise ValueError("a SQLite file: URI may name no host other than localhost")
+        rest = "/" + path
+    return unquote(rest)
+
+
+def sqlite_file_url(database: str, options: Mapping[str, Any] | None = None) -> URL:
+    """The one check every SQLite file location goes through: plain path or ``file:`` URI.
+
+    Returns ``sqlite:///<absolute path>`` (plus ``mode``/``cache`` if given), or the in-memory
+    URL. Raises ``ValueError`` for a NUL byte, a ``..`` segment (as given or percent-encoded),
+    a host in a ``file:`` URI, or an unknown or invalid URI parameter.
+    """
+    query: dict[str, str] = {}
+    for key, given in (options or {}).items():
+        value = given[-1] if isinstance(given, tuple) else str(given)
+        if key == "uri":
+            continue
+        allowed = _SQLITE_OPTIONS.get(key)
+        if allowed is None:
+            raise ValueError(f"SQLite option {key!r} is not supported (use: mode, cache)")
+        if value not in allowed:
+            raise ValueError(f"SQLite option {key}={value!r} must be one of {sorted(allowed)}")
+        query[key] = value
+    path = database
+    if database.startswith("file:"):
+        _, _, inline = database.partition("?")
+        path = _file_uri_path(database)
+        if inline:
+            extra = make_url(f"sqlite:///x?{inline}").query
+            return sqlite_file_url(path, {**extra, **query})
+    if path in ("", MEMORY):
+        return URL.create("sqlite")
+    _check_text(path)
+    if _has_traversal(database) or _has_traversal(path):
+        raise ValueError("database path must not contain '..' segments (path traversal)")
+    return URL.create("sqlite", database=str(Path(path).expanduser().absolute()), query=query)
+
+
+def parse_location(location: "str | PathLike[str] | URL") -> URL:
+    """Turn a file path, ``":memory:"``, a SQLite ``file:`` URI or a SQLAlchemy URL into a
+    validated ``URL``; every SQLite file location ends as ``sqlite:///<absolute path>`` checked
+    by ``sqlite_file_url``.
+
+    Raises ``ValueError`` (naming the problem, never the password) for an empty location, a NUL
+    byte, a ``..`` path segment, an unparsable URL or an unsupported backend.
+    """
+    if isinstance(location, URL):
+        text = location.render_as_string(hide_password=False)
+    elif isinstance(location, PathLike):
+        text = str(location)
+    else:
+        text = location
+    if not isinstance(text, str):
+        raise ValueError(f"database location must be a str or path, not {type(text).__name__}")
+    _check_text(text)
+    if text.strip() == MEMORY:
+        return URL.create("sqlite")
+    match = _SCHEME.match(text)
+    if match is None or text.startswith("file:"):
+        return sqlite_file_url(text)
+    return _parse_url(text, match.group(1).lower(), match.end())
+
+
+def _parse_url(text: str, scheme: str, rest_at: int) -> URL:
+    if scheme not in _DRIVERS:
+        supported = ", ".join(sorted({d.split("+")[0] for d in _DRIVERS}))
+        raise ValueError(f"unsupported database URL scheme {scheme!r}; use one of: {supported}")
+    try:
+        url = make_url(text)
+    except (sa_exc.ArgumentError, ValueError):
+        raise ValueError(f"database URL for {scheme!r} could not be parsed") from None
+    url = url.set(drivername=_DRIVERS[scheme])
+    if url.get_backend_name() == "sqlite":
+        if _has_traversal(text[rest_at:].split("?", 1)[0]):
+            raise ValueError("database path must not contain '..' segments (path traversal)")
+        return sqlite_file_url(url.database or "", url.query)
+    if url.database is not None and _has_traversal(url.database):
+        raise ValueError("database name must not contain '..' segments")
+    return url
+
+
+# A URL query parameter is a secret when its name, case-insensitively, contains one of these:
+# password, sslpassword, passfile, passphrase, pwd, sslkey, api_key, token, secret, credentials,
+# auth... (a path such as sslkey's is masked too: where a key lives is no one's business).
+SECRET_PARAMETER_WORDS: Final = ("pass", "pwd", "secret", "token", "key", "credential", "auth")
+
+
+MASK: Final = "***"
+
+
+def is_secret_parameter(name: str) -> bool:
+    """True if a URL query parameter named ``name`` carries a secret (see the words above)."""
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_PARAMETER_WORDS)
+
+
+def _secrets(url: URL) -> list[str]:
+    values = [str(url.password)] if url.password else []
+    for key, value in url.query.items():
+        if is_secret_parameter(key):
+            values.extend(value if isinstance(value, tuple) else [value])
+    return [value for value in values if value]
+
+
+def redact(text: str, url: URL) -> str:
+    """Return ``text`` with every secret of ``url`` (its password and the values of secret query
+    parameters, raw and URL-encoded) replaced by ``***``."""
+    # Longest first, so that a secret containing another is masked whole.
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        for form in sorted({secret, quote(secret, safe=""), quote_plus(secret)}, key=len)[::-1]:
+            text = text.replace(form, MASK)
+    return text
+
+
+def redact_url(url: URL) -> str:
+    """``url`` as a string for people: password and secret query parameters shown as ``***``."""
+    masked = url.set(
+        password=MASK if url.password else None,
+        query={
+            key: (MASK if is_secret_parameter(key) else value) for key, value in url.query.items()
+        },
+    )
+    rendered = masked.render_as_string(hide_password=False).replace(quote(MASK, safe=""), MASK)
+    return redact(rendered, url)
+
+
+def get_database_url() -> str:
+    """Return the configured database location.
+
+    ``COSMOS_DATABASE_URL`` unchanged when set and valid, else the absolute path of
+    ``outputs/cosmos_workflow.db``. Raises ``ValueError`` naming the variable when it is invalid.
+    """
+    raw = environ.get(ENV_VAR)
+    if raw is None:
+        return str(DEFAULT_DATABASE_PATH.absolute())
+    try:
+        parse_location(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_VAR} is invalid: {exc}") from None
+    return raw

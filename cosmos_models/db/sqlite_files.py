@@ -1,0 +1,55 @@
+"""SQLite files: opened read-only without leaving files behind, and the engine URI of a path."""
+
+import os
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from sqlalchemy import URL
+
+
+def on_read_only_file_system(path: Path) -> bool:
+    """True if ``path``'s directory exists on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False  # no such directory yet: it will be created (or fail) when written
+
+
+def _read_only_mode(path: Path) -> dict[str, str]:
+    """How to open ``path`` read-only in the safest way the file allows.
+
+    On a read-only file system ``immutable=1`` (SQLite cannot create the ``-shm`` file a WAL
+    database needs there, and nobody can write it behind our back); a file or directory we may
+    not write, ``mode=ro``; otherwise ``mode=rw`` (never creates the file) with ``PRAGMA
+    query_only`` set by the opener, because a ``mode=ro`` reader of a WAL database cannot remove
+    the ``-wal``/``-shm`` files it creates and would leave them behind.
+    """
+    if on_read_only_file_system(path):
+        return {"mode": "ro", "immutable": "1"}
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return {"mode": "ro"}
+    return {"mode": "rw"}
+
+
+def open_sqlite_read_only(path: Path) -> sqlite3.Connection:
+    """A plain ``sqlite3`` connection that cannot write ``path`` and leaves no file behind."""
+    uri = f"file:{quote(str(path.absolute()), safe='/')}?" + urlencode(_read_only_mode(path))
+    connection = sqlite3.connect(uri, uri=True)
+    connection.execute("PRAGMA query_only=ON")
+    return connection
+
+
+def sqlite_engine_url(path: Path, options: Mapping[str, Any], *, read_only: bool) -> URL:
+    """The URI SQLite is opened with: the checked absolute path, percent-encoded, plus options
+    (read-only as ``_read_only_mode`` decides)."""
+    query = {key: str(value) for key, value in options.items() if key != "mode"}
+    if read_only:
+        query.update(_read_only_mode(path))
+    elif "mode" in options:
+        query["mode"] = str(options["mode"])
+    return URL.create(
+        "sqlite", database="file:" + quote(str(path), safe="/"), query={**query, "uri": "true"}
+    )
