@@ -21,7 +21,8 @@ from sqlalchemy import Connection, Engine
 
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.locations import get_database_url, parse_location
-from cosmos_models.db.migrate import VERSION_TABLE, compare_type, include_object
+from cosmos_models.db.migrate import compare_type, include_object
+from cosmos_models.db.revisions import VERSION_TABLE
 from cosmos_models.errors import CosmosModelsError
 from cosmos_models.models.types import metadata
 

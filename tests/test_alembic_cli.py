@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_models.db.migrate import current_revision, head_revision
+from cosmos_models.db.migrate import current_revision
+from cosmos_models.db.revisions import head_revision
 from tests.backends import server_database
 from tests.conftest import require_backend
 from tests.legacy_fixtures import make_legacy_sqlite

@@ -10,7 +10,7 @@ import pytest
 
 from cosmos_models import DatabaseConnection, RunStatus
 from cosmos_models.cli import main
-from cosmos_models.db.migrate import head_revision
+from cosmos_models.db.revisions import head_revision
 from tests.factories import make_progress, make_prompt, make_run
 from tests.legacy_fixtures import make_legacy_sqlite
 

@@ -310,7 +310,7 @@ def test_installed_script_fails_briefly_on_a_closed_port_and_a_text_file(
 
 
 def test_every_revision_says_what_its_downgrade_drops() -> None:
-    from cosmos_models.db.migrate import downgrade_drops, known_revisions
+    from cosmos_models.db.revisions import downgrade_drops, known_revisions
 
     for revision in known_revisions():
         drops = downgrade_drops(revision)

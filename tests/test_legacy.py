@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select, text
 
 from cosmos_models import DatabaseConnection, MigrationError, Progress, Prompt, Run, init_database
-from cosmos_models.db.migrate import head_revision, schema_differences, upgrade
+from cosmos_models.db.migrate import schema_differences, upgrade
+from cosmos_models.db.revisions import head_revision
 from tests.backends import server_database
 from tests.conftest import require_backend
 from tests.legacy_fixtures import make_legacy_postgres, make_legacy_sqlite

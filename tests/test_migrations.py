@@ -16,16 +16,13 @@ from alembic import command
 from sqlalchemy import MetaData, create_engine, insert, inspect, select, text
 
 from cosmos_models import DatabaseConnection, MigrationError, Run, init_database
-from cosmos_models.db.migrate import (
+from cosmos_models.db.migrate import current_revision, downgrade, schema_differences, upgrade
+from cosmos_models.db.revisions import (
     VERSION_TABLE,
     alembic_config,
-    current_revision,
-    downgrade,
     head_revision,
-    schema_differences,
     script_location,
     scripts,
-    upgrade,
 )
 from tests.backends import server_database
 from tests.conftest import require_backend
@@ -462,8 +459,9 @@ def test_wheel_install_migrates_outside_the_checkout(tmp_path: Path) -> None:
     work.mkdir()
     script = (
         "import cosmos_models, cosmos_models.db.migrate as m, pathlib, sys\n"
+        "from cosmos_models.db.revisions import script_location\n"
         "assert str(pathlib.Path(cosmos_models.__file__)).startswith(sys.prefix), cosmos_models.__file__\n"
-        "print(m.script_location())\n"
+        "print(script_location())\n"
         "r = m.upgrade('db/x.db')\n"
         "print(r.before, r.after)\n"
     )

@@ -16,13 +16,16 @@ from cosmos_models.cli.app import (
     out,
 )
 from cosmos_models.db import migrate
+from cosmos_models.db.migrator import UpgradeResult
+from cosmos_models.db.revisions import head_revision, scripts
+from cosmos_models.db.safety import copy_sqlite
 from cosmos_models.errors import CosmosModelsError
 
 # -- db -------------------------------------------------------------------------------------
 
 
 def _migration(
-    action: Callable[..., migrate.UpgradeResult], database: str | None, revision: str, backup: bool
+    action: Callable[..., UpgradeResult], database: str | None, revision: str, backup: bool
 ) -> None:
     out.print(f"database: {describe(database)}")
     action(database, revision, backup=backup, report=out.print)
@@ -76,7 +79,7 @@ def _current(database: str | None) -> str:
 def db_current(database: DatabaseOption = None) -> None:
     """Print the revision the database is at (exit 1 if it has none: not migrated)."""
     revision = _current(database)
-    suffix = " (head)" if revision == migrate.head_revision() else ""
+    suffix = " (head)" if revision == head_revision() else ""
     out.print(f"{revision}{suffix}")
 
 
@@ -84,7 +87,7 @@ def db_current(database: DatabaseOption = None) -> None:
 def db_history(database: DatabaseOption = None) -> None:
     """List the revisions, oldest first, marking the database's current one."""
     current = _current(database)
-    for revision in reversed(list(migrate.scripts().walk_revisions())):
+    for revision in reversed(list(scripts().walk_revisions())):
         marker = " (current)" if revision.revision == current else ""
         out.print(f"{revision.revision}  {revision.doc}{marker}")
 
@@ -115,4 +118,4 @@ def db_backup(
         source = Path(db.url.database or "")
     if not source.exists():
         raise CosmosModelsError(f"database file {source} does not exist")
-    out.print(literal(f"backup written: {migrate.copy_sqlite(source, path)}"))
+    out.print(literal(f"backup written: {copy_sqlite(source, path)}"))

@@ -35,6 +35,7 @@ from cosmos_models.db.locations import (
     redact,
     redact_url,
 )
+from cosmos_models.db.migrator import migrate_database
 from cosmos_models.db.sqlite_files import on_read_only_file_system, sqlite_engine_url
 from cosmos_models.db.translate import describe_error
 from cosmos_models.errors import DatabaseError, IntegrityViolation
@@ -216,9 +217,7 @@ class DatabaseConnection:
         database), it ends at head with the revision recorded. Raises ``MigrationError``.
         """
         self._check_open()
-        from cosmos_models.db.migrate import upgrade
-
-        upgrade(self)
+        migrate_database(self, "head")
 
     @contextmanager
     def get_session(self, *, read_only: bool = False) -> Iterator[Session]:
@@ -276,6 +275,11 @@ class DatabaseConnection:
             return IntegrityViolation(redact(f"{type(original).__name__}: {first_line}", self.url))
         where = str(self.path) if self.path is not None else redact_url(self.url)
         return DatabaseError(redact(describe_error(original, where), self.url))
+
+    @property
+    def sqlite_wal(self) -> bool:
+        """Whether a SQLite file is put in WAL mode (migrations open one that is not)."""
+        return self._sqlite_wal
 
     def _check_open(self) -> None:
         if self._closed:

@@ -22,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, bindparam, inspect, text
 
-from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.db.sqlite_files import read_only_engine
 from cosmos_models.errors import MigrationError
 from cosmos_models.models.types import ID_LENGTH, NAME_LENGTH, UTCDateTime, backend_family
 
@@ -192,11 +192,12 @@ def check_legacy_sqlite(path: Path) -> None:
 
     Opens the file read-only: a refused file is left byte-for-byte as it was.
     """
-    with (
-        DatabaseConnection(path, read_only=True, sqlite_wal=False) as db,
-        db.connect(read_only=True) as connection,
-    ):
-        problems = legacy_problems(connection)
+    engine = read_only_engine(path)
+    try:
+        with engine.connect() as connection:
+            problems = legacy_problems(connection)
+    finally:
+        engine.dispose()
     if problems:
         raise _refusal(problems)
 

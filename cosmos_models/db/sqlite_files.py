@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from sqlalchemy import URL
+from sqlalchemy import URL, Engine, create_engine
 
 
 def on_read_only_file_system(path: Path) -> bool:
@@ -53,3 +53,9 @@ def sqlite_engine_url(path: Path, options: Mapping[str, Any], *, read_only: bool
     return URL.create(
         "sqlite", database="file:" + quote(str(path), safe="/"), query={**query, "uri": "true"}
     )
+
+
+def read_only_engine(path: Path) -> Engine:
+    """An engine whose connections are ``open_sqlite_read_only(path)``: for checks before opening
+    a file for real (nothing is created, nothing is written, no file is left behind)."""
+    return create_engine("sqlite://", creator=lambda: open_sqlite_read_only(path))

@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import func, select, text
 
 from cosmos_models import DatabaseConnection, DatabaseError, Prompt, init_database
-from cosmos_models.db.migrate import head_revision, upgrade
+from cosmos_models.db.migrate import upgrade
+from cosmos_models.db.revisions import head_revision
 from tests.backends import backends_required, server_database
 from tests.conftest import require_backend
 from tests.factories import make_prompt
@@ -53,7 +54,7 @@ def big_legacy(path: Path, progress_rows: int) -> Path:
     return path
 
 
-MIGRATE = "import sys; from cosmos_models.db.migrate import upgrade; upgrade(sys.argv[1])"
+MIGRATE = "import sys; from cosmos_models.db.migrate import upgrade; upgradesys.argv[1]"
 
 
 def test_migration_killed_midway_leaves_file_or_backup_intact(tmp_path: Path) -> None:
