@@ -24,6 +24,7 @@ from cosmos_models.db.locations import get_database_url, parse_location
 from cosmos_models.db.migrate import compare_type, include_object
 from cosmos_models.db.revisions import VERSION_TABLE
 from cosmos_models.errors import CosmosModelsError
+from cosmos_models.models import progress, prompt, run  # noqa: F401 - put the tables on metadata
 from cosmos_models.models.types import metadata
 
 config = context.config
