@@ -7,12 +7,14 @@ the same database, twice, and into a fresh database of another backend.
 
 import gzip
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from cosmos_models import DatabaseConnection, Progress, RunStatus
 from cosmos_models.archive import Archive, CorruptArchiveError, read_records
@@ -116,6 +118,32 @@ def test_prune_events_only_keeps_runs_and_their_summaries(db: DatabaseConnection
         session.add(event)
     assert event.seq == 6
     assert summaries(db)["rs_active"][:2] == (3, 6)
+
+
+def test_events_another_prune_took_meanwhile_are_neither_counted_nor_subtracted(
+    db: DatabaseConnection,
+) -> None:
+    """Between choosing a batch and locking its runs, a second prune deletes the same events."""
+    fill(db)
+    original = DatabaseConnection.connect
+    racer: list[int] = []
+
+    @contextmanager
+    def racing(self: DatabaseConnection, *, read_only: bool = False) -> Iterator[Connection]:
+        with original(self, read_only=read_only) as connection:
+            yield connection
+        if read_only and not racer:
+            racer.append(0)  # first, so that the racer's own reads pass straight through
+            racer[0] = prune(self, progress_older_than=MONTH, now=NOW).expired_progress
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseConnection, "connect", racing)
+        ours = prune(db, progress_older_than=MONTH, batch_size=2, now=NOW)
+    assert racer == [9]
+    assert (ours.expired_progress, ours.batches) == (0, 1)
+    assert {run_id: summary[0] for run_id, summary in summaries(db).items()} == {
+        run_id: recent for run_id, (_old, recent) in EVENTS.items()
+    }
 
 
 def test_retention_with_whole_runs_counts_each_event_once(db: DatabaseConnection) -> None:
