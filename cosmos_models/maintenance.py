@@ -312,7 +312,12 @@ def _prune_runs(
             return
         with conn.get_session() as session:
             connection = session.connection()
-            runs = connection.execute(select(RUNS).where(RUNS.c.id.in_(run_ids))).all()
+            # Runs locked first, in id order, as event retention and writers lock them: a prune
+            # of runs and one of events over the same run then wait for each other, never in
+            # a cycle (progress rows locked by one, the run by the other).
+            runs = connection.execute(
+                select(RUNS).where(RUNS.c.id.in_(run_ids)).order_by(RUNS.c.id).with_for_update()
+            ).all()
             progress = connection.execute(
                 select(PROGRESS).where(PROGRESS.c.run_id.in_(run_ids))
             ).all()

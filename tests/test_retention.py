@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, select, update
 
-from cosmos_models import DatabaseConnection, Progress, RunStatus
+from cosmos_models import DatabaseConnection, Progress, RunStatus, record_progress_batch
 from cosmos_models.archive import Archive, CorruptArchiveError, read_records
 from cosmos_models.maintenance import prune, restore
 from cosmos_models.tables import PROGRESS, RUNS
 from cosmos_models.tracking import latest_progress
+from tests.concurrency import in_threads, progress_events
 from tests.conftest import _empty_tables, connect
 from tests.factories import make_progress, make_prompt, make_run
 from tests.test_cli import cli
@@ -386,3 +387,30 @@ def test_command_line(
     assert code == 0
     assert "restored 0 prompts, 0 runs, 13 progress; 0 rows were already present" in out
     assert counts(db) == (1, 4, 13)
+
+
+def test_retention_racing_a_writer_and_another_prune_keeps_counts_exact(
+    db: DatabaseConnection,
+) -> None:
+    """A writer records events while two event prunes delete them: nothing is counted twice."""
+    with db.get_session() as session:
+        prompt = make_prompt(id="ps_race")
+        session.add_all([prompt, make_run(prompt, id="rs_race", status=RunStatus.RUNNING)])
+
+    def work(index: int) -> int:
+        if index == 0:
+            for first in range(0, 40, 4):
+                record_progress_batch(db, progress_events("rs_race", 0, first, 4))
+            return 0
+        return sum(
+            prune(db, progress_older_than=MONTH, batch_size=3, now=NOW).expired_progress
+            for _ in range(8)
+        )
+
+    deleted = sum(in_threads(work, 3))
+    deleted += prune(db, progress_older_than=MONTH, now=NOW).expired_progress
+    assert deleted == 40
+    assert stored_seqs(db) == {}
+    count, latest_seq, *_ = summaries(db)["rs_race"]
+    assert (count, latest_seq) == (0, 40)
+    assert latest_progress(db, ["rs_race"])["rs_race"].message == "0:39"
