@@ -2,10 +2,13 @@
 
 A hypothesis state machine creates prompts and runs, records progress (often identical events),
 finishes runs, prunes (without archive, with one, killed after the archive write, killed in the
-middle of it) and restores into the same database or into a fresh one on another backend. After
-every step the database and the archive must hold exactly the rows the model says, compared by
-content identity (``archive.identity_of``, repeats counted): every row ever written is in one of
-them unless a prune without archive deleted it, and none is doubled.
+middle of it), expires old events of any run (event retention, with the same variants) and
+restores into the same database or into a fresh one on another backend. After every step the
+database and the archive must hold exactly the rows the model says, compared by content identity
+(``archive.identity_of``, repeats counted): every row ever written is in one of them unless a
+prune without archive deleted it, and none is doubled. Context rows (runs and prompts archived
+with their expired events, see ``archive``) are not rows of the archive in that sense: they
+recreate a run or prompt only where it is missing.
 """
 
 import itertools
@@ -13,7 +16,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -33,7 +36,14 @@ from sqlalchemy import select, update
 from cosmos_models import DatabaseConnection, Progress, RunStatus
 from cosmos_models.db.tables import PROGRESS, RUNS
 from cosmos_models.services import maintenance
-from cosmos_models.services.archive import Key, ScanResult, TruncatedArchiveError, identity_of, scan
+from cosmos_models.services.archive import (
+    Key,
+    ScanResult,
+    TruncatedArchiveError,
+    identity_of,
+    is_context,
+    scan,
+)
 from tests.conftest import _empty_tables, connect
 from tests.factories import T0, make_prompt, make_run
 
@@ -55,10 +65,12 @@ class ModelRow:
     run_id: str | None
     in_db: bool = True
     in_archive: bool = False
+    timestamp: datetime | None = None  # of an event: event retention chooses by it
 
 
-def archive_contents(path: Path) -> Counter[Key]:
-    """Identities in the complete members of an archive (a truncated tail does not count)."""
+def archive_contents(path: Path, *, context: bool = False) -> Counter[Key]:
+    """Identities in the complete members of an archive (a truncated tail does not count): of
+    its rows, or with ``context`` of its context rows."""
     found: Counter[Key] = Counter()
     if not path.exists():
         return found
@@ -68,7 +80,7 @@ def archive_contents(path: Path) -> Counter[Key]:
             if line.record is None:
                 found.update(held)
                 held.clear()
-            else:
+            elif is_context(line.record) == context:
                 held.append(identity_of(line.record["table"], line.record["row"]))
     return found
 
@@ -82,8 +94,18 @@ def database_contents(db: DatabaseConnection) -> Counter[Key]:
     return found
 
 
-def summary_problems(db: DatabaseConnection) -> list[str]:
-    """Runs whose progress summary disagrees with their stored events (after restores too)."""
+Latest = tuple[int, float | None, datetime | None]
+
+
+def summary_problems(db: DatabaseConnection, latest: dict[str, Latest] | None = None) -> list[str]:
+    """Runs whose progress summary disagrees with their stored events (after restores too).
+
+    Event retention deletes old events, the latest one included, and keeps the summary: so the
+    stored seqs are unique and at most ``latest_seq`` (not 1..N), the count is of the events
+    stored, the summary names the newest stored event only while that event is the latest, and
+    (given the model's ``latest``: seq, percentage, timestamp of each run's last event written)
+    the latest fields are those of the last event written, stored or not.
+    """
     problems = []
     with db.engine.connect() as connection:
         events: dict[str, list[Any]] = {}
@@ -91,16 +113,23 @@ def summary_problems(db: DatabaseConnection) -> list[str]:
             events.setdefault(row.run_id, []).append(row)
         for run in connection.execute(select(RUNS)):
             mine = events.get(run.id, [])
+            seqs = sorted(row.seq for row in mine)
             newest = max(mine, key=lambda row: row.seq, default=None)
             if run.progress_count != len(mine):
                 problems.append(f"{run.id}: count {run.progress_count} != {len(mine)}")
-            if newest is not None and (run.latest_seq, run.latest_progress_id) != (
-                newest.seq,
-                newest.id,
+            if len(set(seqs)) != len(seqs) or (seqs and seqs[-1] > run.latest_seq):
+                problems.append(f"{run.id}: seqs {seqs} beyond latest {run.latest_seq}")
+            if (
+                newest is not None
+                and newest.seq == run.latest_seq
+                and (run.latest_progress_id, run.latest_percentage, run.latest_at)
+                != (newest.id, newest.percentage, newest.timestamp)
             ):
                 problems.append(f"{run.id}: latest {run.latest_seq} is not event {newest.seq}")
-            if sorted(row.seq for row in mine) != list(range(1, len(mine) + 1)):
-                problems.append(f"{run.id}: seqs {sorted(row.seq for row in mine)} have gaps")
+            if latest is not None and run.id in latest:
+                shown = (run.latest_seq, run.latest_percentage, run.latest_at)
+                if shown != latest[run.id]:
+                    problems.append(f"{run.id}: latest {shown} is not {latest[run.id]}")
     return problems
 
 
@@ -127,6 +156,7 @@ class PruneRestoreMachine(RuleBasedStateMachine):
         self.runs: dict[str, bool] = {}  # run id -> final
         self.truncated = False
         self.names = itertools.count()
+        self.latest: dict[str, Latest] = {}  # run id -> its last event written (seq, %, time)
 
     # -- what the model expects ------------------------------------------------------------
 
@@ -200,7 +230,12 @@ class PruneRestoreMachine(RuleBasedStateMachine):
         with self.db.get_session() as session:
             session.add(event)
         values["seq"] = event.seq  # numbered by the writer: (run_id, seq) is the event's identity
-        self.rows.append(ModelRow("progress", identity_of("progress", values), run_id))
+        self.rows.append(
+            ModelRow(
+                "progress", identity_of("progress", values), run_id, timestamp=values["timestamp"]
+            )
+        )
+        self.latest[run_id] = (event.seq, percentage, values["timestamp"])
 
     @precondition(lambda self: any(not self.runs[r] for r in self.runs_in_db()))
     @rule(data=st.data())
@@ -263,6 +298,95 @@ class PruneRestoreMachine(RuleBasedStateMachine):
             self.archive_batch(first_batch)
             self.truncated = False
 
+    def expired_in_db(self, cutoff: datetime) -> list[ModelRow]:
+        return [
+            row
+            for row in self.rows
+            if row.table == "progress" and row.in_db and row.timestamp is not None
+            if row.timestamp < cutoff
+        ]
+
+    @rule(
+        archived=st.booleans(),
+        kill=st.sampled_from([None, "after_write", "mid_write"]),
+        all_events=st.booleans(),
+    )
+    def expire_old_events(self, archived: bool, kill: str | None, all_events: bool) -> None:
+        """Event retention: events older than the cutoff go, of any run; runs stay.
+
+        The model's events are at T0 or T0 + 1 s: the cutoff takes the first or both.
+        """
+        age = timedelta(days=10) - timedelta(seconds=2 if all_events else 0.5)
+        cutoff = NOW - age
+        expired = self.expired_in_db(cutoff)
+        archive = self.archive if archived or kill else None
+        if kill is None:
+            result = maintenance.prune(
+                self.db, progress_older_than=age, archive_path=archive, batch_size=BATCH, now=NOW
+            )
+            assert (result.runs, result.expired_progress) == (0, len(expired))
+            for row in expired:
+                row.in_archive = row.in_archive or archive is not None
+                row.in_db = False
+            if archive is not None:
+                self.truncated = False
+            return
+        # The first batch, as prune chooses it (by event id): killed in or after its write.
+        with self.db.engine.connect() as connection:
+            first = {
+                (run_id, seq)
+                for run_id, seq in connection.execute(
+                    select(PROGRESS.c.run_id, PROGRESS.c.seq)
+                    .where(PROGRESS.c.timestamp < cutoff)
+                    .order_by(PROGRESS.c.id)
+                    .limit(BATCH)
+                )
+            }
+        original = maintenance.Archive.append
+        wrote: list[int] = []
+
+        def crashing(opened: maintenance.Archive, records: Any) -> int:
+            wrote.append(original(opened, records))
+            if kill == "mid_write" and wrote[-1]:
+                with opened.path.open("r+b") as handle:
+                    handle.truncate(opened.path.stat().st_size - 5)
+            raise Killed
+
+        with mock.patch.object(maintenance.Archive, "append", crashing):
+            if not first:
+                prune = maintenance.prune(
+                    self.db, progress_older_than=age, archive_path=archive, now=NOW
+                )
+                assert prune.expired_progress == 0
+                self.truncated = False
+                return
+            with pytest.raises(Killed):
+                maintenance.prune(
+                    self.db,
+                    progress_older_than=age,
+                    archive_path=archive,
+                    batch_size=BATCH,
+                    now=NOW,
+                )
+        if kill == "mid_write":
+            self.truncated = bool(wrote and wrote[-1])
+            return
+        self.truncated = False
+        for row in expired:
+            if (row.identity[1], row.identity[2]) in first:
+                row.in_archive = True
+
+    def recreate_from_context(self) -> int:
+        """Runs the archive holds only as context, missing here: restore recreates them."""
+        recreated = 0
+        context = archive_contents(self.archive, context=True)
+        for row in self.rows:
+            missing = not row.in_db and not row.in_archive
+            if row.table == "runs" and row.identity in context and missing:
+                row.in_db = True
+                recreated += 1
+        return recreated
+
     @rule()
     def restore_into_the_same_database(self) -> None:
         if not self.archive.exists():
@@ -275,6 +399,7 @@ class PruneRestoreMachine(RuleBasedStateMachine):
             return
         before = self.expected("in_db")
         result = maintenance.restore(self.db, self.archive, batch_size=3)
+        assert result.context == self.recreate_from_context()
         in_archive = [row for row in self.rows if row.in_archive]
         missing = Counter(r.identity for r in in_archive) - before
         for row in in_archive:
@@ -282,9 +407,29 @@ class PruneRestoreMachine(RuleBasedStateMachine):
                 row.in_db = True
                 missing[row.identity] -= 1
         assert result.restored == table_counts(self.expected("in_db") - before)
-        assert result.already_present == sum(self.expected("in_archive").values()) - sum(
-            result.restored.values()
+        assert result.already_present == sum(self.expected("in_archive").values()) - (
+            sum(result.restored.values()) - result.context
         )
+        self.resync_recreated_runs()
+
+    def resync_recreated_runs(self) -> None:
+        """A run recreated from context is the snapshot archived with its events: whatever was
+        written to it after that (its status, its later events, lost in a prune without archive)
+        is not there, so the model takes the snapshot's status and summary."""
+        with self.db.engine.connect() as connection:
+            for run_id, status, seq, percentage, moment in connection.execute(
+                select(
+                    RUNS.c.id,
+                    RUNS.c.status,
+                    RUNS.c.latest_seq,
+                    RUNS.c.latest_percentage,
+                    RUNS.c.latest_at,
+                )
+            ):
+                if self.runs[run_id] and not RunStatus(status).is_final:
+                    self.runs[run_id] = False
+                if seq < self.latest.get(run_id, (0, None, None))[0]:
+                    self.latest[run_id] = (seq, percentage, moment)
 
     @precondition(lambda self: self.archive.exists() and not self.truncated)
     @rule()
@@ -293,11 +438,14 @@ class PruneRestoreMachine(RuleBasedStateMachine):
         try:
             result = maintenance.restore(fresh, self.archive)
             archived = archive_contents(self.archive)
-            assert database_contents(fresh) == archived
+            # A context row recreates its run or prompt where the archive holds no row of it.
+            context = Counter(set(archive_contents(self.archive, context=True)) - set(archived))
+            assert database_contents(fresh) == archived + context
             assert summary_problems(fresh) == []
-            assert result.restored == table_counts(archived)
+            assert result.restored == table_counts(archived + context)
+            assert result.context == sum(context.values())
             again = maintenance.restore(fresh, self.archive)
-            assert sum(again.restored.values()) == 0
+            assert sum(again.restored.values()) == again.context == 0
             assert again.already_present == sum(archived.values())
         finally:
             _empty_tables(fresh)
@@ -314,7 +462,7 @@ class PruneRestoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def run_summaries_match_their_events(self) -> None:
-        assert summary_problems(self.db) == []
+        assert summary_problems(self.db, self.latest) == []
 
 
 _counter = itertools.count()

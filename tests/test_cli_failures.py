@@ -49,6 +49,7 @@ def _command_args(places: Places) -> dict[str, list[str]]:
         "db downgrade": ["db", "downgrade", "base", "--yes"],
         "db backup": ["db", "backup", str(places.out / "copy.db")],
         "prune": ["prune", "--older-than", "30d"],
+        "prune events": ["prune", "--progress-older-than", "30d"],
         "restore": ["restore", str(places.archive)],
         "demo": ["demo", "--seconds", "0.5", "--workers", "1", "--runs-per-prompt", "1"],
     }
@@ -68,6 +69,7 @@ BAD_ARGUMENTS: dict[str, list[str]] = {
     "db downgrade": ["db", "downgrade", "no-such-revision", "--yes"],
     "db backup": ["db", "backup"],
     "prune": ["prune", "--older-than", "soon"],
+    "prune events": ["prune"],  # neither --older-than nor --progress-older-than
     "restore": ["restore"],
     "demo": ["demo", "--workers", "0"],
 }

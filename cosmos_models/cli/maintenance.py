@@ -66,8 +66,16 @@ def stats_command(database: DatabaseOption = None, as_json: JsonOption = False) 
 @app.command("prune")
 def prune_command(
     older_than: Annotated[
-        str, typer.Option("--older-than", help="Age cutoff: 30d, 12h, 90m, 2w, 3600s.")
-    ],
+        str | None,
+        typer.Option("--older-than", help="Prune final runs older than this: 30d, 12h, 2w, 3600s."),
+    ] = None,
+    progress_older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--progress-older-than",
+            help="Delete events older than this from every run; runs and summaries are kept.",
+        ),
+    ] = None,
     status: Annotated[
         str, typer.Option("--status", help="Comma-separated final statuses to prune.")
     ] = ",".join(s.value for s in FINAL_STATUSES),
@@ -81,13 +89,17 @@ def prune_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
     database: DatabaseOption = None,
 ) -> None:
-    """Delete final runs older than the cutoff, with their progress, in batches.
+    """Delete final runs older than the cutoff with their progress, and/or old events, in batches.
 
-    ``--archive`` creates the file (header first), appends to an archive of ours, or repairs the
-    truncated tail a killed prune left; any other existing path is refused, untouched.
+    ``--older-than``, ``--progress-older-than`` or both. ``--archive`` creates the file (header
+    first), appends to an archive of ours, or repairs the truncated tail a killed prune left; any
+    other existing path is refused, untouched.
     """
+    if older_than is None and progress_older_than is None:
+        raise typer.BadParameter("give --older-than, --progress-older-than or both")
     try:
-        age = parse_duration(older_than)
+        age = None if older_than is None else parse_duration(older_than)
+        events_age = None if progress_older_than is None else parse_duration(progress_older_than)
         statuses = parse_statuses(status.split(","))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -95,18 +107,25 @@ def prune_command(
         result = prune(
             db,
             older_than=age,
+            progress_older_than=events_age,
             statuses=statuses,
             archive_path=archive,
             dry_run=dry_run,
             batch_size=batch_size,
         )
+    kept = (
+        f" and {result.expired_progress:,} old progress rows of kept runs"
+        if progress_older_than is not None
+        else ""
+    )
     if dry_run:
         out.print(
-            f"would delete {result.runs:,} runs and {result.progress:,} progress rows (dry run)"
+            f"would delete {result.runs:,} runs and {result.progress:,} progress rows{kept} "
+            "(dry run)"
         )
         return
     out.print(
-        f"deleted {result.runs:,} runs and {result.progress:,} progress rows "
+        f"deleted {result.runs:,} runs and {result.progress:,} progress rows{kept} "
         f"in {result.batches} batches"
     )
     if archive is not None:

@@ -5,6 +5,14 @@ Layout (version 2): gzip member 1 holds one header line,
 prune batch of ``{"table": ..., "row": {...}}`` lines, each ending in a newline. ``zcat`` reads it.
 Version 1 archives (no header; written before this format) are read by ``restore`` only.
 
+A prompt or run line may also say ``"context": true``: event retention (``prune
+--progress-older-than``) deletes events but keeps their run, and archives the run and its prompt
+only so that a restore into an empty database keeps its foreign keys. Such a row is a snapshot of
+a row that goes on changing: ``restore`` inserts it only when its id is absent and never compares
+it. The version stays 2: every reader of version 2 refuses a line with a key it does not know
+(as corrupt), so no older reader can take a context row for an archived one, and a bump would
+stop prune appending to the version 2 archives that exist.
+
 Reading is streaming and bounded: a path is ``stat``-ed before it is opened, so a device, FIFO or
 directory is refused without a byte read; a foreign file is refused after its first bytes; lines
 are bounded. What a scan can find, and who may act on it:
@@ -120,6 +128,21 @@ class IdentityCounter:
         return (*identity, occurrence)
 
 
+def is_context(record: Record) -> bool:
+    """Whether an archive record is a context row (a kept run or its prompt), not a deleted one."""
+    return record.get("context") is True
+
+
+def record_key(counter: IdentityCounter, record: Record) -> Key:
+    """The key of an archive record: its row's key, under ``"context"`` for a context row.
+
+    Context rows have keys of their own: a run archived as context by event retention and later
+    pruned whole must still be archived (as a row) when it is deleted.
+    """
+    key = counter.key(record["table"], record["row"])
+    return ("context", *key) if is_context(record) else key
+
+
 def keys_of(table: str, rows: Iterable[Record]) -> list[Key]:
     """The keys of ``rows`` of one table, counted among themselves."""
     counter = IdentityCounter()
@@ -192,10 +215,15 @@ def _parse_record(path: Path, member: int, line_no: int, raw: bytes) -> Record:
         record = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptArchiveError(f"{where}: not JSON ({exc})") from None
-    if not isinstance(record, dict) or set(record) != {"table", "row"}:
+    if not isinstance(record, dict) or set(record) - {"context"} != {"table", "row"}:
         raise CorruptArchiveError(f"{where}: not a {{'table', 'row'}} record")
     if record["table"] not in TABLE_NAMES:
         raise CorruptArchiveError(f"{where}: field 'table': unknown table {record['table']!r}")
+    if "context" in record and (record["context"] is not True or record["table"] == "progress"):
+        # Only kept prompts and runs are context; an event in an archive was always deleted.
+        raise CorruptArchiveError(
+            f"{where}: field 'context': must be true, on a prompts or runs line only"
+        )
     if not isinstance(record["row"], dict):
         raise CorruptArchiveError(f"{where}: field 'row' is not a JSON object")
     return record
@@ -412,9 +440,9 @@ class Archive:
 
     def _key(self, line: Line) -> Key:
         assert line.record is not None
-        table, row = line.record["table"], line.record["row"]
+        table = line.record["table"]
         try:
-            return self._counter.key(table, row)
+            return record_key(self._counter, line.record)
         except KeyError as exc:
             problem = f"field {exc} is missing"
         except (TypeError, ValueError) as exc:
@@ -428,15 +456,17 @@ class Archive:
         """Write the records not archived yet as one gzip member, fsync'ed. Returns how many.
 
         Progress records of one run must all come in one call (prune deletes a run's progress
-        with the run), so that repeated identical events are counted right.
+        with the run), so that repeated identical events are counted right; events numbered by
+        ``seq`` (all since migration 0005) are keyed by it and may come in any calls. A context
+        record is not written if its row is archived already, as a row or as context.
         """
         fresh = []
         # Counted among themselves, like the database's rows they are: the archive's own
         # count was taken when it was opened (``keys``).
         counter = IdentityCounter()
         for record in records:
-            key = counter.key(record["table"], record["row"])
-            if key not in self.keys:
+            key = record_key(counter, record)
+            if key not in self.keys and (not is_context(record) or key[1:] not in self.keys):
                 fresh.append(record)
                 self.keys.add(key)
         if not fresh:

@@ -4,9 +4,14 @@
 archive, each batch's rows (the runs, their progress, and their prompt so a restore never
 breaks a foreign key) are written and fsync'ed before the batch is deleted in one transaction,
 so a crash at any point loses nothing and a rerun continues where it stopped.
+
+Event retention (``progress_older_than``) deletes old events of any run but keeps the runs and
+their summaries, so dashboards still show the last state of old runs; its archive batches carry
+the events plus their run and prompt as *context* rows (see ``archive``).
 """
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Table, func, inspect, select, text, update
+from sqlalchemy import Connection, Table, bindparam, func, inspect, select, text, update
 
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.tables import PROGRESS, PROMPTS, RUNS
@@ -30,6 +35,7 @@ from cosmos_models.services.archive import (
     ArchiveError,
     Line,
     Record,
+    is_context,
     keys_of,
     read_records,
 )
@@ -147,10 +153,15 @@ def _as_utc(value: datetime | str | None) -> datetime | None:
 
 @dataclass
 class PruneResult:
-    """What ``prune`` deleted (or, in a dry run, would delete)."""
+    """What ``prune`` deleted (or, in a dry run, would delete).
+
+    ``progress`` counts the events deleted with their runs; ``expired_progress`` the events
+    deleted by event retention, whose runs were kept.
+    """
 
     runs: int = 0
     progress: int = 0
+    expired_progress: int = 0
     archived: int = 0
     batches: int = 0
     dry_run: bool = False
@@ -182,31 +193,89 @@ def _candidates(
         return list(connection.execute(query).scalars())
 
 
+def _check_age(name: str, age: timedelta | None) -> None:
+    if age is not None and (not isinstance(age, timedelta) or age < timedelta(0)):
+        raise ValueError(f"{name} must be a non-negative timedelta, got {age!r}")
+
+
 def prune(
     db: DatabaseConnection,
     *,
-    older_than: timedelta,
+    older_than: timedelta | None = None,
+    progress_older_than: timedelta | None = None,
     statuses: Sequence[RunStatus] = FINAL_STATUSES,
     archive_path: Path | None = None,
     dry_run: bool = False,
     batch_size: int = 500,
     now: datetime | None = None,
 ) -> PruneResult:
-    """Delete final runs finished more than ``older_than`` ago, with their progress.
+    """Delete final runs finished more than ``older_than`` ago with their progress, and/or the
+    events of any run older than ``progress_older_than`` (keeping the runs and their summaries).
 
-    Raises ``ValueError`` for a non-final status or a non-positive batch size.
+    Raises ``ValueError`` when neither age is given, for a negative age, a non-final status or a
+    non-positive batch size; ``ArchiveError`` for an archive path that cannot be used.
     """
+    if older_than is None and progress_older_than is None:
+        raise ValueError("prune needs older_than, progress_older_than or both")
+    _check_age("older_than", older_than)
+    _check_age("progress_older_than", progress_older_than)
     statuses = parse_statuses(
         status.value if isinstance(status, RunStatus) else status for status in statuses
     )
     if batch_size <= 0:
         raise ValueError("batch_size must be positive")
-    cutoff = (now or utcnow()) - older_than
+    moment = now or utcnow()
     result = PruneResult(dry_run=dry_run, archive_path=archive_path)
     if dry_run:
-        finished = func.coalesce(RUNS.c.completed_at, RUNS.c.created_at)
-        chosen = select(RUNS.c.id).where(RUNS.c.status.in_(statuses), finished < cutoff)
-        with db.connect(read_only=True) as connection:
+        _count(
+            db,
+            statuses=statuses,
+            moment=moment,
+            older_than=older_than,
+            progress_older_than=progress_older_than,
+            result=result,
+        )
+        return result
+    archive = Archive(archive_path) if archive_path is not None else None
+    # Whole runs first: their old events then go with them, archived as rows of a pruned run,
+    # and retention is left with the events of the runs that stay.
+    if older_than is not None:
+        _prune_runs(
+            db,
+            statuses=statuses,
+            cutoff=moment - older_than,
+            archive=archive,
+            batch_size=batch_size,
+            result=result,
+        )
+    if progress_older_than is not None:
+        _expire_progress(
+            db,
+            cutoff=moment - progress_older_than,
+            archive=archive,
+            batch_size=batch_size,
+            result=result,
+        )
+    return result
+
+
+def _count(
+    db: DatabaseConnection,
+    *,
+    statuses: Sequence[RunStatus],
+    moment: datetime,
+    older_than: timedelta | None,
+    progress_older_than: timedelta | None,
+    result: PruneResult,
+) -> None:
+    """A dry run: what ``prune`` would delete now, counted in one read-only transaction."""
+    with db.connect(read_only=True) as connection:
+        chosen = None
+        if older_than is not None:
+            finished = func.coalesce(RUNS.c.completed_at, RUNS.c.created_at)
+            chosen = select(RUNS.c.id).where(
+                RUNS.c.status.in_(statuses), finished < moment - older_than
+            )
             result.runs = int(
                 connection.execute(select(func.count()).select_from(chosen.subquery())).scalar_one()
             )
@@ -215,15 +284,40 @@ def prune(
                     select(func.count()).select_from(PROGRESS).where(PROGRESS.c.run_id.in_(chosen))
                 ).scalar_one()
             )
-        return result
-    archive = Archive(archive_path) if archive_path is not None else None
+        if progress_older_than is not None:
+            expired = (
+                select(func.count())
+                .select_from(PROGRESS)
+                .where(PROGRESS.c.timestamp < moment - progress_older_than)
+            )
+            if chosen is not None:
+                # Events of runs pruned whole are counted once, with their runs.
+                expired = expired.where(PROGRESS.c.run_id.not_in(chosen))
+            result.expired_progress = int(connection.execute(expired).scalar_one())
+
+
+def _prune_runs(
+    db: DatabaseConnection,
+    *,
+    statuses: Sequence[RunStatus],
+    cutoff: datetime,
+    archive: Archive | None,
+    batch_size: int,
+    result: PruneResult,
+) -> None:
+    """Delete the final runs finished before ``cutoff`` with their progress, batch by batch."""
     while True:
         run_ids = _candidates(db, statuses, cutoff, batch_size)
         if not run_ids:
-            return result
+            return
         with db.get_session() as session:
             connection = session.connection()
-            runs = connection.execute(select(RUNS).where(RUNS.c.id.in_(run_ids))).all()
+            # Runs locked first, in id order, as event retention and writers lock them: a prune
+            # of runs and one of events over the same run then wait for each other, never in
+            # a cycle (progress rows locked by one, the run by the other).
+            runs = connection.execute(
+                select(RUNS).where(RUNS.c.id.in_(run_ids)).order_by(RUNS.c.id).with_for_update()
+            ).all()
             progress = connection.execute(
                 select(PROGRESS).where(PROGRESS.c.run_id.in_(run_ids))
             ).all()
@@ -250,6 +344,86 @@ def prune(
             result.run_ids.extend(run_ids)
 
 
+# Retention lowers a run's count of stored events by what it deleted, relative to the stored
+# value (a writer may have added events since), and leaves updated_at alone: deleting old events
+# is not a change of the run's record. latest_seq and the latest_* fields stay: latest_seq
+# numbers the run's next event (reusing a seq would give two events one identity), and the
+# latest fields are what dashboards show of the run, whether or not that event is still stored.
+_LOWER_COUNT = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("target"))
+    .values(progress_count=RUNS.c.progress_count - bindparam("n"), updated_at=RUNS.c.updated_at)
+)
+
+
+def _expire_progress(
+    db: DatabaseConnection,
+    *,
+    cutoff: datetime,
+    archive: Archive | None,
+    batch_size: int,
+    result: PruneResult,
+) -> None:
+    """Delete the events older than ``cutoff`` of the runs that remain, batch by batch.
+
+    Each batch, in one transaction: lock the batch's runs (in id order, like every writer, which
+    locks the run row before inserting its events, so neither waits for the other in a cycle),
+    read the events again under the lock (another prune may have taken some), archive them with
+    their runs and prompts as context and fsync, delete them, lower the runs' counts.
+    """
+    expired = (
+        select(PROGRESS.c.id, PROGRESS.c.run_id)
+        .where(PROGRESS.c.timestamp < cutoff)
+        .order_by(PROGRESS.c.id)
+        .limit(batch_size)
+    )
+    while True:
+        # Chosen outside the write transaction: on MariaDB (REPEATABLE READ) a plain read before
+        # the locks would fix a snapshot older than them.
+        with db.connect(read_only=True) as reading:
+            chosen = reading.execute(expired).all()
+        if not chosen:
+            return
+        with db.get_session() as session:
+            connection = session.connection()
+            run_ids = sorted({row.run_id for row in chosen})
+            runs = connection.execute(
+                select(RUNS).where(RUNS.c.id.in_(run_ids)).order_by(RUNS.c.id).with_for_update()
+            ).all()
+            # Locking reads see the latest committed rows, whatever the isolation level.
+            events = connection.execute(
+                select(PROGRESS)
+                .where(PROGRESS.c.id.in_([row.id for row in chosen]))
+                .order_by(PROGRESS.c.id)
+                .with_for_update()
+            ).all()
+            if archive is not None:
+                prompt_ids = {row.prompt_id for row in runs}
+                prompts = connection.execute(
+                    select(PROMPTS).where(PROMPTS.c.id.in_(prompt_ids))
+                ).all()
+                records: list[Record] = [
+                    {"table": name, "row": _to_json(TABLES[name], row), "context": True}
+                    for name, rows in (("prompts", prompts), ("runs", runs))
+                    for row in rows
+                ]
+                records.extend(
+                    {"table": "progress", "row": _to_json(PROGRESS, row)} for row in events
+                )
+                # Durable before the delete below can commit, as for whole runs.
+                result.archived += archive.append(records)
+            if events:
+                connection.execute(
+                    PROGRESS.delete().where(PROGRESS.c.id.in_([e.id for e in events]))
+                )
+                per_run = Counter(row.run_id for row in events)
+                connection.execute(
+                    _LOWER_COUNT, [{"target": run, "n": n} for run, n in sorted(per_run.items())]
+                )
+            result.expired_progress += len(events)
+            result.batches += 1
+
+
 class RestoreConflictError(CosmosModelsError):
     """An archived prompt or run id exists in the target with other content; nothing restored."""
 
@@ -259,13 +433,16 @@ class RestoreResult:
     """How many archived rows ``restore`` put back, and how many were already there (exact).
 
     ``renumbered`` counts the progress rows stored under a new id because the target database
-    uses their archived id for another event.
+    uses their archived id for another event. ``context`` counts the context rows (runs kept by
+    event retention, their prompts) inserted because the target lacked them; they are counted
+    in ``restored`` too. Context rows the target has are left alone and counted nowhere.
     """
 
     restored: dict[str, int] = field(default_factory=dict)
     already_present: int = 0
     present: dict[str, int] = field(default_factory=dict)
     renumbered: int = 0
+    context: int = 0
 
 
 MODELS: dict[str, type[ValidatedTable]] = {"prompts": Prompt, "runs": Run, "progress": Progress}
@@ -345,11 +522,14 @@ def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield values[start : start + size]
 
 
-def _read_archive(
-    archive_path: Path,
-) -> tuple[dict[str, dict[str, tuple[Line, dict[str, Any]]]], list[dict[str, Any]]]:
-    """Every archived row, validated: prompts and runs by id, progress in archive order."""
-    keyed: dict[str, dict[str, tuple[Line, dict[str, Any]]]] = {"prompts": {}, "runs": {}}
+Keyed = dict[str, dict[str, tuple[Line, dict[str, Any]]]]
+
+
+def _read_archive(archive_path: Path) -> tuple[Keyed, Keyed, list[dict[str, Any]]]:
+    """Every archived row, validated: prompts and runs by id, their context rows by id (the
+    last snapshot of each), progress in archive order."""
+    keyed: Keyed = {"prompts": {}, "runs": {}}
+    context: Keyed = {"prompts": {}, "runs": {}}
     progress: list[dict[str, Any]] = []
     for line in read_records(archive_path):
         assert line.record is not None
@@ -357,6 +537,10 @@ def _read_archive(
         name = str(line.record["table"])
         if name == "progress":
             progress.append(values)
+            continue
+        if is_context(line.record):
+            # Snapshots of a row that kept changing: they may differ, and none is a conflict.
+            context[name][values["id"]] = (line, values)
             continue
         earlier = keyed[name].get(values["id"])
         if earlier is not None and earlier[1] != values:
@@ -366,7 +550,7 @@ def _read_archive(
                 f"member {line.member}, line {line.line}); nothing restored"
             )
         keyed[name].setdefault(values["id"], (line, values))
-    return keyed, progress
+    return keyed, context, progress
 
 
 def restore(db: DatabaseConnection, archive_path: Path, *, batch_size: int = 1000) -> RestoreResult:
@@ -379,11 +563,16 @@ def restore(db: DatabaseConnection, archive_path: Path, *, batch_size: int = 100
     Raises ``FileNotFoundError``, ``ArchiveError`` (not ours, corrupt, truncated, invalid row:
     naming member, line and field) or ``RestoreConflictError``; then nothing is written.
     """
-    keyed, archived_progress = _read_archive(archive_path)
+    keyed, context, archived_progress = _read_archive(archive_path)
     result = RestoreResult(restored=dict.fromkeys(TABLES, 0), present=dict.fromkeys(TABLES, 0))
+    recreated: list[str] = []
     with db.get_session() as session:
         connection = session.connection()
         for name in ("prompts", "runs"):
+            inserted = _restore_context(connection, name, context[name], keyed[name], batch_size)
+            result.context += len(inserted)
+            if name == "runs":
+                recreated = inserted
             table = TABLES[name]
             missing = []
             for chunk in _chunks(list(keyed[name]), batch_size):
@@ -406,11 +595,37 @@ def restore(db: DatabaseConnection, archive_path: Path, *, batch_size: int = 100
                         )
             for chunk in _chunks(missing, batch_size):
                 connection.execute(table.insert(), list(chunk))
-            result.restored[name] = len(missing)
+            result.restored[name] = len(missing) + len(inserted)
             result.present[name] = len(keyed[name]) - len(missing)
         _restore_progress(connection, archived_progress, result, batch_size)
+        # A run recreated from context counts only the events restored with it.
+        _resummarise(connection, recreated, batch_size)
     result.already_present = sum(result.present.values())
     return result
+
+
+def _restore_context(
+    connection: Connection,
+    name: str,
+    context: dict[str, tuple[Line, dict[str, Any]]],
+    archived: dict[str, tuple[Line, dict[str, Any]]],
+    size: int,
+) -> list[str]:
+    """Insert the context rows whose id the database lacks (and the archive holds no row for).
+
+    A context row is never compared with a stored one: its run went on changing after it was
+    archived. Returns the ids inserted.
+    """
+    table = TABLES[name]
+    wanted = sorted(row_id for row_id in context if row_id not in archived)
+    inserted: list[str] = []
+    for chunk in _chunks(wanted, size):
+        stored = set(connection.execute(select(table.c.id).where(table.c.id.in_(chunk))).scalars())
+        fresh = [context[row_id][1] for row_id in chunk if row_id not in stored]
+        if fresh:
+            connection.execute(table.insert(), fresh)
+        inserted.extend(values["id"] for values in fresh)
+    return inserted
 
 
 def _restore_progress(
