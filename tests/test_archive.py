@@ -18,9 +18,9 @@ from cosmos_models.services.archive import (
     NotAnArchiveError,
     TruncatedArchiveError,
     _open_checked,
-    keys_of,
     read_records,
 )
+from cosmos_models.services.archive_keys import keys_of
 
 TS = "2025-01-01T00:00:00+00:00"
 

@@ -34,16 +34,11 @@ from hypothesis.stateful import (
 from sqlalchemy import select, update
 
 from cosmos_models import DatabaseConnection, Progress, RunStatus
-from cosmos_models.db.tables import PROGRESS, RUNS
+from cosmos_models.db.tables import PROGRESS, RUNS, TABLES
 from cosmos_models.services import maintenance
-from cosmos_models.services.archive import (
-    Key,
-    ScanResult,
-    TruncatedArchiveError,
-    identity_of,
-    is_context,
-    scan,
-)
+from cosmos_models.services import restore as restore_module
+from cosmos_models.services.archive import ScanResult, TruncatedArchiveError, scan
+from cosmos_models.services.archive_keys import Key, identity_of, is_context
 from tests.conftest import _empty_tables, connect
 from tests.factories import T0, make_prompt, make_run
 
@@ -88,7 +83,7 @@ def archive_contents(path: Path, *, context: bool = False) -> Counter[Key]:
 def database_contents(db: DatabaseConnection) -> Counter[Key]:
     found: Counter[Key] = Counter()
     with db.engine.connect() as connection:
-        for name, table in maintenance.TABLES.items():
+        for name, table in TABLES.items():
             for row in connection.execute(select(table)):
                 found[identity_of(name, dict(row._mapping))] += 1
     return found
@@ -134,7 +129,7 @@ def summary_problems(db: DatabaseConnection, latest: dict[str, Latest] | None = 
 
 
 def table_counts(contents: Counter[Key]) -> dict[str, int]:
-    totals = dict.fromkeys(maintenance.TABLES, 0)
+    totals = dict.fromkeys(TABLES, 0)
     for key, count in contents.items():
         totals[key[0]] += count
     return totals
@@ -391,14 +386,14 @@ class PruneRestoreMachine(RuleBasedStateMachine):
     def restore_into_the_same_database(self) -> None:
         if not self.archive.exists():
             with pytest.raises(FileNotFoundError):
-                maintenance.restore(self.db, self.archive)
+                restore_module.restore(self.db, self.archive)
             return
         if self.truncated:
             with pytest.raises(TruncatedArchiveError):
-                maintenance.restore(self.db, self.archive)
+                restore_module.restore(self.db, self.archive)
             return
         before = self.expected("in_db")
-        result = maintenance.restore(self.db, self.archive, batch_size=3)
+        result = restore_module.restore(self.db, self.archive, batch_size=3)
         assert result.context == self.recreate_from_context()
         in_archive = [row for row in self.rows if row.in_archive]
         missing = Counter(r.identity for r in in_archive) - before
@@ -436,7 +431,7 @@ class PruneRestoreMachine(RuleBasedStateMachine):
     def restore_into_a_fresh_database(self) -> None:
         fresh = self.fresh_db()
         try:
-            result = maintenance.restore(fresh, self.archive)
+            result = restore_module.restore(fresh, self.archive)
             archived = archive_contents(self.archive)
             # A context row recreates its run or prompt where the archive holds no row of it.
             context = Counter(set(archive_contents(self.archive, context=True)) - set(archived))
@@ -444,7 +439,7 @@ class PruneRestoreMachine(RuleBasedStateMachine):
             assert summary_problems(fresh) == []
             assert result.restored == table_counts(archived + context)
             assert result.context == sum(context.values())
-            again = maintenance.restore(fresh, self.archive)
+            again = restore_module.restore(fresh, self.archive)
             assert sum(again.restored.values()) == again.context == 0
             assert again.already_present == sum(archived.values())
         finally:

@@ -17,14 +17,9 @@ from sqlalchemy import func, select
 
 from cosmos_models import DatabaseConnection, Progress, Prompt, Run, RunStatus
 from cosmos_models.services.archive import Archive, ArchiveError, read_records
-from cosmos_models.services.maintenance import (
-    RestoreConflictError,
-    database_stats,
-    parse_duration,
-    parse_statuses,
-    prune,
-    restore,
-)
+from cosmos_models.services.maintenance import parse_duration, parse_statuses, prune
+from cosmos_models.services.restore import RestoreConflictError, restore
+from cosmos_models.services.stats import database_stats
 from tests.factories import make_progress, make_prompt, make_run
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)

@@ -19,8 +19,9 @@ from sqlalchemy import Connection, select, update
 from cosmos_models import DatabaseConnection, Progress, RunStatus, record_progress_batch
 from cosmos_models.db.tables import PROGRESS, RUNS
 from cosmos_models.services.archive import Archive, CorruptArchiveError, read_records
-from cosmos_models.services.maintenance import prune, restore
+from cosmos_models.services.maintenance import prune
 from cosmos_models.services.progress_queries import latest_progress
+from cosmos_models.services.restore import restore
 from tests.concurrency import in_threads, progress_events
 from tests.conftest import _empty_tables, connect
 from tests.factories import make_progress, make_prompt, make_run

@@ -19,13 +19,9 @@ from cosmos_models.cli.app import (
     when,
 )
 from cosmos_models.models.status import FINAL_STATUSES
-from cosmos_models.services.maintenance import (
-    database_stats,
-    parse_duration,
-    parse_statuses,
-    prune,
-    restore,
-)
+from cosmos_models.services.maintenance import parse_duration, parse_statuses, prune
+from cosmos_models.services.restore import restore
+from cosmos_models.services.stats import database_stats
 
 # -- stats ----------------------------------------------------------------------------------
 

@@ -16,3 +16,7 @@ from cosmos_models.models.types import metadata
 PROMPTS: Final[Table] = metadata.tables[Prompt.__tablename__]
 RUNS: Final[Table] = metadata.tables[Run.__tablename__]
 PROGRESS: Final[Table] = metadata.tables[Progress.__tablename__]
+
+
+TABLES: Final[dict[str, Table]] = {"prompts": PROMPTS, "runs": RUNS, "progress": PROGRESS}
+"""The three tables by name, parents first (the order rows are restored in)."""
