@@ -54,7 +54,7 @@ def big_legacy(path: Path, progress_rows: int) -> Path:
     return path
 
 
-MIGRATE = "import sys; from cosmos_models.db.migrate import upgrade; upgradesys.argv[1]"
+MIGRATE = "import sys; from cosmos_models.db.migrate import upgrade; upgrade(sys.argv[1])"
 
 
 def test_migration_killed_midway_leaves_file_or_backup_intact(tmp_path: Path) -> None:
