@@ -47,7 +47,7 @@ from sqlalchemy import URL, bindparam, create_engine, text  # noqa: E402
 
 from cosmos_models import DatabaseConnection, latest_progress, list_runs  # noqa: E402
 from cosmos_models.db.migrate import upgrade  # noqa: E402
-from cosmos_models.services.tracking import latest_progress_query  # noqa: E402
+from cosmos_models.services.progress_queries import latest_progress_query  # noqa: E402
 from tests.backends import server_database, server_reason  # noqa: E402
 
 LEGACY_SCHEMA = ROOT / "tests" / "data" / "legacy_v0" / "schema_v0_sqlite.sql"

@@ -22,7 +22,7 @@ from cosmos_models import (
     progress_since,
     record_progress_batch,
 )
-from cosmos_models.services.tracking import PROGRESS
+from cosmos_models.db.tables import PROGRESS
 from tests.backends import server_database
 from tests.concurrency import progress_events
 from tests.conftest import require_backend

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from cosmos_models import RunStatus, init_database, transition
-from cosmos_models.services.tracking import PROGRESS
+from cosmos_models.db.tables import PROGRESS
 from tests.concurrency import dashboard_reader, progress_writer, sequence_of, together
 from tests.factories import pending_runs
 
