@@ -18,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, func, select, update
 
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.tables import PROGRESS, PROMPTS, RUNS, TABLES
 from cosmos_models.models.status import FINAL_STATUSES, RunStatus
-from cosmos_models.models.types import utcnow
+from cosmos_models.models.types import backend_family, utcnow
 from cosmos_models.services.archive import Archive
 from cosmos_models.services.archive_keys import Record
 
@@ -207,6 +207,30 @@ def _count(
             result.expired_progress = int(connection.execute(expired).scalar_one())
 
 
+def _lock_runs(connection: Connection, run_ids: Sequence[str]) -> list[Row[Any]]:
+    """Lock the runs (``FOR UPDATE``) in the order writers lock them: ids sorted by code point.
+
+    Progress writers update their runs in Python's sorted order (``tracking.number_events``);
+    ordering by ``COLLATE "C"`` on PostgreSQL (byte order of UTF-8 is code point order; SQLite and
+    MariaDB's binary collations agree already) makes every locker take rows in one order, so two
+    of them over the same runs wait for each other instead of deadlocking.
+    """
+    order: Any = RUNS.c.id
+    if backend_family(connection.dialect) == "postgresql":
+        order = RUNS.c.id.collate("C")
+    return list(
+        connection.execute(
+            select(RUNS).where(RUNS.c.id.in_(run_ids)).order_by(order).with_for_update()
+        ).all()
+    )
+
+
+def _prompts_of(connection: Connection, runs: Sequence[Row[Any]]) -> list[Row[Any]]:
+    """The prompts of ``runs``: archived beside them so that a restore keeps its foreign keys."""
+    prompt_ids = {row.prompt_id for row in runs}
+    return list(connection.execute(select(PROMPTS).where(PROMPTS.c.id.in_(prompt_ids))).all())
+
+
 def _prune_runs(
     db: DatabaseConnection,
     *,
@@ -226,17 +250,12 @@ def _prune_runs(
             # Runs locked first, in id order, as event retention and writers lock them: a prune
             # of runs and one of events over the same run then wait for each other, never in
             # a cycle (progress rows locked by one, the run by the other).
-            runs = connection.execute(
-                select(RUNS).where(RUNS.c.id.in_(run_ids)).order_by(RUNS.c.id).with_for_update()
-            ).all()
+            runs = _lock_runs(connection, run_ids)
             progress = connection.execute(
                 select(PROGRESS).where(PROGRESS.c.run_id.in_(run_ids))
             ).all()
             if archive is not None:
-                prompt_ids = {row.prompt_id for row in runs}
-                prompts = connection.execute(
-                    select(PROMPTS).where(PROMPTS.c.id.in_(prompt_ids))
-                ).all()
+                prompts = _prompts_of(connection, runs)
                 records: list[Record] = [
                     {"table": name, "row": _to_json(TABLES[name], row)}
                     for name, rows in (("prompts", prompts), ("runs", runs), ("progress", progress))
@@ -298,9 +317,7 @@ def _expire_progress(
         with db.get_session() as session:
             connection = session.connection()
             run_ids = sorted({row.run_id for row in chosen})
-            runs = connection.execute(
-                select(RUNS).where(RUNS.c.id.in_(run_ids)).order_by(RUNS.c.id).with_for_update()
-            ).all()
+            runs = _lock_runs(connection, run_ids)
             # Locking reads see the latest committed rows, whatever the isolation level.
             events = connection.execute(
                 select(PROGRESS)
@@ -309,10 +326,7 @@ def _expire_progress(
                 .with_for_update()
             ).all()
             if archive is not None:
-                prompt_ids = {row.prompt_id for row in runs}
-                prompts = connection.execute(
-                    select(PROMPTS).where(PROMPTS.c.id.in_(prompt_ids))
-                ).all()
+                prompts = _prompts_of(connection, runs)
                 records: list[Record] = [
                     {"table": name, "row": _to_json(TABLES[name], row), "context": True}
                     for name, rows in (("prompts", prompts), ("runs", runs))
