@@ -5,14 +5,21 @@ burst of noise on this shared machine hurts both sides alike instead of deciding
 """
 
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# bench/check.py points this elsewhere, so that its quick runs leave `make bench`'s files alone.
+RESULTS = Path(
+    os.environ.get("COSMOS_BENCH_RESULTS") or Path(__file__).resolve().parent / "results"
+)
+RATIOS = "ratios.json"
 
 
 def best_of(contenders: dict[str, Callable[[], int]], rounds: int = 5) -> dict[str, float]:
@@ -72,6 +79,27 @@ def report(name: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
     payload = {"benchmark": name, "machine": machine(), "results": rows}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
     print(f"(written to {RESULTS / (name + '.json')})")
+
+
+def record_ratio(name: str, value: float) -> None:
+    """Store a ratio under ``name`` in ``bench/results/ratios.json`` for ``make bench-check``.
+
+    Higher must be better (the reference's time divided by ours, or our speed divided by the
+    reference's), and the ratio must mean the same at the script's ``--quick`` sizes: the check
+    re-runs the script that recorded it with ``--quick`` and fails if it drops over 30%.
+    """
+    path = RESULTS / RATIOS
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored[name] = {
+        "value": round(value, 4),
+        "script": Path(sys.argv[0]).name,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    temporary.replace(path)
 
 
 def _fmt(value: Any) -> str:

@@ -317,12 +317,18 @@ def test_latest_progress_errors_are_translated(
 
 
 def test_postgresql_timestamps_in_another_zone_are_read_as_utc() -> None:
-    import cosmos_models.services.progress_queries as tracking
+    """latest_progress reads timestamps through the column type's own result processor."""
+    from sqlalchemy.dialects.postgresql import psycopg
 
+    from cosmos_models.models.types import UTCDateTime
+
+    dialect = psycopg.dialect()  # type: ignore[no-untyped-call]
+    process = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    assert process is not None
     paris = datetime(2025, 1, 4, 13, tzinfo=timezone(timedelta(hours=1)))
-    assert tracking._postgresql_utc(paris) == datetime(2025, 1, 4, 12, tzinfo=UTC)
-    assert tracking._postgresql_utc(paris).tzinfo is UTC  # type: ignore[union-attr]
-    assert tracking._postgresql_utc(None) is None
+    assert process(paris) == datetime(2025, 1, 4, 12, tzinfo=UTC)
+    assert process(paris).tzinfo is UTC
+    assert process(None) is None
 
 
 def test_an_orm_event_with_its_seq_given_keeps_it(db: DatabaseConnection) -> None:

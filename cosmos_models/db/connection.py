@@ -28,6 +28,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
+from cosmos_models.db.lean import utc_sessions
 from cosmos_models.db.locations import (
     get_database_url,
     is_secret_parameter,
@@ -110,6 +111,7 @@ class DatabaseConnection:
             busy_timeout_ms=busy_timeout_ms,
             echo=echo,
         )
+        utc_sessions(self.engine)
         # Sessions may write, so on SQLite they take the write lock when they begin; read-only
         # sessions and plain engine connections begin deferred (SQLite's default).
         self.SessionLocal = _session_factory(self.engine.execution_options(cosmos_writer=True))

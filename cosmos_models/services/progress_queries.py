@@ -1,25 +1,18 @@
 """Reading progress: each run's latest event from its summary, and a run's events by seq."""
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import (
-    Select,
-    String,
-    any_,
-    bindparam,
-    select,
-)
+from sqlalchemy import Dialect, Integer, Select, String, any_, bindparam, select
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError
 
 from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.db.lean import LeanSelect, driver_cursor, typed
 from cosmos_models.db.tables import PROGRESS, RUNS
 from cosmos_models.errors import RunNotFoundError
 from cosmos_models.models.checks import check_int, check_str, check_str_iterable
 from cosmos_models.models.progress import ProgressRead
-from cosmos_models.models.readmodels import progress_read, progress_with
+from cosmos_models.models.readmodels import row_reader, trusted
 from cosmos_models.services.common import check_connection, check_limit
 
 
@@ -36,24 +29,17 @@ def latest_progress(db: DatabaseConnection, run_ids: Iterable[str]) -> dict[str,
     wanted = sorted(set(check_str_iterable(run_ids, "run_ids")))
     if not wanted:
         return {}
-    with db.get_session(read_only=True) as session:
-        connection = session.connection()
-        dialect = connection.dialect
-        sql, parameters = _latest_progress_sql(wanted, dialect.name)
-        # The driver's cursor on the session's connection (same transaction, same error
-        # translation): for 1,000 runs, SQLAlchemy's row and type processing cost more than
-        # the query. The SQL is latest_progress_query's, written for each driver's paramstyle.
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(sql, parameters)
-            rows = cursor.fetchall()
-        except dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(sql, parameters, exc, dialect.loaded_dbapi.Error) from exc
-        finally:
-            cursor.close()
-    to_utc = _UTC_READERS[dialect.name]
+    dialect = db.engine.dialect
+    sql, parameters = _latest_progress_sql(wanted, dialect.name)
+    # The driver's cursor: for 1,000 runs, SQLAlchemy's row and type processing cost more than
+    # the query. The SQL is latest_progress_query's, written for each driver's paramstyle; the
+    # timestamps go through their column type's own result processor.
+    with driver_cursor(db) as cursor:
+        cursor.execute(sql, parameters)
+        rows = typed(cursor.fetchall(), _latest_processors(dialect))
     return {
-        row[1]: progress_with(
+        row[1]: trusted(
+            ProgressRead,
             {
                 "id": row[0],
                 "run_id": row[1],
@@ -61,8 +47,8 @@ def latest_progress(db: DatabaseConnection, run_ids: Iterable[str]) -> dict[str,
                 "stage": row[3],
                 "percentage": row[4],
                 "message": row[5],
-                "timestamp": to_utc(row[6]),
-            }
+                "timestamp": row[6],
+            },
         )
         for row in rows
     }
@@ -85,27 +71,17 @@ def _latest_progress_sql(run_ids: list[str], dialect: str) -> tuple[str, Any]:
     return f"SELECT {_LATEST_COLUMNS} FROM runs WHERE {where} AND latest_seq > 0", parameters
 
 
-def _sqlite_utc(value: str | None) -> datetime | None:
-    # UTCDateTime's storage text: naive UTC wall time.
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+def _latest_processors(dialect: Dialect) -> list[Callable[[Any], Any] | None]:
+    """Only the timestamp needs one (ids, numbers and text come as the driver returns them)."""
+    found = _PROCESSORS.get(dialect.name)
+    if found is None:
+        stamp = RUNS.c.latest_at.type.dialect_impl(dialect).result_processor(dialect, None)
+        found = [None, None, None, None, None, None, stamp]
+        _PROCESSORS[dialect.name] = found
+    return found
 
 
-def _mysql_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC)
-
-
-def _postgresql_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is UTC:
-        return value
-    return value.astimezone(UTC)
-
-
-_UTC_READERS: Final[dict[str, Callable[[Any], datetime | None]]] = {
-    "sqlite": _sqlite_utc,
-    "mysql": _mysql_utc,
-    "mariadb": _mysql_utc,
-    "postgresql": _postgresql_utc,
-}
+_PROCESSORS: dict[str, list[Callable[[Any], Any] | None]] = {}
 
 
 def latest_progress_query(run_ids: list[str], dialect: str = "sqlite") -> Select[Any]:
@@ -144,16 +120,17 @@ def progress_since(
     check_str(run_id, "run_id")
     check_int(after, "after", 0)
     check_limit(limit)
-    with db.get_session(read_only=True) as session:
-        rows = session.execute(
-            select(PROGRESS)
-            .where(PROGRESS.c.run_id == run_id, PROGRESS.c.seq > after)
-            .order_by(PROGRESS.c.seq)
-            .limit(limit)
-        ).all()
-        if (
-            not rows
-            and session.execute(select(RUNS.c.id).where(RUNS.c.id == run_id)).scalar() is None
-        ):
-            raise RunNotFoundError(run_id)
-    return [progress_read(row) for row in rows]
+    rows = _SINCE.rows(db, {"run_id": run_id, "after": after, "limit": limit})
+    if not rows and not _RUN_EXISTS.rows(db, {"run_id": run_id}):
+        raise RunNotFoundError(run_id)
+    return [_read_event(row) for row in rows]
+
+
+_SINCE: Final = LeanSelect(
+    select(PROGRESS)
+    .where(PROGRESS.c.run_id == bindparam("run_id"), PROGRESS.c.seq > bindparam("after"))
+    .order_by(PROGRESS.c.seq)
+    .limit(bindparam("limit", type_=Integer()))
+)
+_RUN_EXISTS: Final = LeanSelect(select(RUNS.c.id).where(RUNS.c.id == bindparam("run_id")))
+_read_event: Final = row_reader(ProgressRead, _SINCE.columns)

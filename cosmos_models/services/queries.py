@@ -15,15 +15,23 @@ from datetime import datetime
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, Table, and_, or_, select
+from sqlalchemy import ColumnElement, Integer, Select, Table, and_, bindparam, or_, select
 
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.json_filters import JsonFilter, json_condition
+from cosmos_models.db.lean import LeanSelect
 from cosmos_models.db.tables import PROMPTS, RUNS
 from cosmos_models.errors import RunNotFoundError
 from cosmos_models.models.checks import check_iterable, check_statuses, check_str
 from cosmos_models.models.prompt import PromptRead
-from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail, run_read
+from cosmos_models.models.readmodels import (
+    Page,
+    PromptSummary,
+    RunDetail,
+    row_reader,
+    run_read,
+    run_reader,
+)
 from cosmos_models.models.run import RunRead
 from cosmos_models.models.status import RunStatus
 from cosmos_models.services.common import check_connection, check_limit, resolve_now
@@ -43,15 +51,18 @@ PROMPT_JSON_COLUMNS: Final = {"inputs": "inputs", "parameters": "parameters"}
 MAX_CURSOR_LENGTH: Final = 1024
 
 
+_GET_RUN: Final = LeanSelect(select(RUNS).where(RUNS.c.id == bindparam("run_id")))
+_read_run: Final = run_reader(_GET_RUN.columns)
+
+
 def get_run(db: DatabaseConnection, run_id: str) -> RunRead:
     """Return one run. Raises ``RunNotFoundError``, ``ValueError`` naming a bad ``run_id``."""
     check_connection(db)
     check_str(run_id, "run_id")
-    with db.get_session(read_only=True) as session:
-        row = session.execute(select(RUNS).where(RUNS.c.id == run_id)).one_or_none()
-    if row is None:
+    rows = _GET_RUN.rows(db, {"run_id": run_id})
+    if not rows:
         raise RunNotFoundError(run_id)
-    return run_read(row)
+    return _read_run(rows[0])
 
 
 def get_run_detail(db: DatabaseConnection, run_id: str) -> RunDetail:
@@ -132,22 +143,30 @@ class _Listing(Generic[ReadT]):
     kind: str
     table: Table
     json_columns: dict[str, str]
-    to_item: Callable[[Any], ReadT]
+    to_item: Callable[[Sequence[Any]], ReadT]  # from a row of select(table), by position
 
 
-_RUN_LISTING: Final = _Listing("runs", RUNS, RUN_JSON_COLUMNS, run_read)
+_RUN_LISTING: Final = _Listing(
+    "runs", RUNS, RUN_JSON_COLUMNS, run_reader([c.key for c in RUNS.columns])
+)
 _PROMPT_LISTING: Final = _Listing(
     "prompts",
     PROMPTS,
     PROMPT_JSON_COLUMNS,
-    lambda row: PromptRead.model_validate(dict(row._mapping)),
+    row_reader(PromptRead, [c.key for c in PROMPTS.columns]),
 )
+
+# A listing's own filters, in a fixed order: (name, (column, value)); a list value means "one of".
+Filters = list[tuple[str, tuple[Any, Any]]]
+# Statements of listings without JSON filters, by shape (which filters, how many statuses,
+# order, cursor or not): built and compiled once each. Few shapes exist (a few hundred at most).
+_LEAN_PAGES: dict[tuple[Any, ...], LeanSelect] = {}
 
 
 def _page(
     db: DatabaseConnection,
     listing: _Listing[ReadT],
-    conditions: list[ColumnElement[bool]],
+    filters: Filters,
     *,
     window: tuple[datetime | None, datetime | None],
     json_filters: Sequence[JsonFilter],
@@ -155,42 +174,90 @@ def _page(
     limit: int,
     cursor: str | None,
 ) -> Page[ReadT]:
-    """Run one keyset-paginated listing: ``conditions`` plus the filters every listing has."""
+    """Run one keyset-paginated listing: ``filters`` plus the filters every listing has."""
     check_connection(db)
     check_limit(limit)
     if order not in ("newest", "oldest"):
         raise ValueError(f"order: must be 'newest' or 'oldest', got {order!r}")
-    table = listing.table
-    created, row_id = table.c.created_at, table.c.id
     created_after, created_before = window
+    values: dict[str, Any] = {}
+    for name, (_, value) in filters:
+        if isinstance(value, list):
+            values.update((f"{name}_{index}", item) for index, item in enumerate(value))
+        else:
+            values[name] = value
     if created_after is not None:
-        conditions.append(created >= resolve_now(created_after, "created_after"))
+        values["created_after"] = resolve_now(created_after, "created_after")
     if created_before is not None:
-        conditions.append(created < resolve_now(created_before, "created_before"))
-    for condition in check_iterable(json_filters, "json_filters", "JsonFilter objects"):
+        values["created_before"] = resolve_now(created_before, "created_before")
+    json_conditions = [
+        json_condition(listing.table, listing.json_columns, condition, db.engine.dialect.name)
+        for condition in _checked_json_filters(json_filters)
+    ]
+    if cursor is not None:
+        values["after_time"], values["after_id"] = decode_cursor(cursor, listing.kind, order)
+    # One row more than asked tells whether another page exists, without a COUNT.
+    values["limit"] = limit + 1
+    shape = (listing.kind, tuple(name for name, _ in filters), tuple(sorted(values)), order)
+    if json_conditions:  # their SQL holds their values: built and executed per call
+        query = _listing_query(listing, filters, values, order).where(*json_conditions)
+        with db.get_session(read_only=True) as session:
+            rows: Sequence[Sequence[Any]] = session.execute(query, values).all()
+    else:
+        lean = _LEAN_PAGES.get(shape)
+        if lean is None:
+            lean = _LEAN_PAGES[shape] = LeanSelect(_listing_query(listing, filters, values, order))
+        rows = lean.rows(db, values)
+    items = [listing.to_item(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        created_at: datetime = last.created_at  # type: ignore[attr-defined]
+        row_id: str = last.id  # type: ignore[attr-defined]
+        next_cursor = encode_cursor(listing.kind, order, created_at, row_id)
+    return Page[ReadT](items=items, next_cursor=next_cursor)
+
+
+def _checked_json_filters(json_filters: Sequence[JsonFilter]) -> list[JsonFilter]:
+    checked = list(check_iterable(json_filters, "json_filters", "JsonFilter objects"))
+    for condition in checked:
         if not isinstance(condition, JsonFilter):
             raise ValueError(f"json_filters: expected JsonFilter objects, got {condition!r}")
-        conditions.append(
-            json_condition(table, listing.json_columns, condition, db.engine.dialect.name)
-        )
-    if cursor is not None:
-        after_time, after_id = decode_cursor(cursor, listing.kind, order)
+    return checked
+
+
+def _listing_query(
+    listing: _Listing[ReadT], filters: Filters, values: dict[str, Any], order: Order
+) -> Select[Any]:
+    """The listing's statement, its values as named parameters (``values`` gives the names)."""
+    table = listing.table
+    created, row_id = table.c.created_at, table.c.id
+    conditions: list[ColumnElement[bool]] = []
+    for name, (column, value) in filters:
+        if isinstance(value, list):  # one of several: one parameter each, numbered
+            names = [f"{name}_{index}" for index in range(len(value))]
+            conditions.append(column.in_([bindparam(n, type_=column.type) for n in names]))
+        else:
+            conditions.append(column == bindparam(name, type_=column.type))
+    if "created_after" in values:
+        conditions.append(created >= bindparam("created_after", type_=created.type))
+    if "created_before" in values:
+        conditions.append(created < bindparam("created_before", type_=created.type))
+    if "after_id" in values:
+        after_time = bindparam("after_time", type_=created.type)
+        after_id = bindparam("after_id", type_=row_id.type)
         if order == "newest":
             keyset = or_(created < after_time, and_(created == after_time, row_id < after_id))
         else:
             keyset = or_(created > after_time, and_(created == after_time, row_id > after_id))
         conditions.append(keyset)
     ordering = (created.desc(), row_id.desc()) if order == "newest" else (created, row_id)
-    # One row more than asked tells whether another page exists, without a COUNT.
-    query: Select[Any] = select(table).where(*conditions).order_by(*ordering).limit(limit + 1)
-    with db.get_session(read_only=True) as session:
-        rows = session.execute(query).all()
-    items = [listing.to_item(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(listing.kind, order, last.created_at, last.id)
-    return Page[ReadT](items=items, next_cursor=next_cursor)
+    return (
+        select(table)
+        .where(*conditions)
+        .order_by(*ordering)
+        .limit(bindparam("limit", type_=Integer()))
+    )
 
 
 def list_runs(
@@ -213,17 +280,18 @@ def list_runs(
     Raises ``ValueError`` naming the argument: an unknown status, a naive datetime, a bad
     ``limit`` (1 to 1000), an invalid ``cursor`` or JSON filter.
     """
-    conditions: list[ColumnElement[bool]] = []
+    filters: Filters = []
     if status is not None:
-        conditions.append(RUNS.c.status.in_(check_statuses(status, "status")))
+        statuses = check_statuses(status, "status")
+        filters.append(("status", (RUNS.c.status, statuses)))
     if model_type is not None:
-        conditions.append(RUNS.c.model_type == check_str(model_type, "model_type"))
+        filters.append(("model_type", (RUNS.c.model_type, check_str(model_type, "model_type"))))
     if prompt_id is not None:
-        conditions.append(RUNS.c.prompt_id == check_str(prompt_id, "prompt_id"))
+        filters.append(("prompt_id", (RUNS.c.prompt_id, check_str(prompt_id, "prompt_id"))))
     return _page(
         db,
         _RUN_LISTING,
-        conditions,
+        filters,
         window=(created_after, created_before),
         json_filters=json_filters,
         order=order,
@@ -248,13 +316,13 @@ def list_prompts(
     ``json_filters`` apply to ``inputs`` and ``parameters``. Raises ``ValueError`` naming the
     argument, as ``list_runs`` does.
     """
-    conditions: list[ColumnElement[bool]] = []
+    filters: Filters = []
     if model_type is not None:
-        conditions.append(PROMPTS.c.model_type == check_str(model_type, "model_type"))
+        filters.append(("model_type", (PROMPTS.c.model_type, check_str(model_type, "model_type"))))
     return _page(
         db,
         _PROMPT_LISTING,
-        conditions,
+        filters,
         window=(created_after, created_before),
         json_filters=json_filters,
         order=order,

@@ -1,0 +1,161 @@
+"""Lean reads: a SELECT compiled once per dialect, run on the driver's cursor, rows typed once.
+
+For a read returning many rows, SQLAlchemy's per-call work (cache key, execution context, result
+object, a processor call per value) costs more than the query. ``LeanSelect`` does that work once
+per dialect: the SQL text, the order of its parameters with their bind processors, and each
+column's result processor (the same ones Core would apply: aware UTC datetimes, JSON documents as
+dicts, enums as members). A call then checks a connection out of the pool, executes, converts.
+"""
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Dialect, Select, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor
+
+if TYPE_CHECKING:  # connection.py imports utc_sessions from here
+    from cosmos_models.db.connection import DatabaseConnection
+
+Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    positions: tuple[str, ...] | None  # None: the driver takes named parameters
+    binds: dict[str, Processor | None]
+    defaults: dict[str, Any]  # values the statement holds itself (SQLite's OFFSET -1 …)
+    # Each column's result processor; some depend on the driver's type code, known once the
+    # first cursor has a description (what Core caches the same way).
+    results: list[tuple[Processor | None, ...]]
+
+
+class LeanSelect:
+    """A SELECT whose SQL and conversions are prepared once per dialect (see the module).
+
+    Its parameters are ``bindparam``s with names (and types where the column does not give
+    one); ``rows`` takes their values by name.
+    """
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self.columns: tuple[str, ...] = tuple(str(c.key) for c in statement.selected_columns)
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            compiled = self.statement.compile(dialect=dialect)
+            positions = compiled.positiontup
+            binds: dict[str, Processor | None] = {
+                name: compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+                for name in compiled.params
+            }
+            found = _Compiled(
+                sql=compiled.string,
+                positions=None if positions is None else tuple(positions),
+                binds=binds,
+                defaults={
+                    name: _processed(binds[name], value)
+                    for name, value in compiled.params.items()
+                    if value is not None
+                },
+                results=[],
+            )
+            self._compiled[dialect.name] = found
+        return found
+
+    def rows(self, db: "DatabaseConnection", values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Execute with ``values`` (by bind name); return the rows typed as Core would.
+
+        Raises ``RuntimeError`` once ``db`` is closed, ``DatabaseError`` for driver errors.
+        """
+        compiled = self._for(db.engine.dialect)
+        processed = dict(compiled.defaults)
+        for name, value in values.items():
+            processed[name] = _processed(compiled.binds[name], value)
+        parameters: Any = (
+            processed
+            if compiled.positions is None
+            else tuple(processed[name] for name in compiled.positions)
+        )
+        with driver_cursor(db) as cursor:
+            cursor.execute(compiled.sql, parameters)
+            found = cursor.fetchall()
+            if not compiled.results:
+                compiled.results.append(self._processors(db.engine.dialect, cursor.description))
+        return typed(found, compiled.results[0])
+
+    def _processors(self, dialect: Dialect, description: Any) -> tuple[Processor | None, ...]:
+        return tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, described[1])
+            for column, described in zip(self.statement.selected_columns, description, strict=True)
+        )
+
+
+def _processed(bind: Processor | None, value: Any) -> Any:
+    return value if bind is None or value is None else bind(value)
+
+
+def typed(rows: Sequence[Sequence[Any]], processors: Sequence[Processor | None]) -> list[Any]:
+    """``rows`` with each column's processor applied (columns without one are left as they are)."""
+    active = [(index, p) for index, p in enumerate(processors) if p is not None]
+    if not active:
+        return [tuple(row) for row in rows]
+    converted = []
+    for row in rows:
+        values = list(row)
+        for index, process in active:
+            values[index] = process(values[index])
+        converted.append(tuple(values))
+    return converted
+
+
+@contextmanager
+def driver_cursor(db: "DatabaseConnection") -> Iterator[DBAPICursor]:
+    """Yield a driver cursor on a pooled connection; end its transaction and give it back.
+
+    One statement needs no transaction of its own: SQLite runs it in autocommit mode (a
+    consistent snapshot), servers in the driver's implicit transaction, rolled back after.
+    Raises ``RuntimeError`` once ``db`` is closed, ``DatabaseError`` for driver errors
+    (the server down included).
+    """
+    db._check_open()
+    driver_error = db.engine.dialect.loaded_dbapi.Error
+    try:
+        connection = db.engine.raw_connection()  # the pool's errors are the driver's own
+        try:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            connection.rollback()
+        finally:
+            connection.close()  # back to the pool, which drops it if it is broken
+    except driver_error as exc:
+        wrapped = sa_exc.DBAPIError.instance("", None, exc, driver_error)
+        raise db.translate_error(wrapped) from None
+    except sa_exc.DBAPIError as exc:
+        raise db.translate_error(exc) from None
+
+
+def utc_sessions(engine: Engine) -> None:
+    """Make every new PostgreSQL session use UTC, so that psycopg returns ``timezone.utc``.
+
+    Values are the same instants either way; a session in UTC lets readers keep psycopg's
+    datetimes as they come instead of converting each from the server's named zone.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _set_utc(dbapi_connection: DBAPIConnection, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.close()
+        dbapi_connection.commit()
