@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo bench reliability migrate downgrade current migrations-check revision test coverage lint format clean
+.PHONY: help install demo bench bench-check reliability migrate downgrade current migrations-check revision test coverage lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ reliability: $(STAMP) ## the reliability suite at full strength (1,000 connectio
 
 bench: $(STAMP) ## run the benchmarks (not tests); prints ratios, writes bench/results/*.json
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python "$$script" || exit 1; done
+
+bench-check: $(STAMP) ## re-measure the ratios `make bench` stored (--quick sizes); fail if one drops >30%
+	$(BIN)/python bench/check.py
 
 clean: ## remove the virtualenv and caches (not your databases)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov dist build

@@ -1,9 +1,9 @@
 """Benchmark: the package's reads against the same SQL through the raw driver, per backend.
 
 For ``get_run``, a ``list_runs`` page (first, and the next by cursor), ``progress_since`` (a page
-of 100 events) and ``latest_progress`` (1,000 runs), the SQL the package sends is captured from
-one call, then replayed by the driver alone (sqlite3, psycopg, PyMySQL) on a connection held open,
-fetched into tuples and the transaction ended. Calls are interleaved; medians are compared.
+of 100 events) and ``latest_progress`` (1,000 runs), the SQL the package sends to the driver's
+cursor is captured from one call, then replayed by the driver alone (sqlite3, psycopg, PyMySQL) on a connection held open,
+fetched into tuples and the transaction ended (the package's own conversions are its cost). Calls are interleaved; medians are compared.
 Target: the package's call costs at most 1.5x the driver's (its speed ≥ 0.67 of the driver's).
 Each ratio is recorded for ``make bench-check`` (driver time / ours: higher is better).
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import interleaved_latencies, median_p95_ms, record_ratio, report  # noqa: E402
-from sqlalchemy import URL, event, update  # noqa: E402
+from sqlalchemy import URL, update  # noqa: E402
 
 from cosmos_models import (  # noqa: E402
     DatabaseConnection,
@@ -35,8 +35,9 @@ from cosmos_models import (  # noqa: E402
     progress_since,
     record_progress_batch,
 )
+from cosmos_models.db import lean  # noqa: E402
 from cosmos_models.db.tables import RUNS as RUN_TABLE  # noqa: E402
-from cosmos_models.services.progress_queries import latest_progress_query  # noqa: E402
+from cosmos_models.services import progress_queries  # noqa: E402
 from tests.backends import server_database, server_reason  # noqa: E402
 
 T0 = datetime(2025, 1, 4, 12, 0, tzinfo=UTC)
@@ -107,31 +108,40 @@ def populate(db: DatabaseConnection) -> list[str]:
     return ids
 
 
-def captured_sql(db: DatabaseConnection, call: Callable[[], object]) -> tuple[str, Any]:
-    """The one SELECT a call sends through SQLAlchemy (pings and transaction control aside)."""
+class _Recorder:
+    """A cursor that records what it is asked to execute, then executes it."""
+
+    def __init__(self, cursor: Any, sent: list[tuple[str, Any]]) -> None:
+        self.cursor, self.sent = cursor, sent
+
+    def execute(self, sql: str, parameters: Any) -> Any:
+        self.sent.append((sql, parameters))
+        return self.cursor.execute(sql, parameters)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cursor, name)
+
+
+def captured_sql(call: Callable[[], object]) -> tuple[str, Any]:
+    """The one SELECT a call sends to the driver's cursor (the package's lean reads use one)."""
     sent: list[tuple[str, Any]] = []
+    real = lean.driver_cursor
 
-    def keep(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and statement.strip() != "SELECT 1":
-            sent.append((statement, parameters))
+    @contextlib.contextmanager
+    def recording(db: DatabaseConnection) -> Iterator[Any]:
+        with real(db) as cursor:
+            yield _Recorder(cursor, sent)
 
-    event.listen(db.engine, "before_cursor_execute", keep)
+    modules = (lean, progress_queries)
+    for module in modules:
+        module.driver_cursor = recording  # type: ignore[attr-defined]
     try:
         call()
     finally:
-        event.remove(db.engine, "before_cursor_execute", keep)
+        for module in modules:
+            module.driver_cursor = real  # type: ignore[attr-defined]
     assert len(sent) == 1, sent
     return sent[0]
-
-
-def latest_sql(db: DatabaseConnection, asked: list[str]) -> tuple[str, Any]:
-    """latest_progress reads through the driver's cursor: its statement, compiled."""
-    statement = latest_progress_query(sorted(asked), db.engine.dialect.name)
-    compiled = statement.compile(
-        dialect=db.engine.dialect, compile_kwargs={"render_postcompile": True}
-    )
-    names = compiled.positiontup
-    return compiled.string, (tuple(compiled.params[n] for n in names) if names else compiled.params)
 
 
 def measure(backend: str, calls: int) -> list[dict[str, Any]]:
@@ -162,10 +172,7 @@ def _compare(
         ),
         f"latest_progress ({ASKED:,} runs)": lambda: latest_progress(db, asked),
     }
-    sql = {
-        name: latest_sql(db, asked) if name.startswith("latest") else captured_sql(db, call)
-        for name, call in ours.items()
-    }
+    sql = {name: captured_sql(call) for name, call in ours.items()}
     raw = db.engine.raw_connection()
 
     def driver(statement: str, parameters: Any) -> Callable[[], object]:

@@ -1,0 +1,115 @@
+"""The benchmarks' regression guard (bench/check.py, bench/common.record_ratio), timing nothing."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check = _module("check")
+
+
+def stored(**values: float) -> dict[str, dict[str, Any]]:
+    return {name: {"value": value, "script": "bench_x.py"} for name, value in values.items()}
+
+
+def test_a_drop_of_exactly_30_percent_passes_and_a_hair_more_fails() -> None:
+    before = stored(a=1.0, b=1.0, c=2.0)
+    after = stored(a=0.7, b=0.6999, c=2.5)
+    verdicts = {v.name: v for v in check.compare(before, after, 0.3)}
+    assert not verdicts["a"].failed
+    assert verdicts["b"].failed
+    assert not verdicts["c"].failed  # better is never a failure
+    assert verdicts["b"].line().startswith("FAIL  b: 0.700")
+    assert "floor 0.700" in verdicts["b"].line()
+    assert verdicts["c"].line().startswith("ok    c: 2.500 (stored 2.000, +25%")
+
+
+def test_a_stored_ratio_not_measured_again_fails_and_a_new_one_is_not_judged() -> None:
+    verdicts = check.compare(stored(kept=1.0, gone=1.0), stored(kept=1.0, new=0.01))
+    assert [(v.name, v.failed) for v in verdicts] == [("gone", True), ("kept", False)]
+    assert verdicts[0].line() == "FAIL  gone: not measured again (stored 1.000)"
+
+
+def test_the_tolerance_is_a_parameter() -> None:
+    (verdict,) = check.compare(stored(a=1.0), stored(a=0.85), 0.1)
+    assert verdict.failed
+    assert verdict.floor == pytest.approx(0.9)
+
+
+def test_no_stored_ratios_fails_saying_to_run_make_bench(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(check, "STORED", tmp_path / "absent.json")
+    assert check.main([]) == 1
+    assert "run `make bench` first" in capsys.readouterr().out
+
+
+def _fake_script(directory: Path, name: str, body: str) -> None:
+    (directory / name).write_text(
+        "import json, os, sys\n"
+        "assert sys.argv[1:] == ['--quick']\n"
+        "out = os.path.join(os.environ['COSMOS_BENCH_RESULTS'], 'ratios.json')\n" + body
+    )
+
+
+def test_main_reruns_each_recording_script_quick_and_names_the_dropped_ratio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ratios = tmp_path / "ratios.json"
+    ratios.write_text(
+        json.dumps(
+            {
+                "fast/kept": {"value": 1.0, "script": "bench_fast.py"},
+                "fast/dropped": {"value": 1.0, "script": "bench_fast.py"},
+                "broken/x": {"value": 1.0, "script": "bench_broken.py"},
+            }
+        )
+    )
+    _fake_script(
+        tmp_path,
+        "bench_fast.py",
+        "json.dump({'fast/kept': {'value': 0.9}, 'fast/dropped': {'value': 0.5}}, open(out, 'w'))\n",
+    )
+    _fake_script(tmp_path, "bench_broken.py", "sys.exit(3)\n")
+    monkeypatch.setattr(check, "STORED", ratios)
+    monkeypatch.setattr(check, "BENCH", tmp_path)
+    assert check.main([]) == 1
+    out = capsys.readouterr().out
+    assert "ok    fast/kept: 0.900" in out
+    assert "FAIL  fast/dropped: 0.500" in out
+    assert "FAIL  broken/x: not measured again" in out
+    assert "FAIL  bench_broken.py exited with 3" in out
+    # --only narrows the check to some ratios: those kept their values.
+    assert check.main(["--only", "fast/kept"]) == 0
+    assert "all 1 ratios within 30%" in capsys.readouterr().out
+
+
+def test_record_ratio_keeps_other_ratios_and_names_its_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COSMOS_BENCH_RESULTS", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["bench/bench_reads.py"])
+    common = _module("common")
+    common.record_ratio("a", 1.23456)
+    common.record_ratio("b", 2.0)
+    common.record_ratio("a", 0.5)
+    written = json.loads((tmp_path / "ratios.json").read_text())
+    assert {name: entry["value"] for name, entry in written.items()} == {"a": 0.5, "b": 2.0}
+    assert written["a"]["script"] == "bench_reads.py"
+    assert check.load(tmp_path / "ratios.json") == written
