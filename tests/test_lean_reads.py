@@ -186,3 +186,24 @@ def test_lean_reads_with_the_server_down_raise_one_database_error() -> None:
             latest_progress(db, ["rs_x"])
     finally:
         db.close()
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        ("2025-01-04 12:00:00.123456", datetime(2025, 1, 4, 12, 0, 0, 123456, tzinfo=UTC)),
+        ("2025-01-04 12:00:00", datetime(2025, 1, 4, 12, tzinfo=UTC)),  # older text, no micros
+        ("2025-01-04 13:00:00+01:00", datetime(2025, 1, 4, 12, tzinfo=UTC)),
+        (datetime(2025, 1, 4, 12), datetime(2025, 1, 4, 12, tzinfo=UTC)),  # MariaDB: naive UTC
+    ],
+)
+def test_stored_timestamps_read_back_as_aware_utc(stored: Any, expected: datetime) -> None:
+    from sqlalchemy.dialects import sqlite
+
+    from cosmos_models.models.types import UTCDateTime
+
+    dialect = sqlite.dialect()  # type: ignore[no-untyped-call]
+    read = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    assert read is not None
+    assert read(stored) == expected
+    assert read(stored).tzinfo is UTC

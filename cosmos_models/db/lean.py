@@ -120,7 +120,8 @@ def driver_cursor(db: "DatabaseConnection") -> Iterator[DBAPICursor]:
     """Yield a driver cursor on a pooled connection; end its transaction and give it back.
 
     One statement needs no transaction of its own: SQLite runs it in autocommit mode (a
-    consistent snapshot), servers in the driver's implicit transaction, rolled back after.
+    consistent snapshot), servers in the driver's implicit transaction, which the pool rolls
+    back when the connection returns to it (so the next read sees a fresh snapshot).
     Raises ``RuntimeError`` once ``db`` is closed, ``DatabaseError`` for driver errors
     (the server down included).
     """
@@ -134,14 +135,13 @@ def driver_cursor(db: "DatabaseConnection") -> Iterator[DBAPICursor]:
                 yield cursor
             finally:
                 cursor.close()
-            connection.rollback()
         finally:
-            connection.close()  # back to the pool, which drops it if it is broken
+            # Back to the pool, whose reset on return rolls the transaction back (once: PyMySQL
+            # sends every ROLLBACK to the server) and which drops a broken connection.
+            connection.close()
     except driver_error as exc:
         wrapped = sa_exc.DBAPIError.instance("", None, exc, driver_error)
         raise db.translate_error(wrapped) from None
-    except sa_exc.DBAPIError as exc:
-        raise db.translate_error(exc) from None
 
 
 def utc_sessions(engine: Engine) -> None:

@@ -164,9 +164,4 @@ def progress_from(values: Mapping[Any, Any]) -> ProgressRead:
     return trusted(ProgressRead, {name: values[name] for name in _READ_FIELDS})
 
 
-def progress_with(fields: dict[str, Any]) -> ProgressRead:
-    """A ``ProgressRead`` holding exactly ``fields`` (every field, typed), not validated again."""
-    return trusted(ProgressRead, fields)
-
-
 _set: Final = object.__setattr__
