@@ -44,10 +44,10 @@ class LeanSelect:
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
         self.columns: tuple[str, ...] = tuple(str(c.key) for c in statement.selected_columns)
-        self._compiled: dict[str, _Compiled] = {}
+        self._compiled: dict[tuple[Any, ...], _Compiled] = {}
 
     def _for(self, dialect: Dialect) -> _Compiled:
-        found = self._compiled.get(dialect.name)
+        found = self._compiled.get(dialect_key(dialect))
         if found is None:
             compiled = self.statement.compile(dialect=dialect)
             positions = compiled.positiontup
@@ -66,7 +66,7 @@ class LeanSelect:
                 },
                 results=[],
             )
-            self._compiled[dialect.name] = found
+            self._compiled[dialect_key(dialect)] = found
         return found
 
     def rows(self, db: "DatabaseConnection", values: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -95,6 +95,11 @@ class LeanSelect:
             column.type.dialect_impl(dialect).result_processor(dialect, described[1])
             for column, described in zip(self.statement.selected_columns, description, strict=True)
         )
+
+
+def dialect_key(dialect: Dialect) -> tuple[Any, ...]:
+    """What the SQL and the conversions depend on: backend, driver, its paramstyle, the server."""
+    return (dialect.name, dialect.driver, dialect.paramstyle, dialect.server_version_info)
 
 
 def _processed(bind: Processor | None, value: Any) -> Any:

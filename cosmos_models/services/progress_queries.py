@@ -7,7 +7,7 @@ from sqlalchemy import Dialect, Integer, Select, String, any_, bindparam, select
 from sqlalchemy.dialects import postgresql
 
 from cosmos_models.db.connection import DatabaseConnection
-from cosmos_models.db.lean import LeanSelect, driver_cursor
+from cosmos_models.db.lean import LeanSelect, dialect_key, driver_cursor
 from cosmos_models.db.tables import PROGRESS, RUNS
 from cosmos_models.errors import RunNotFoundError
 from cosmos_models.models.checks import check_int, check_str, check_str_iterable
@@ -86,13 +86,14 @@ def _latest_progress_sql(run_ids: list[str], dialect: str) -> tuple[str, Any]:
 
 def _timestamp_processor(dialect: Dialect) -> Callable[[Any], Any] | None:
     """The result processor of the summary's timestamp column (aware UTC out of any driver)."""
-    if dialect.name not in _PROCESSORS:
+    key = dialect_key(dialect)
+    if key not in _PROCESSORS:
         column_type = RUNS.c.latest_at.type.dialect_impl(dialect)
-        _PROCESSORS[dialect.name] = column_type.result_processor(dialect, None)
-    return _PROCESSORS[dialect.name]
+        _PROCESSORS[key] = column_type.result_processor(dialect, None)
+    return _PROCESSORS[key]
 
 
-_PROCESSORS: dict[str, Callable[[Any], Any] | None] = {}
+_PROCESSORS: dict[tuple[Any, ...], Callable[[Any], Any] | None] = {}
 
 
 def latest_progress_query(run_ids: list[str], dialect: str = "sqlite") -> Select[Any]:
