@@ -4,7 +4,10 @@ For ``get_run``, a ``list_runs`` page (first, and the next by cursor), ``progres
 of 100 events) and ``latest_progress`` (1,000 runs), the SQL the package sends to the driver's
 cursor is captured from one call, then replayed by the driver alone (sqlite3, psycopg, PyMySQL) on a connection held open,
 fetched into tuples and the transaction ended (the package's own conversions are its cost). Calls are interleaved; medians are compared.
-Target: the package's call costs at most 1.5x the driver's (its speed ≥ 0.67 of the driver's).
+Target: the package's call costs at most 1.5x the driver's (its speed ≥ 0.67 of the driver's):
+in CPU time on SQLite (all its work is in this process), in wall time on the servers (theirs
+is not); both are printed. CPU time is only this process's: on the servers it leaves out the
+server's work, so ``cpu_vs_raw`` there shows the client side alone.
 Each ratio is recorded for ``make bench-check`` (driver time / ours: higher is better).
 
     .venv/bin/python bench/bench_reads.py [--quick] [--backends sqlite-file,postgresql,mariadb]
@@ -12,8 +15,10 @@ Each ratio is recorded for ``make bench-check`` (driver time / ours: higher is b
 
 import argparse
 import contextlib
+import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -190,16 +195,21 @@ def _compare(
     for name, call in ours.items():
         contenders[name] = call
         contenders[f"{name} raw"] = driver(*sql[name])
+    # SQLite works in this process: its CPU time is the whole cost, and unlike wall time it is
+    # not inflated when a loaded machine preempts the longer of two calls (see common.py).
+    clock = time.process_time if backend == "sqlite-file" else time.perf_counter
     try:
         samples = interleaved_latencies(contenders, dict.fromkeys(contenders, calls))
+        cpu = interleaved_latencies(contenders, dict.fromkeys(contenders, calls), time.process_time)
     finally:
         raw.close()
     rows = []
     for name in ours:
         median, p95 = median_p95_ms(samples[name])
         raw_median, _ = median_p95_ms(samples[f"{name} raw"])
-        ratio = median / raw_median
-        record_ratio(f"reads/{backend}/{name.split(' (')[0]}", raw_median / median)
+        cpu_ratio = statistics.median(cpu[name]) / statistics.median(cpu[f"{name} raw"])
+        ratio = cpu_ratio if clock is time.process_time else median / raw_median
+        record_ratio(f"reads/{backend}/{name.split(' (')[0]}", 1 / ratio)
         rows.append(
             {
                 "backend": backend,
@@ -208,8 +218,10 @@ def _compare(
                 "median_ms": median,
                 "p95_ms": p95,
                 "raw_median_ms": raw_median,
-                "cost_vs_raw": ratio,
-                "target": "met" if ratio <= TARGET else "MISSED",
+                "wall_vs_raw": median / raw_median,
+                "cpu_vs_raw": cpu_ratio,
+                "target": ("met" if ratio <= TARGET else "MISSED")
+                + (" (cpu)" if clock is time.process_time else " (wall)"),
             }
         )
     return rows
@@ -237,7 +249,8 @@ def main() -> None:
             "median_ms",
             "p95_ms",
             "raw_median_ms",
-            "cost_vs_raw",
+            "wall_vs_raw",
+            "cpu_vs_raw",
             "target",
         ],
     )

@@ -38,20 +38,25 @@ def best_of(contenders: dict[str, Callable[[], int]], rounds: int = 5) -> dict[s
 
 
 def interleaved_latencies(
-    contenders: dict[str, Callable[[], object]], rounds: dict[str, int]
+    contenders: dict[str, Callable[[], object]],
+    rounds: dict[str, int],
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Time single calls of each contender, taking turns; return each one's latencies (seconds).
 
     ``rounds`` says how many calls each contender gets (a slow contender may get fewer); calls
     alternate while more than one contender still has calls left, so noise hits all alike.
+    ``clock=time.process_time`` counts this process's CPU time only: on a loaded machine a
+    call longer than a scheduler slice is preempted and its wall time inflated, a shorter one
+    is not, so CPU time compares in-process work (SQLite) more fairly.
     """
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for index in range(max(rounds.values())):
         for name, call in contenders.items():
             if index < rounds[name]:
-                start = time.perf_counter()
+                start = clock()
                 call()
-                samples[name].append(time.perf_counter() - start)
+                samples[name].append(clock() - start)
     return samples
 
 
