@@ -18,6 +18,9 @@ from sqlalchemy import exc as sa_exc
 ENV_VAR: Final = "COSMOS_DATABASE_URL"
 
 
+REPLICA_ENV_VAR: Final = "COSMOS_DATABASE_REPLICA_URLS"
+
+
 DEFAULT_DATABASE_PATH: Final = Path("outputs") / "cosmos_workflow.db"
 
 
@@ -219,3 +222,19 @@ def get_database_url() -> str:
     except ValueError as exc:
         raise ValueError(f"{ENV_VAR} is invalid: {exc}") from None
     return raw
+
+
+def get_replica_urls() -> list[str]:
+    """Return the read replica URLs of ``COSMOS_DATABASE_REPLICA_URLS`` (comma-separated).
+
+    Empty when unset or blank. Raises ``ValueError`` naming the variable and the position of an
+    invalid entry (never its password).
+    """
+    raw = environ.get(REPLICA_ENV_VAR, "")
+    entries = [entry.strip() for entry in raw.split(",")] if raw.strip() else []
+    for index, entry in enumerate(entries):
+        try:
+            parse_location(entry)
+        except ValueError as exc:
+            raise ValueError(f"{REPLICA_ENV_VAR} is invalid: entry {index + 1}: {exc}") from None
+    return entries
