@@ -4,7 +4,8 @@ environment variable, secret masking, multi-host URLs, and a commit whose outcom
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import exc as sa_exc
 
 from cosmos_models import (
     CommitUnknownError,
@@ -15,8 +16,11 @@ from cosmos_models import (
     get_run,
 )
 from cosmos_models.db.locations import parse_location, redact_url
+from cosmos_models.db.replicas import ReplicaRouter
+from cosmos_models.db.tables import PROMPTS
+from cosmos_models.db.translate import commit_or_unknown
 from tests.backends import SERVER_BACKENDS, admin_url
-from tests.conftest import connect, require_backend
+from tests.conftest import _empty_tables, connect, require_backend
 from tests.pg_cluster import free_port
 
 PG = "postgresql+psycopg://postgres:s3cret@127.0.0.1:5432/cosmos"
@@ -95,6 +99,21 @@ def test_a_multi_host_url_is_accepted_and_masked() -> None:
         assert args["target_session_attrs"] == "read-write"
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:s3cret@/db?host=h1:1&host=h2:2", "supported on PostgreSQL only"),
+        ("postgresql://u:s3cret@h0/db?host=h1:1&host=h2:2", "either in the URL's host part"),
+        ("postgresql://u:s3cret@/db?host=h1,h2&target_session_attrs=rw", "must be one of"),
+        ("postgresql://u:s3cret@/db?target_session_attrs=any&target_session_attrs=any", "one of"),
+    ],
+)
+def test_bad_multi_host_urls_are_refused(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        DatabaseConnection(url)
+    assert "s3cret" not in str(caught.value)
+
+
 def test_a_multi_host_url_connects_to_the_host_that_takes_writes() -> None:
     require_backend("postgresql")
     live = admin_url("postgresql")
@@ -109,7 +128,8 @@ def test_a_multi_host_url_connects_to_the_host_that_takes_writes() -> None:
 def test_a_replica_error_is_one_line_without_the_replica_password(tmp_path: Path) -> None:
     # The primary itself as a "replica" with a password (trust authentication ignores it): a
     # server not in recovery is always caught up, so reads go to it.
-    with connect("postgresql", tmp_path) as plain:
+    plain = connect("postgresql", tmp_path)
+    try:
         plain.create_tables()
         replica = plain.url.set(password="r3plica-pw")
         with DatabaseConnection(plain.url, replicas=[replica]) as db:
@@ -121,6 +141,9 @@ def test_a_replica_error_is_one_line_without_the_replica_password(tmp_path: Path
             assert "r3plica-pw" not in str(caught.value)
             assert "\n" not in str(caught.value)
             assert db.read_routing_stats().replicas == {redact_url(replica): 2}
+    finally:
+        _empty_tables(plain)
+        plain.close()
 
 
 def _kill(backend: str, session_id: int) -> None:
@@ -156,3 +179,55 @@ def test_a_connection_lost_during_commit_is_commit_unknown(backend: str, tmp_pat
         assert not isinstance(caught.value, CommitUnknownError)
         with db.get_session() as session:  # the pool recovered
             assert session.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_a_commit_refused_by_the_server_is_not_commit_unknown() -> None:
+    refused = sa_exc.OperationalError("COMMIT", {}, Exception("serialization failure"))
+
+    class Refusing:
+        def commit(self) -> None:
+            raise refused
+
+    with pytest.raises(sa_exc.OperationalError) as caught:
+        commit_or_unknown(Refusing(), DatabaseError)
+    assert caught.value is refused
+
+
+def test_a_failed_core_transaction_is_rolled_back(db: DatabaseConnection) -> None:
+    with pytest.raises(RuntimeError, match="boom"), db.begin() as connection:
+        connection.execute(PROMPTS.insert().values(**PROMPT, id="ps_lost"))
+        raise RuntimeError("boom")
+    with db.connect(read_only=True) as connection:
+        assert connection.execute(select(PROMPTS.c.id)).all() == []
+
+
+def _router(replica: Engine) -> ReplicaRouter:
+    return ReplicaRouter([parse_location(PG)], lambda _: replica, wait=0.0, retry=0.0)
+
+
+def test_a_write_position_not_taken_sends_reads_to_the_primary_until_it_is() -> None:
+    require_backend("postgresql")
+    live = create_engine(admin_url("postgresql"))
+    dead = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/postgres")
+    router = _router(live)  # the live server as its own "replica": always caught up
+    try:
+        router.note_write(dead)  # the primary went away right after a commit
+        with router.read_connection(dead) as connection:
+            assert connection is None  # unknown, and still unknowable: the primary reads
+        with router.read_connection(live) as connection:
+            assert connection is not None  # known again: the replica reads
+        assert router.stats() == ReadRoutingStats(
+            primary=1, replicas={redact_url(router.replicas[0].url): 1}
+        )
+    finally:
+        router.dispose()
+        dead.dispose()
+
+
+def test_a_replica_whose_position_cannot_be_read_is_skipped_as_down(tmp_path: Path) -> None:
+    not_postgres = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    router = _router(not_postgres)
+    with router.read_connection(not_postgres) as connection:
+        assert connection is None
+    assert router.stats().unavailable == 1
+    router.dispose()
