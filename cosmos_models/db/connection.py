@@ -123,13 +123,14 @@ class DatabaseConnection:
         self._memory_dir: Path | None = None
         self._remove_memory_dir: weakref.finalize[Any, Any] | None = None
         self._sqlite_wal = sqlite_wal
-        self.engine: Engine = self._create_engine(
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_recycle=pool_recycle,
-            busy_timeout_ms=busy_timeout_ms,
-            echo=echo,
-        )
+        # PostgreSQL and MariaDB engines (the primary's and each replica's) share these.
+        self._server_options: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_recycle": pool_recycle,
+            "echo": echo,
+        }
+        self.engine: Engine = self._create_engine(busy_timeout_ms=busy_timeout_ms, echo=echo)
         # Sessions may write, so on SQLite they take the write lock when they begin; read-only
         # sessions and plain engine connections begin deferred (SQLite's default).
         self.SessionLocal = _session_factory(self.engine.execution_options(cosmos_writer=True))
@@ -137,41 +138,19 @@ class DatabaseConnection:
         if replica_urls:
             self._replicas = ReplicaRouter(
                 replica_urls,
-                lambda url: self._server_engine(
-                    url,
-                    pool_size=pool_size,
-                    max_overflow=max_overflow,
-                    pool_recycle=pool_recycle,
-                    echo=echo,
-                ),
+                self._server_engine,
                 wait=replica_wait,
                 retry=replica_retry,
             )
 
     # -- engine -------------------------------------------------------------------------------
 
-    def _create_engine(
-        self,
-        *,
-        pool_size: int,
-        max_overflow: int,
-        pool_recycle: int,
-        busy_timeout_ms: int,
-        echo: bool,
-    ) -> Engine:
+    def _create_engine(self, *, busy_timeout_ms: int, echo: bool) -> Engine:
         if self.is_sqlite:
             return self._create_sqlite_engine(busy_timeout_ms=busy_timeout_ms, echo=echo)
-        return self._server_engine(
-            self.url,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_recycle=pool_recycle,
-            echo=echo,
-        )
+        return self._server_engine(self.url)
 
-    def _server_engine(
-        self, url: URL, *, pool_size: int, max_overflow: int, pool_recycle: int, echo: bool
-    ) -> Engine:
+    def _server_engine(self, url: URL) -> Engine:
         if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
             url = url.update_query_dict({"charset": "utf8mb4"})
         # Secret query parameters reach the driver as connect arguments (what the dialect does
@@ -184,12 +163,9 @@ class DatabaseConnection:
         return create_engine(
             url.difference_update_query(secrets),
             connect_args=secrets,
-            echo=echo,
             pool_pre_ping=True,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_recycle=pool_recycle,
             json_serializer=dumps_json,
+            **self._server_options,
         )
 
     def _create_sqlite_engine(self, *, busy_timeout_ms: int, echo: bool) -> Engine:
