@@ -52,6 +52,10 @@ def cluster_unavailable() -> str | None:
             pwd.getpwnam("postgres")
         except KeyError:
             return "no 'postgres' OS user to run PostgreSQL as (running as root)"
+        where = tempfile.gettempdir()
+        enter = ["runuser", "-u", "postgres", "--", "test", "-x", where]
+        if subprocess.run(enter, check=False, timeout=30).returncode != 0:
+            return f"the postgres OS user cannot enter the temp directory {where} (set TMPDIR)"
     return None
 
 
