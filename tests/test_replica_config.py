@@ -201,33 +201,41 @@ def test_a_failed_core_transaction_is_rolled_back(db: DatabaseConnection) -> Non
         assert connection.execute(select(PROMPTS.c.id)).all() == []
 
 
-def _router(replica: Engine) -> ReplicaRouter:
-    return ReplicaRouter([parse_location(PG)], lambda _: replica, wait=0.0, retry=0.0)
+def _router(primary: Engine, replica: Engine) -> ReplicaRouter:
+    return ReplicaRouter(primary, [parse_location(PG)], lambda _: replica, wait=0.0, retry=0.0)
 
 
 def test_a_write_position_not_taken_sends_reads_to_the_primary_until_it_is() -> None:
     require_backend("postgresql")
     live = create_engine(admin_url("postgresql"))
-    dead = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/postgres")
-    router = _router(live)  # the live server as its own "replica": always caught up
+    primary = create_engine(admin_url("postgresql"))
+    router = _router(primary, live)  # the live server as its own "replica": always caught up
     try:
-        router.note_write(dead)  # the primary went away right after a commit
-        with router.read_connection(dead) as connection:
+        with primary.connect() as connection:
+            connection.execute(text("SELECT 1"))
+            connection.commit()
+            # The primary goes away right after the commit, before the position is taken.
+            connection.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+    except sa_exc.DBAPIError:
+        pass
+    router.primary = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
+    try:
+        with router.read_connection() as connection:
             assert connection is None  # unknown, and still unknowable: the primary reads
-        with router.read_connection(live) as connection:
+        router.primary = primary  # back
+        with router.read_connection() as connection:
             assert connection is not None  # known again: the replica reads
-        assert router.stats() == ReadRoutingStats(
-            primary=1, replicas={redact_url(router.replicas[0].url): 1}
-        )
+        replica_name = redact_url(router.replicas[0].url)
+        assert router.stats() == ReadRoutingStats(primary=1, replicas={replica_name: 1})
     finally:
         router.dispose()
-        dead.dispose()
+        primary.dispose()
 
 
 def test_a_replica_whose_position_cannot_be_read_is_skipped_as_down(tmp_path: Path) -> None:
     not_postgres = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
-    router = _router(not_postgres)
-    with router.read_connection(not_postgres) as connection:
+    router = _router(not_postgres, not_postgres)
+    with router.read_connection() as connection:
         assert connection is None
     assert router.stats().unavailable == 1
     router.dispose()

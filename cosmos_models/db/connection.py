@@ -137,6 +137,7 @@ class DatabaseConnection:
         self._read_session = _session_factory(self.engine)
         if replica_urls:
             self._replicas = ReplicaRouter(
+                self.engine,
                 replica_urls,
                 self._server_engine,
                 wait=replica_wait,
@@ -265,8 +266,6 @@ class DatabaseConnection:
                 raise
             finally:
                 session.close()
-        if not read_only:
-            self._note_write()
 
     @contextmanager
     def _read_connection(self, read_only: bool) -> Iterator[Connection | None]:
@@ -275,14 +274,10 @@ class DatabaseConnection:
             yield None
             return
         try:
-            with self._replicas.read_connection(self.engine) as connection:
+            with self._replicas.read_connection() as connection:
                 yield connection
         except sa_exc.DBAPIError as exc:
             raise self.translate_error(exc) from None
-
-    def _note_write(self) -> None:
-        if self._replicas is not None:
-            self._replicas.note_write(self.engine)
 
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[Connection]:
@@ -305,9 +300,6 @@ class DatabaseConnection:
                     yield connection
             except sa_exc.DBAPIError as exc:
                 raise self.translate_error(exc) from None
-            finally:
-                if not read_only:
-                    self._note_write()
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:

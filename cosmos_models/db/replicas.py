@@ -17,18 +17,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import URL, Connection, Engine, text
+from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy import exc as sa_exc
 
 from cosmos_models.db.locations import get_replica_urls, parse_location, redact, redact_url
 from cosmos_models.models.checks import check_seconds
 
 # Where the server is in the WAL, as bytes: the primary's insert position (at or past the end of
-# every commit it acknowledged), a standby's replay position (what its snapshots can see).
-_POSITION: Final = text(
-    "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-    " ELSE pg_current_wal_insert_lsn() END) - '0/0'::pg_lsn"
-)
+# every commit it acknowledged), a standby's replay position (what its snapshots can see). An
+# insert position at a page boundary points past the page header (24 bytes; 40 at a segment's
+# start) that no record has filled yet, where a standby's replay stops at the boundary itself:
+# both are read as the boundary, else a read after such a write would wait for the next one.
+_POSITION: Final = """
+SELECT at - CASE
+    WHEN mod(at, pg_size_bytes(current_setting('wal_segment_size'))) = 40 THEN 40
+    WHEN mod(at, current_setting('wal_block_size')::int) = 24 THEN 24
+    ELSE 0 END
+FROM (SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+               ELSE pg_current_wal_insert_lsn() END) - '0/0'::pg_lsn AS at) AS position
+"""
 
 # Between two looks at a replica that has not caught up yet.
 _POLL_SECONDS: Final = 0.005
@@ -87,6 +94,14 @@ class ReadRoutingStats:
     unavailable: int = 0
 
 
+_COMMITTED: Final = "cosmos_committed"
+
+
+def _mark_committed(connection: Connection) -> None:
+    """Engine ``commit`` event: this pooled connection has committed since its checkout."""
+    connection.info[_COMMITTED] = True
+
+
 class _Replica:
     """One replica: its engine, the highest position seen, and when to try it again."""
 
@@ -99,38 +114,44 @@ class _Replica:
 
 def _position(connection: Connection) -> int | None:
     """The server's WAL position in bytes (None on a standby that has replayed nothing)."""
-    value = connection.execute(_POSITION).scalar()
+    value = connection.exec_driver_sql(_POSITION).scalar()
     return None if value is None else int(value)
 
 
 class ReplicaRouter:
     """Chooses where each read goes; counts where reads went. Thread-safe.
 
-    ``make_engine`` builds an engine for a replica URL (the primary's options). ``wait`` is
-    how long a read waits for a replica to replay this connection's writes, ``retry`` how long
-    a lagging or unreachable replica is skipped.
+    ``primary`` is the primary's engine: each of its connections that committed takes the WAL
+    position when it returns to the pool (one round trip, in the committing thread, before
+    ``get_session`` or ``connect`` returns). ``make_engine`` builds an engine for a replica URL
+    (the primary's options). ``wait`` is how long a read waits for a replica to replay this
+    connection's writes, ``retry`` how long a lagging or unreachable replica is skipped.
     """
 
     def __init__(
         self,
+        primary: Engine,
         urls: Sequence[URL],
         make_engine: Callable[[URL], Engine],
         *,
         wait: float,
         retry: float,
     ) -> None:
+        self.primary = primary
         self.replicas = [_Replica(url, make_engine(url)) for url in urls]
         self.wait = wait
         self.retry = retry
         self._lock = threading.Lock()
         self._floor = 0
-        # A write whose position could not be taken: reads use the primary until one is.
+        # A commit whose position could not be taken: reads use the primary until one is.
         self._floor_unknown = False
         self._turn = itertools.count()
         self._served = {replica.name: 0 for replica in self.replicas}
         self._primary = 0
         self._lagging = 0
         self._unavailable = 0
+        event.listen(primary, "commit", _mark_committed)
+        event.listen(primary.pool, "checkin", self._note_commit)
 
     def redact(self, text: str) -> str:
         """``text`` with every replica URL's secrets masked."""
@@ -142,29 +163,42 @@ class ReplicaRouter:
         with self._lock:
             self._floor = max(self._floor, position)
 
-    def note_write(self, primary: Engine) -> None:
-        """Record the primary's position after a commit, so later reads see that write.
+    def _note_commit(self, dbapi_connection: Any, record: Any) -> None:
+        """Pool check-in: take the position after a commit, so later reads see that write.
 
-        Never raises: the write is committed whatever happens here. When the position cannot be
-        taken (the primary just went away), reads go to the primary until it can be.
+        Read-only transactions on the primary commit too: what they saw is then never missing
+        from a later replica read. Never raises (the commit is done whatever happens here): when
+        the position cannot be taken, reads go to the primary until it can be.
         """
+        if not record.info.pop(_COMMITTED, False):
+            return
         try:
-            with primary.connect() as connection:
-                position = _position(connection)
-        except sa_exc.DBAPIError:
+            if dbapi_connection is None:  # invalidated since its commit: it cannot be asked
+                raise ConnectionError("connection invalidated")
+            # Autocommit for this one statement (a client-side switch): no transaction to end.
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
+            try:
+                cursor = dbapi_connection.cursor()
+                cursor.execute(_POSITION)
+                position = cursor.fetchone()[0]
+                cursor.close()
+            finally:
+                dbapi_connection.autocommit = autocommit
+        except Exception:
             with self._lock:
                 self._floor_unknown = True
             return
-        self._raise_floor(position or 0)
+        self._raise_floor(int(position))
 
-    def _known_floor(self, primary: Engine) -> int | None:
+    def _known_floor(self) -> int | None:
         """The floor, or None when a write's position is still unknown and cannot be had."""
         with self._lock:
             unknown, floor = self._floor_unknown, self._floor
         if not unknown:
             return floor
         try:
-            with primary.connect() as connection:
+            with self.primary.connect() as connection:
                 position = _position(connection) or 0
         except sa_exc.DBAPIError:
             return None
@@ -201,11 +235,11 @@ class ReplicaRouter:
             time.sleep(_POLL_SECONDS)
 
     @contextmanager
-    def read_connection(self, primary: Engine) -> Iterator[Connection | None]:
+    def read_connection(self) -> Iterator[Connection | None]:
         """Yield a connection to a replica that has replayed this connection's writes, not in
         a transaction, or ``None``: read from the primary. Never raises for a replica that is
         down or lagging (it is skipped); errors of the read itself propagate."""
-        floor = self._known_floor(primary)
+        floor = self._known_floor()
         chosen: Connection | None = None
         if floor is not None:
             deadline = time.monotonic() + self.wait
@@ -216,9 +250,13 @@ class ReplicaRouter:
                     self._skip(replica, down=True)
                     continue
                 try:
+                    # The check runs outside a transaction (one round trip; ending SQLAlchemy's
+                    # autocommit "transaction" sends nothing), so the read's snapshot, taken by
+                    # its first statement, comes after it.
+                    connection.execution_options(isolation_level="AUTOCOMMIT")
                     ready = self._caught_up(connection, floor, deadline)
-                    # The read's snapshot must be taken after the check: end the check's one.
                     connection.rollback()
+                    connection.execution_options(isolation_level=connection.default_isolation_level)
                 except sa_exc.DBAPIError:
                     connection.invalidate()
                     connection.close()
