@@ -1,8 +1,10 @@
 """Read replicas on a real streaming replica: routing, read-your-writes under injected lag,
 a replica that goes down and comes back. One private cluster for the module (tests/pg_cluster)."""
 
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, text
@@ -50,9 +52,14 @@ def db(cluster: PgCluster) -> Iterator[DatabaseConnection]:
         yield connection
     finally:
         connection.close()
-        with DatabaseConnection(cluster.url(PRIMARY, DATABASE)) as primary, primary.begin() as c:
-            for table in (Progress, Run, Prompt):
-                c.execute(delete(table))  # type: ignore[arg-type]
+        _empty(cluster)
+
+
+def _empty(cluster: PgCluster) -> None:
+    """Delete every row the test made (on the primary; the replica follows)."""
+    with DatabaseConnection(cluster.url(PRIMARY, DATABASE)) as primary, primary.begin() as c:
+        for table in (Progress, Run, Prompt):
+            c.execute(delete(table))  # type: ignore[arg-type]
 
 
 def in_recovery(db: DatabaseConnection, *, read_only: bool) -> bool:
@@ -115,9 +122,7 @@ def test_no_stale_read_after_a_write_with_replication_lag(cluster: PgCluster) ->
             assert fallen_back.primary >= 50
     finally:
         cluster.set_apply_delay(0)
-        with DatabaseConnection(cluster.url(PRIMARY, DATABASE)) as primary, primary.begin() as c:
-            for table in (Progress, Run, Prompt):
-                c.execute(delete(table))  # type: ignore[arg-type]
+        _empty(cluster)
 
 
 def _served_by_replica(db: DatabaseConnection, run_id: str, timeout: float) -> bool:
@@ -162,3 +167,23 @@ def test_a_replica_that_never_answers_leaves_reads_to_the_primary(cluster: PgClu
         assert stats.primary == 2
         assert "pw-never-shown" not in repr(stats)
         assert "pw-never-shown" not in repr(db)
+
+
+def test_the_readme_example_runs(cluster: PgCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Read replicas and failover\n", 1)[1]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    primary, replica = (f"127.0.0.1:{cluster.ports[node]}" for node in (PRIMARY, REPLICA))
+    code = code.replace("app@/cosmos?host=db1:5432&host=db2:5432", f"postgres@/{DATABASE}?"
+                        f"host={primary}&host={replica}")  # fmt: skip
+    code = code.replace(
+        '"postgresql://app@db2:5432/cosmos", "postgresql://app@db3:5432/cosmos"',
+        f'"postgresql://postgres@{replica}/{DATABASE}"',
+    )
+    namespace: dict[str, object] = {}
+    try:
+        exec(compile(code, "README.md", "exec"), namespace)
+        assert "lagging=0, unavailable=0" in capsys.readouterr().out
+    finally:
+        namespace["db"].close()  # type: ignore[attr-defined]
+        _empty(cluster)
