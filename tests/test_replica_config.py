@@ -16,6 +16,7 @@ from cosmos_models import (
     get_run,
 )
 from cosmos_models.db.locations import parse_location, redact_url
+from cosmos_models.db.migrate import current_revision, upgrade
 from cosmos_models.db.replicas import ReplicaRouter
 from cosmos_models.db.tables import PROMPTS
 from cosmos_models.db.translate import commit_or_unknown
@@ -239,3 +240,15 @@ def test_a_replica_whose_position_cannot_be_read_is_skipped_as_down(tmp_path: Pa
         assert connection is None
     assert router.stats().unavailable == 1
     router.dispose()
+
+
+def test_schema_tools_ignore_the_replica_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A replica URL that would fail if used: migrations and revision reads go to the primary.
+    monkeypatch.setenv("COSMOS_DATABASE_URL", str(tmp_path / "primary.db"))
+    monkeypatch.setenv("COSMOS_DATABASE_REPLICA_URLS", PG)
+    with pytest.raises(ValueError, match="the primary is sqlite"):
+        DatabaseConnection()
+    upgrade(None, "head")
+    assert current_revision() is not None
