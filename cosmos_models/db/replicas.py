@@ -1,8 +1,9 @@
 """Read routing to PostgreSQL streaming replicas, with read-your-writes and health tracking.
 
 Reads go to a replica once it has replayed past the *floor*: the primary's WAL insert position
-taken after this connection's last write (read-your-writes), raised by every replica position a
-read has seen (so reads never go back in time when they move between replicas). A replica that
+taken after each commit on the primary through this connection (read-your-writes), raised by
+every replica position a read has seen (so reads never go back in time when they move between
+replicas). A replica that
 has not reached the floor within ``wait`` seconds is lagging, one that cannot be reached is down;
 either is skipped for ``retry`` seconds (reads go to the next replica or the primary), then
 tried again. Nothing here runs unless replicas are configured: writes on a connection without
@@ -143,8 +144,8 @@ class ReplicaRouter:
         self.retry = retry
         self._lock = threading.Lock()
         self._floor = 0
-        # A commit whose position could not be taken: reads use the primary until one is.
-        self._floor_unknown = False
+        # Commits whose position could not be taken: reads use the primary until one is.
+        self._unknown = 0
         self._turn = itertools.count()
         self._served = {replica.name: 0 for replica in self.replicas}
         self._primary = 0
@@ -187,14 +188,14 @@ class ReplicaRouter:
                 dbapi_connection.autocommit = autocommit
         except Exception:
             with self._lock:
-                self._floor_unknown = True
+                self._unknown += 1
             return
         self._raise_floor(int(position))
 
     def _known_floor(self) -> int | None:
         """The floor, or None when a write's position is still unknown and cannot be had."""
         with self._lock:
-            unknown, floor = self._floor_unknown, self._floor
+            unknown, floor = self._unknown, self._floor
         if not unknown:
             return floor
         try:
@@ -203,8 +204,10 @@ class ReplicaRouter:
         except sa_exc.DBAPIError:
             return None
         with self._lock:
-            self._floor_unknown = False
             self._floor = max(self._floor, position)
+            if self._unknown != unknown:  # another commit went unmeasured meanwhile
+                return None
+            self._unknown = 0
             return self._floor
 
     def _candidates(self) -> list[_Replica]:
