@@ -3,7 +3,9 @@
 from cosmos_models.db.connection import DatabaseConnection, init_database
 from cosmos_models.db.json_filters import JsonFilter
 from cosmos_models.db.locations import get_database_url
+from cosmos_models.db.replicas import ReadRoutingStats
 from cosmos_models.errors import (
+    CommitUnknownError,
     CosmosModelsError,
     DatabaseError,
     IntegrityViolation,
@@ -38,6 +40,7 @@ from cosmos_models.services.tracking import record_progress, record_progress_bat
 __all__ = [
     "ACTIVE_STATUSES",
     "ALLOWED_TRANSITIONS",
+    "CommitUnknownError",
     "CosmosModelsError",
     "DatabaseConnection",
     "DatabaseError",
@@ -56,6 +59,7 @@ __all__ = [
     "PromptRead",
     "PromptSummary",
     "PromptUpdate",
+    "ReadRoutingStats",
     "Run",
     "RunCreate",
     "RunDetail",

@@ -28,6 +28,14 @@ class IntegrityViolation(DatabaseError):
     """The database refused a write: a foreign key, NOT NULL, CHECK or unique rule."""
 
 
+class CommitUnknownError(DatabaseError):
+    """The connection was lost during COMMIT: the transaction may or may not have been applied.
+
+    Never retry such a write blindly: check whether it took effect first (a failover, a server
+    restart or a network cut between the commit and its acknowledgement).
+    """
+
+
 class MigrationError(CosmosModelsError):
     """A schema migration could not be applied; the message names the revision and why."""
 

@@ -8,6 +8,7 @@ run in CI (``CI=true`` or ``COSMOS_REQUIRE_BACKENDS=1``): a skipped backend neve
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from hypothesis import settings
@@ -38,8 +39,15 @@ def require_backend(backend: str) -> None:
     if backend not in _checked:
         _checked[backend] = server_reason(backend)
     reason = _checked[backend]
-    if reason is None:
-        return
+    if reason is not None:
+        unavailable(backend, reason)
+
+
+def unavailable(backend: str, reason: str) -> NoReturn:
+    """Skip (laptop) or fail (CI) the current test: ``backend`` cannot be used, for ``reason``.
+
+    A skipped backend is listed at the end of the run, and the coverage gate is then not applied.
+    """
     if backends_required():
         pytest.fail(f"backend required in CI but unavailable: {reason}", pytrace=False)
     _unreachable[backend] = reason

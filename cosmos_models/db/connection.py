@@ -10,13 +10,15 @@ One place decides, per backend, the engine options that make the spec's promises
   where there is one), removed on ``close()``, so sessions nest and readers see the committed
   state while a writer works, as on a file.
 * PostgreSQL and MariaDB: ``pool_pre_ping`` and configurable pool sizes.
+* PostgreSQL read replicas: read-only sessions and connections are routed by
+  ``cosmos_models.db.replicas``; a commit whose outcome is unknown raises ``CommitUnknownError``.
 """
 
 import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
@@ -37,8 +39,14 @@ from cosmos_models.db.locations import (
     redact_url,
 )
 from cosmos_models.db.migrator import migrate_database
+from cosmos_models.db.replicas import (
+    ReadRoutingStats,
+    ReplicaRouter,
+    replica_locations,
+    seconds,
+)
 from cosmos_models.db.sqlite_files import on_read_only_file_system, sqlite_engine_url
-from cosmos_models.db.translate import describe_error
+from cosmos_models.db.translate import commit_or_unknown, describe_error
 from cosmos_models.errors import DatabaseError, IntegrityViolation
 from cosmos_models.models.checks import check_bool, check_int
 from cosmos_models.models.types import dumps_json
@@ -56,8 +64,13 @@ class DatabaseConnection:
     ``sqlite_wal=False`` leaves a SQLite file's journal mode as it is (migrations use it, so that
     a refused or failed migration does not change a byte). ``read_only=True`` (or ``mode=ro`` in
     a SQLite location) never creates a file or directory and opens SQLite read-only, so a file
-    on a read-only mount can be read. Raises ``ValueError`` for an invalid location and
-    ``DatabaseError`` when a read-only SQLite file does not exist.
+    on a read-only mount can be read. ``replicas`` (PostgreSQL only; default:
+    ``COSMOS_DATABASE_REPLICA_URLS`` when ``location`` is ``None``) are streaming replicas that
+    serve read-only sessions and connections (see ``cosmos_models.db.replicas``): a read waits up
+    to ``replica_wait`` seconds for a replica to replay this connection's writes, else goes to
+    the primary; a lagging or unreachable replica is skipped for ``replica_retry`` seconds.
+    Raises ``ValueError`` for an invalid location or replica URL and ``DatabaseError`` when a
+    read-only SQLite file does not exist.
     """
 
     def __init__(
@@ -71,6 +84,9 @@ class DatabaseConnection:
         sqlite_wal: bool = True,
         read_only: bool = False,
         echo: bool = False,
+        replicas: "Sequence[str | URL] | None" = None,
+        replica_wait: float = 0.5,
+        replica_retry: float = 5.0,
     ) -> None:
         check_int(pool_size, "pool_size", 1)
         check_int(max_overflow, "max_overflow", -1)  # -1: no limit, as SQLAlchemy reads it
@@ -78,6 +94,8 @@ class DatabaseConnection:
         check_int(busy_timeout_ms, "busy_timeout_ms", 0, 2**31 - 1)  # SQLite's int argument
         check_bool(sqlite_wal, "sqlite_wal")
         check_bool(echo, "echo")
+        replica_wait = seconds(replica_wait, "replica_wait")
+        replica_retry = seconds(replica_retry, "replica_retry")
         if location is None:
             self.url: URL = parse_location(get_database_url())
         else:
@@ -85,6 +103,7 @@ class DatabaseConnection:
                 self.url = parse_location(location)
             except ValueError as exc:
                 raise ValueError(f"location: {exc}") from None
+        replica_urls = replica_locations(replicas, self.url, from_environment=location is None)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_memory = self.is_sqlite and not self.url.database
         self.path: Path | None = (
@@ -100,37 +119,40 @@ class DatabaseConnection:
         if self.read_only and self.path is not None and not self.path.is_file():
             raise DatabaseError(f"database file {self.path} does not exist")
         self._closed = False
+        self._replicas: ReplicaRouter | None = None
         # ``:memory:`` lives in a private directory (see _memory_url); removed on close or exit.
         self._memory_dir: Path | None = None
         self._remove_memory_dir: weakref.finalize[Any, Any] | None = None
         self._sqlite_wal = sqlite_wal
-        self.engine: Engine = self._create_engine(
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_recycle=pool_recycle,
-            busy_timeout_ms=busy_timeout_ms,
-            echo=echo,
-        )
-        utc_sessions(self.engine)
+        # PostgreSQL and MariaDB engines (the primary's and each replica's) share these.
+        self._server_options: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_recycle": pool_recycle,
+            "echo": echo,
+        }
+        self.engine: Engine = self._create_engine(busy_timeout_ms=busy_timeout_ms, echo=echo)
         # Sessions may write, so on SQLite they take the write lock when they begin; read-only
         # sessions and plain engine connections begin deferred (SQLite's default).
         self.SessionLocal = _session_factory(self.engine.execution_options(cosmos_writer=True))
         self._read_session = _session_factory(self.engine)
+        if replica_urls:
+            self._replicas = ReplicaRouter(
+                self.engine,
+                replica_urls,
+                self._server_engine,
+                wait=replica_wait,
+                retry=replica_retry,
+            )
 
     # -- engine -------------------------------------------------------------------------------
 
-    def _create_engine(
-        self,
-        *,
-        pool_size: int,
-        max_overflow: int,
-        pool_recycle: int,
-        busy_timeout_ms: int,
-        echo: bool,
-    ) -> Engine:
+    def _create_engine(self, *, busy_timeout_ms: int, echo: bool) -> Engine:
         if self.is_sqlite:
             return self._create_sqlite_engine(busy_timeout_ms=busy_timeout_ms, echo=echo)
-        url = self.url
+        return self._server_engine(self.url)
+
+    def _server_engine(self, url: URL) -> Engine:
         if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
             url = url.update_query_dict({"charset": "utf8mb4"})
         # Secret query parameters reach the driver as connect arguments (what the dialect does
@@ -140,16 +162,15 @@ class DatabaseConnection:
             for key, value in url.query.items()
             if is_secret_parameter(key)
         }
-        return create_engine(
+        engine = create_engine(
             url.difference_update_query(secrets),
             connect_args=secrets,
-            echo=echo,
             pool_pre_ping=True,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_recycle=pool_recycle,
             json_serializer=dumps_json,
+            **self._server_options,
         )
+        utc_sessions(engine)  # the primary's and each replica's sessions
+        return engine
 
     def _create_sqlite_engine(self, *, busy_timeout_ms: int, echo: bool) -> Engine:
         options: dict[str, Any] = {
@@ -226,57 +247,95 @@ class DatabaseConnection:
         """Yield a session: commit on a clean exit, roll back on an exception, always close.
 
         ``read_only=True`` opens a deferred transaction on SQLite (readers then never wait for
-        a writer). Raises ``RuntimeError("Connection is closed")`` after ``close()``, and
-        ``DatabaseError``/``IntegrityViolation`` for database errors (never with a password).
+        a writer) and reads from a replica when there are replicas. Raises
+        ``RuntimeError("Connection is closed")`` after ``close()``, ``CommitUnknownError`` when
+        the connection was lost during the commit, and ``DatabaseError``/``IntegrityViolation``
+        for database errors (never with a password).
         """
         self._check_open()
-        session = (self._read_session if read_only else self.SessionLocal)()
-        try:
-            yield session
-            session.commit()
-        except sa_exc.DBAPIError as exc:
-            session.rollback()
-            raise self.translate_error(exc) from None
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        with self._read_connection(read_only) as replica:
+            if replica is not None:
+                session: Session = Session(bind=replica, expire_on_commit=False)
+            else:
+                session = (self._read_session if read_only else self.SessionLocal)()
+            try:
+                yield session
+                commit_or_unknown(session, self.translate_error)
+            except sa_exc.DBAPIError as exc:
+                session.rollback()
+                raise self.translate_error(exc) from None
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     @contextmanager
-    def connect(self, *, read_only: bool = False) -> Iterator[Connection]:
-        """Yield a Core connection (no transaction begun; the caller commits), then close it.
-
-        Without ``read_only`` a SQLite transaction begun on it takes the write lock at once.
-        Raises what ``get_session`` raises: ``RuntimeError`` when closed, ``DatabaseError``
-        (one line, no secret, with a hint) for driver and connection errors.
-        """
-        self._check_open()
+    def _read_connection(self, read_only: bool) -> Iterator[Connection | None]:
+        """A replica connection for a read when one is ready, else ``None`` (the primary)."""
+        if not read_only or self._replicas is None:
+            yield None
+            return
         try:
-            with self.engine.connect() as connection:
-                if not read_only:
-                    connection.execution_options(cosmos_writer=True)
+            with self._replicas.read_connection() as connection:
                 yield connection
         except sa_exc.DBAPIError as exc:
             raise self.translate_error(exc) from None
 
     @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """Yield a Core connection (no transaction begun; the caller commits), then close it.
+
+        Without ``read_only`` a SQLite transaction begun on it takes the write lock at once;
+        with it, a replica serves it when there are replicas. Raises what ``get_session``
+        raises: ``RuntimeError`` when closed, ``DatabaseError`` (one line, no secret, with a
+        hint) for driver and connection errors.
+        """
+        self._check_open()
+        with self._read_connection(read_only) as replica:
+            if replica is not None:
+                yield replica
+                return
+            try:
+                with self.engine.connect() as connection:
+                    if not read_only:
+                        connection.execution_options(cosmos_writer=True)
+                    yield connection
+            except sa_exc.DBAPIError as exc:
+                raise self.translate_error(exc) from None
+
+    @contextmanager
     def begin(self) -> Iterator[Connection]:
         """Yield a Core connection in a write transaction: commit on a clean exit, else roll back.
 
-        Raises like ``connect``.
+        Raises like ``connect``, and ``CommitUnknownError`` when the connection was lost during
+        the commit.
         """
-        with self.connect() as connection, connection.begin():
-            yield connection
+        with self.connect() as connection:
+            transaction = connection.begin()
+            try:
+                yield connection
+            except BaseException:
+                transaction.rollback()
+                raise
+            commit_or_unknown(transaction, self.translate_error)
+
+    def read_routing_stats(self) -> ReadRoutingStats:
+        """Where reads went (replicas, primary, replicas skipped); all zero without replicas."""
+        return ReadRoutingStats() if self._replicas is None else self._replicas.stats()
 
     def translate_error(self, exc: BaseException) -> DatabaseError:
         """Turn a driver error into a one-line ``DatabaseError`` with a hint and no secret."""
         original = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
         if isinstance(exc, sa_exc.IntegrityError):
             first_line = (str(original).strip().splitlines() or [""])[0]
-            return IntegrityViolation(redact(f"{type(original).__name__}: {first_line}", self.url))
+            return IntegrityViolation(self._redact(f"{type(original).__name__}: {first_line}"))
         where = str(self.path) if self.path is not None else redact_url(self.url)
-        return DatabaseError(redact(describe_error(original, where), self.url))
+        return DatabaseError(self._redact(describe_error(original, where)))
+
+    def _redact(self, text: str) -> str:
+        text = redact(text, self.url)
+        return text if self._replicas is None else self._replicas.redact(text)
 
     @property
     def sqlite_wal(self) -> bool:
@@ -292,6 +351,8 @@ class DatabaseConnection:
         if not self._closed:
             self._closed = True
             self.engine.dispose()
+            if self._replicas is not None:
+                self._replicas.dispose()
             if self._remove_memory_dir is not None:
                 self._remove_memory_dir()
 

@@ -18,6 +18,9 @@ from sqlalchemy import exc as sa_exc
 ENV_VAR: Final = "COSMOS_DATABASE_URL"
 
 
+REPLICA_ENV_VAR: Final = "COSMOS_DATABASE_REPLICA_URLS"
+
+
 DEFAULT_DATABASE_PATH: Final = Path("outputs") / "cosmos_workflow.db"
 
 
@@ -157,7 +160,29 @@ def _parse_url(text: str, scheme: str, rest_at: int) -> URL:
         return sqlite_file_url(url.database or "", url.query)
     if url.database is not None and _has_traversal(url.database):
         raise ValueError("database name must not contain '..' segments")
+    _check_hosts(url)
     return url
+
+
+# libpq's choices for which of several hosts to keep (``target_session_attrs``).
+_SESSION_ATTRS: Final = frozenset(
+    {"any", "read-write", "read-only", "primary", "standby", "prefer-standby"}
+)
+
+
+def _check_hosts(url: URL) -> None:
+    """Several hosts (``?host=a:5432&host=b:5432``, or libpq's ``host=a,b``) are PostgreSQL's
+    failover form: refused elsewhere, or together with a host in the URL's own host part."""
+    hosts = url.query.get("host")
+    if hosts is not None and url.get_backend_name() != "postgresql":
+        raise ValueError("host= query parameters (several hosts) are supported on PostgreSQL only")
+    if hosts is not None and url.host:
+        raise ValueError("give the hosts either in the URL's host part or as host= parameters")
+    attrs = url.query.get("target_session_attrs")
+    if attrs is not None and (isinstance(attrs, tuple) or attrs not in _SESSION_ATTRS):
+        raise ValueError(
+            f"target_session_attrs must be one of {sorted(_SESSION_ATTRS)}, got {attrs!r}"
+        )
 
 
 # A URL query parameter is a secret when its name, case-insensitively, contains one of these:
@@ -219,3 +244,19 @@ def get_database_url() -> str:
     except ValueError as exc:
         raise ValueError(f"{ENV_VAR} is invalid: {exc}") from None
     return raw
+
+
+def get_replica_urls() -> list[str]:
+    """Return the read replica URLs of ``COSMOS_DATABASE_REPLICA_URLS`` (comma-separated).
+
+    Empty when unset or blank. Raises ``ValueError`` naming the variable and the position of an
+    invalid entry (never its password).
+    """
+    raw = environ.get(REPLICA_ENV_VAR, "")
+    entries = [entry.strip() for entry in raw.split(",")] if raw.strip() else []
+    for index, entry in enumerate(entries):
+        try:
+            parse_location(entry)
+        except ValueError as exc:
+            raise ValueError(f"{REPLICA_ENV_VAR} is invalid: entry {index + 1}: {exc}") from None
+    return entries

@@ -47,12 +47,13 @@ def _opened(
     """The caller's ``DatabaseConnection``, or one opened (and closed) for ``url``.
 
     One opened for a migration leaves a SQLite file's journal mode alone; ``read_only`` opens
-    SQLite read-only and never creates a file.
+    SQLite read-only and never creates a file. Schema reads and changes go to the primary only
+    (no read replicas, whatever ``COSMOS_DATABASE_REPLICA_URLS`` says): a replica may lag.
     """
     if isinstance(url, DatabaseConnection):
         yield url
         return
-    db = DatabaseConnection(url, sqlite_wal=not migrating, read_only=read_only)
+    db = DatabaseConnection(url, sqlite_wal=not migrating, read_only=read_only, replicas=[])
     try:
         yield db
     finally:

@@ -1,10 +1,13 @@
 """Driver and SQLite errors as one-line `DatabaseError`s with a hint of what to do."""
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
-from cosmos_models.errors import DatabaseError
+from sqlalchemy import exc as sa_exc
+
+from cosmos_models.errors import CommitUnknownError, DatabaseError
 
 _NOT_MIGRATED: Final = "not migrated: run cosmos-models db upgrade"
 
@@ -56,3 +59,27 @@ def describe_error(error: BaseException, where: str) -> str:
 def sqlite_error(error: sqlite3.Error, path: Path) -> DatabaseError:
     """A ``sqlite3`` error met outside SQLAlchemy (backups, state reads) as a ``DatabaseError``."""
     return DatabaseError(describe_error(error, str(path)))
+
+
+class _Committable(Protocol):
+    def commit(self) -> None: ...
+
+
+def commit_or_unknown(
+    transaction: _Committable, translate: Callable[[BaseException], DatabaseError]
+) -> None:
+    """Commit ``transaction`` (a session or a Core transaction).
+
+    Raises ``CommitUnknownError`` when the connection was lost during the commit: the server
+    may have committed before it went away, so the caller must check, never retry blindly.
+    Other driver errors propagate as they are.
+    """
+    try:
+        transaction.commit()
+    except sa_exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise CommitUnknownError(
+            "the connection was lost during COMMIT: the transaction may or may not have been "
+            f"applied; check before retrying ({translate(exc)})"
+        ) from None
