@@ -306,3 +306,19 @@ def test_cli_maintain(
         assert code == expected
         assert err.startswith("error:")
         assert len(err.strip().splitlines()) == 1
+
+
+def test_schema_check_sees_a_partitioned_table_without_its_keys_or_default(
+    pg: DatabaseConnection,
+) -> None:
+    with pg.begin() as connection:
+        connection.execute(text("ALTER TABLE progress DETACH PARTITION progress_default"))
+        connection.execute(
+            text("ALTER TABLE progress DROP CONSTRAINT uq_progress_run_id_seq_timestamp")
+        )
+    differences = [str(item) for item in schema_differences(pg)]
+    assert any("lacks uq_progress_run_id_seq_timestamp" in item for item in differences)
+    assert any("no progress_default partition" in item for item in differences)
+    assert not any(
+        item.startswith("partitioned progress lacks pk_progress") for item in differences
+    )
