@@ -9,6 +9,9 @@ partition per month, timed), the other stays plain.
 * Reads, calls interleaved (median and p95): ``latest_progress`` for 1,000 runs and
   ``progress_since`` (a page of 100 from the middle of a run), partitioned vs plain. Target: the
   partitioned table no slower than the plain one by more than 20%.
+* Ingest: ``record_progress`` (one event per transaction) from one connection and from 8
+  threads, and batches of 100 events, events/s, partitioned vs plain (tuple routing to the
+  current month's partition).
 * Retention of the N old events: ``prune(progress_older_than=…)`` drops the 12 old partitions
   (and the empty history partition) on the partitioned database, and deletes row by row (the
   package's batches of 500) on the plain one. Time, and ``pg_total_relation_size`` of progress
@@ -26,6 +29,8 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,8 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from bench.common import interleaved_latencies, median_p95_ms, report  # noqa: E402
-from cosmos_models import DatabaseConnection, latest_progress, progress_since  # noqa: E402
+from bench.common import best_of, interleaved_latencies, median_p95_ms, report  # noqa: E402
+from cosmos_models import (  # noqa: E402
+    DatabaseConnection,
+    latest_progress,
+    progress_since,
+    record_progress,
+    record_progress_batch,
+)
 from cosmos_models.db.migrate import upgrade  # noqa: E402
 from cosmos_models.db.partitions import floor_to, list_partitions  # noqa: E402
 from cosmos_models.services.maintenance import prune  # noqa: E402
@@ -165,6 +176,65 @@ def _reads(
     return rows
 
 
+def _ingest(
+    plain: DatabaseConnection, parted: DatabaseConnection, runs: int
+) -> list[dict[str, Any]]:
+    """Events/s from one connection: single ``record_progress`` calls (one transaction each,
+    what a GPU reporting on its own does), the same from 8 threads (each its own connection from
+    the pool), and batches of 100 events over 10 runs."""
+    ids = [f"rs_{k:06d}" for k in range(runs)]
+
+    def singles(db: DatabaseConnection) -> Callable[[], int]:
+        def work() -> int:
+            for k in range(200):
+                record_progress(db, ids[k % len(ids)], "inference", 50.0, "step")
+            return 200
+
+        return work
+
+    def batches(db: DatabaseConnection) -> Callable[[], int]:
+        events = [
+            {"run_id": ids[k % 10], "stage": "inference", "percentage": 50.0, "message": "step"}
+            for k in range(100)
+        ]
+
+        def work() -> int:
+            for _ in range(20):
+                record_progress_batch(db, events)
+            return 2000
+
+        return work
+
+    def parallel(db: DatabaseConnection) -> Callable[[], int]:
+        def one(worker: int) -> None:
+            for k in range(25):
+                record_progress(db, ids[(worker * 25 + k) % len(ids)], "inference", 50.0, "x")
+
+        def work() -> int:
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(one, range(8)))
+            return 200
+
+        return work
+
+    rows = []
+    for label, make in (
+        ("record_progress, 1 event", singles),
+        ("record_progress, 8 threads", parallel),
+        ("batch of 100", batches),
+    ):
+        rates = best_of({"plain": make(plain), "partitioned": make(parted)}, rounds=3)
+        rows.append(
+            {
+                "measure": f"ingest: {label} (events/s)",
+                "plain": rates["plain"],
+                "partitioned": rates["partitioned"],
+                "ratio": rates["partitioned"] / rates["plain"],
+            }
+        )
+    return rows
+
+
 def _retention(db: DatabaseConnection, age: timedelta) -> dict[str, Any]:
     before = _size(db)
     start = time.perf_counter()
@@ -217,6 +287,8 @@ def main() -> None:
             )
             rows = _reads(plain, parted, args.runs, args.calls)
             report("partitions_reads", rows, list(rows[0]))
+            ingest = _ingest(plain, parted, args.runs)
+            report("partitions_ingest", ingest, list(ingest[0]))
             age = _now() - month
             dropped = {"method": "partition drop", **_retention(parted, age)}
             deleted = {"method": "DELETE (batches of 500)", **_retention(plain, age)}

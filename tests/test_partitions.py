@@ -29,6 +29,7 @@ from cosmos_models.db.partitions import (
     list_partitions,
     maintain,
     next_bound,
+    quoted,
 )
 from cosmos_models.db.revisions import alembic_config
 from cosmos_models.services import partition_retention
@@ -322,3 +323,25 @@ def test_schema_check_sees_a_partitioned_table_without_its_keys_or_default(
     assert not any(
         item.startswith("partitioned progress lacks pk_progress") for item in differences
     )
+
+
+def test_retention_drops_a_partition_with_a_hostile_name(pg: DatabaseConnection) -> None:
+    """Partitions come from the catalog: one attached by hand under any name is quoted."""
+    hostile = 'old "events"; DROP TABLE runs; --'
+    with pg.connect(read_only=True) as connection:
+        (history,) = [p for p in list_partitions(connection) if p.name == "progress_history"]
+    assert history.upper is not None
+    with pg.begin() as connection:
+        connection.execute(text("ALTER TABLE progress DETACH PARTITION progress_history"))
+        connection.execute(text("DROP TABLE progress_history"))
+        connection.execute(
+            text(
+                f"CREATE TABLE {quoted(hostile)} PARTITION OF progress "
+                f"FOR VALUES FROM (MINVALUE) TO ('{history.upper.isoformat()}')"
+            )
+        )
+    _, run_id = add_prompt_with_run(pg)
+    record_progress_batch(pg, _events(run_id, [datetime(2000, 1, 1, tzinfo=UTC), NOW]))
+    result = prune(pg, progress_older_than=timedelta(0), now=history.upper)
+    assert result.dropped_partitions == [hostile]
+    assert [e.seq for e in progress_since(pg, run_id)] == [2]

@@ -51,6 +51,12 @@ class Partition:
     is_default: bool = False
 
 
+def quoted(name: str) -> str:
+    """``name`` as a PostgreSQL identifier: partitions come from the catalog, where any name
+    an administrator attached by hand may appear."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def is_partitioned(connection: Connection) -> bool:
     """Whether ``progress`` is a partitioned table (PostgreSQL after migration 0006)."""
     if backend_family(connection.dialect) != "postgresql":

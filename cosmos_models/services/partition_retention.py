@@ -15,7 +15,13 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, column, select, table, text
 
 from cosmos_models.db.connection import DatabaseConnection
-from cosmos_models.db.partitions import MAINTAIN_LOCK, Partition, is_partitioned, list_partitions
+from cosmos_models.db.partitions import (
+    MAINTAIN_LOCK,
+    Partition,
+    is_partitioned,
+    list_partitions,
+    quoted,
+)
 from cosmos_models.db.tables import PROGRESS, TABLES
 from cosmos_models.errors import DatabaseError
 from cosmos_models.services.archive import Archive
@@ -98,7 +104,7 @@ def drop_expired_partitions(
 
 
 def _run_ids(connection: Connection, name: str) -> list[str]:
-    return sorted(connection.execute(text(f"SELECT DISTINCT run_id FROM {name}")).scalars())
+    return sorted(connection.execute(text(f"SELECT DISTINCT run_id FROM {quoted(name)}")).scalars())
 
 
 def _drop(
@@ -122,14 +128,19 @@ def _drop(
         connection = session.connection()
         connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MAINTAIN_LOCK})
-        if connection.execute(text("SELECT to_regclass(:name)"), {"name": name}).scalar() is None:
+        if (
+            connection.execute(text("SELECT to_regclass(:name)"), {"name": quoted(name)}).scalar()
+            is None
+        ):
             return  # another prune dropped it meanwhile
         run_ids = _run_ids(connection, name)
         runs = lock_runs(connection, run_ids)
-        connection.execute(text(f"LOCK TABLE {name} IN SHARE MODE"))
+        connection.execute(text(f"LOCK TABLE {quoted(name)} IN SHARE MODE"))
         if _run_ids(connection, name) != run_ids:
             raise _RunsChanged(name)
-        counted = connection.execute(text(f"SELECT run_id, count(*) FROM {name} GROUP BY run_id"))
+        counted = connection.execute(
+            text(f"SELECT run_id, count(*) FROM {quoted(name)} GROUP BY run_id")
+        )
         per_run: Counter[str] = Counter({row[0]: int(row[1]) for row in counted})
         if archive is not None:
             _archive_partition(
@@ -144,7 +155,7 @@ def _drop(
             connection.execute(
                 LOWER_COUNT, [{"target": run, "n": n} for run, n in sorted(per_run.items())]
             )
-        connection.execute(text(f"DROP TABLE {name}"))
+        connection.execute(text(f"DROP TABLE {quoted(name)}"))
         result.expired_progress += sum(per_run.values())
         result.dropped_partitions.append(name)
         result.batches += 1
