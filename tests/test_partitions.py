@@ -230,7 +230,10 @@ def test_retention_drops_whole_partitions_and_deletes_the_boundary(
     before = latest_progress(pg, [run_id, other])
     cutoff = months_ago(1, 15)
     archive = tmp_path / "old.jsonl.gz"
-    result = prune(pg, progress_older_than=NOW - cutoff, archive_path=archive, now=NOW)
+    # Batches of 2: the partitions' rows go to the archive in several members.
+    result = prune(
+        pg, progress_older_than=NOW - cutoff, archive_path=archive, batch_size=2, now=NOW
+    )
     old = {f"progress_p{floor_to(months_ago(n), 'month'):%Y%m%d}" for n in (2, 3)}
     assert old <= set(result.dropped_partitions)
     assert "progress_history" in result.dropped_partitions
@@ -293,6 +296,19 @@ def test_cli_maintain(
     assert "partitions created: progress_p" in out
     assert "partitions reach" in out
     assert "none (all present)" in cli(capsys, "db", "maintain", "--ahead", "5", "-d", address)[1]
+    # Events beyond every range wait in the default partition until maintain makes theirs.
+    _, run_id = add_prompt_with_run(pg)
+    record_progress_batch(
+        pg, _events(run_id, [datetime(2000, 1, 1, tzinfo=UTC), NOW + timedelta(days=400)])
+    )
+    code, out, _ = cli(capsys, "db", "maintain", "--ahead", "14", "-d", address)
+    assert "1 rows moved from the default partition" in out
+    code, out, _ = cli(capsys, "prune", "--progress-older-than", "1s", "-d", address)
+    assert code == 0
+    assert "old events dropped by partition: progress_history" in out
+    downgrade(pg, "0005")
+    code, out, _ = cli(capsys, "db", "maintain", "-d", address)
+    assert (code, out.strip()) == (0, "progress is not partitioned here: nothing to maintain")
     path = tmp_path / "never.db"
     code, out, _ = cli(capsys, "db", "maintain", "-d", str(path))
     assert (code, out.strip()) == (0, "progress is a plain table on SQLite: nothing to maintain")
@@ -345,3 +361,28 @@ def test_retention_drops_a_partition_with_a_hostile_name(pg: DatabaseConnection)
     result = prune(pg, progress_older_than=timedelta(0), now=history.upper)
     assert result.dropped_partitions == [hostile]
     assert [e.seq for e in progress_since(pg, run_id)] == [2]
+
+
+def test_retention_gives_up_after_three_failed_tries(
+    pg: DatabaseConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, run_id = add_prompt_with_run(pg)
+    record_progress_batch(pg, _events(run_id, [datetime(2000, 1, 1, tzinfo=UTC)]))
+    tries: list[str] = []
+
+    def busy(db: DatabaseConnection, **kwargs: object) -> None:
+        tries.append(str(kwargs["name"]))
+        raise DatabaseError("lock timeout")
+
+    monkeypatch.setattr(partition_retention, "_drop", busy)
+    with pytest.raises(DatabaseError, match="lock timeout"):
+        prune(pg, progress_older_than=timedelta(seconds=1))
+    assert tries == ["progress_history"] * partition_retention.ATTEMPTS
+    monkeypatch.undo()
+    # A partition another prune dropped meanwhile is passed over.
+    result = prune(pg, progress_older_than=timedelta(seconds=1))
+    assert result.dropped_partitions == ["progress_history"]
+    partition_retention._drop(
+        pg, name="progress_history", archive=None, batch_size=10, result=result
+    )
+    assert result.dropped_partitions == ["progress_history"]

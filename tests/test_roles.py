@@ -37,6 +37,7 @@ from cosmos_models.services.maintenance import prune
 from cosmos_models.services.restore import restore
 from tests.backends import admin_url, server_database
 from tests.conftest import require_backend
+from tests.test_cli import cli
 
 SERVERS = ("postgresql", "mariadb")
 NOW = datetime(2026, 6, 15, tzinfo=UTC)
@@ -209,6 +210,10 @@ def test_a_failing_role_statement_never_shows_the_password(server: Server) -> No
             )
         assert "role" in str(caught.value)
         assert secret not in str(caught.value)
+        # Roles that exist keep their passwords (none is sent); then a grant fails (PostgreSQL)
+        # or the role lookup (MariaDB), and the error says which step.
+        with pytest.raises(CosmosModelsError, match="failed"):
+            create_roles(app, prefix=server.prefix)
         app.close()
     finally:
         admin.close()
@@ -354,3 +359,20 @@ def test_cli_creates_roles_and_writes_generated_passwords(
     assert exited.value.code == 1
     assert not fresh.exists()
     capsys.readouterr()
+
+
+def test_cli_roles_with_every_password_given(
+    server: Server, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server.admin.render_as_string(hide_password=False)
+    for kind, password in PASSWORDS.items():
+        monkeypatch.setenv(f"COSMOS_ROLE_PASSWORD_{kind.upper()}", password)
+    code, out, _ = cli(capsys, "db", "roles", "--prefix", server.prefix, "-d", url)
+    assert code == 0
+    assert "created: " in out
+    assert "generated" not in out
+    code, out, _ = cli(capsys, "db", "roles", "--prefix", server.prefix, "-d", url)
+    assert code == 0
+    assert "created: none (all existed)" in out
+    assert "password set: " in out
+    assert not any(password in out for password in PASSWORDS.values())
