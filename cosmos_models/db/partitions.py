@@ -130,7 +130,8 @@ def maintain(
     """
     if isinstance(ahead, bool) or not isinstance(ahead, int) or not 0 <= ahead <= 120:
         raise ValueError(f"ahead must be an integer from 0 to 120, got {ahead!r}")
-    floor_to(utcnow(), interval)  # checks the interval
+    if interval not in INTERVALS:
+        raise ValueError(f"interval {interval!r} is not one of {', '.join(INTERVALS)}")
     moment = now or utcnow()
     with db.connect() as connection, connection.begin():
         if not is_partitioned(connection):

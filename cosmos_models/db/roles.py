@@ -84,10 +84,10 @@ def _quote_password(kind: str, password: str) -> str:
 
 
 def _create_role(family: str, name: str, password: str, *, exists: bool) -> str:
-    if family == "postgresql":
-        verb = "ALTER" if exists else "CREATE"
-        return f'{verb} ROLE "{name}" LOGIN PASSWORD {password}'
+    """CREATE (or ALTER, for a role that exists) with a quoted password or a placeholder."""
     verb = "ALTER" if exists else "CREATE"
+    if family == "postgresql":
+        return f'{verb} ROLE "{name}" LOGIN PASSWORD {password}'
     return f"{verb} USER '{name}'@'%' IDENTIFIED BY {password}"
 
 
