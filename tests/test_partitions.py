@@ -191,6 +191,15 @@ def test_maintain_refuses_bad_arguments(ahead: object, interval: str) -> None:
     db.close()
 
 
+def test_bounds_of_each_interval() -> None:
+    moment = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    assert next_bound(moment, "month") == datetime(2027, 1, 1, tzinfo=UTC)
+    assert next_bound(moment, "week") == datetime(2027, 1, 4, tzinfo=UTC)  # a Monday
+    assert next_bound(moment, "day") == datetime(2027, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValueError, match="interval 'year'"):
+        floor_to(moment, "year")
+
+
 def _archive_rows(path: Path) -> list[dict[str, object]]:
     with gzip.open(path, "rt") as handle:
         return [json.loads(line) for line in handle][1:]
