@@ -124,6 +124,8 @@ def prune_command(
         f"deleted {result.runs:,} runs and {result.progress:,} progress rows{kept} "
         f"in {result.batches} batches"
     )
+    if result.dropped_partitions:
+        out.print(f"old events dropped by partition: {', '.join(result.dropped_partitions)}")
     if archive is not None:
         out.print(literal(f"archived {result.archived:,} rows to {archive}"))
 

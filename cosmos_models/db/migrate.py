@@ -26,6 +26,7 @@ from sqlalchemy import Connection, inspect, text
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.locations import get_database_url, parse_location
 from cosmos_models.db.migrator import UpgradeResult, migrate_database
+from cosmos_models.db.partitions import PARTITIONED_UNIQUE, is_partitioned, partition_differences
 from cosmos_models.db.revisions import (
     VERSION_TABLE,
     Report,
@@ -184,10 +185,26 @@ def compare_type(
 def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
-    """Only the package's own tables take part in autogenerate (apps may keep theirs alongside)."""
+    """Only the package's own tables take part in autogenerate (apps may keep theirs alongside).
+
+    Partitions of progress (PostgreSQL) are tables of their own and so left out too.
+    """
     if type_ == "table":
         return name in metadata.tables
     return True
+
+
+# A partitioned progress table (migration 0006) carries the partition key in its unique
+# constraint; _unseen_differences checks that constraint and the primary key instead.
+_PARTITIONED_UNIQUES = {("uq_progress_run_id_seq", False), (PARTITIONED_UNIQUE, True)}
+
+
+def _include_partitioned(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    if type_ == "unique_constraint" and (name, reflected) in _PARTITIONED_UNIQUES:
+        return False
+    return include_object(obj, name, type_, reflected, compare_to)
 
 
 def schema_differences(url: Any = None) -> list[Any]:
@@ -196,11 +213,12 @@ def schema_differences(url: Any = None) -> list[Any]:
     Opens read-only. Raises ``DatabaseError`` like ``current_revision``.
     """
     with _opened(url, read_only=True) as db, db.connect(read_only=True) as connection:
+        partitioned = is_partitioned(connection)
         context = MigrationContext.configure(
             connection,
             opts={
                 "compare_type": compare_type,
-                "include_object": include_object,
+                "include_object": _include_partitioned if partitioned else include_object,
                 "target_metadata": metadata,
                 "version_table": VERSION_TABLE,
             },
@@ -225,6 +243,8 @@ def _unseen_differences(connection: Connection) -> list[str]:
         )
     family = backend_family(connection.dialect)
     tables = set(inspect(connection).get_table_names())
+    if is_partitioned(connection):
+        found.extend(partition_differences(connection))
     if family == "sqlite" and "progress" in tables:
         sql = connection.exec_driver_sql(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'progress'"

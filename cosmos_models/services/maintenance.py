@@ -14,18 +14,19 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Connection, Row, Table, bindparam, func, select, update
+from sqlalchemy import func, select
 
 from cosmos_models.db.connection import DatabaseConnection
-from cosmos_models.db.tables import PROGRESS, PROMPTS, RUNS, TABLES
+from cosmos_models.db.tables import PROGRESS, RUNS, TABLES
 from cosmos_models.models.status import FINAL_STATUSES, RunStatus
-from cosmos_models.models.types import backend_family, utcnow
+from cosmos_models.models.types import utcnow
 from cosmos_models.services.archive import Archive
 from cosmos_models.services.archive_keys import Record
+from cosmos_models.services.partition_retention import drop_expired_partitions
+from cosmos_models.services.prune_rows import LOWER_COUNT, lock_runs, prompts_of, row_json
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -78,16 +79,7 @@ class PruneResult:
     dry_run: bool = False
     archive_path: Path | None = None
     run_ids: list[str] = field(default_factory=list)
-
-
-def _to_json(table: Table, row: Any) -> dict[str, Any]:
-    values = {}
-    for column in table.columns:
-        value = row._mapping[column]
-        if isinstance(value, datetime):
-            value = value.astimezone(UTC).isoformat()
-        values[column.name] = value.value if isinstance(value, RunStatus) else value
-    return values
+    dropped_partitions: list[str] = field(default_factory=list)
 
 
 def _candidates(
@@ -160,6 +152,15 @@ def prune(
             result=result,
         )
     if progress_older_than is not None:
+        # Whole partitions first (PostgreSQL, partitioned): what is left is the boundary
+        # partition's old rows and the default partition's, deleted row by row below.
+        drop_expired_partitions(
+            db,
+            cutoff=moment - progress_older_than,
+            archive=archive,
+            batch_size=batch_size,
+            result=result,
+        )
         _expire_progress(
             db,
             cutoff=moment - progress_older_than,
@@ -207,30 +208,6 @@ def _count(
             result.expired_progress = int(connection.execute(expired).scalar_one())
 
 
-def _lock_runs(connection: Connection, run_ids: Sequence[str]) -> list[Row[Any]]:
-    """Lock the runs (``FOR UPDATE``) in the order writers lock them: ids sorted by code point.
-
-    Progress writers update their runs in Python's sorted order (``tracking.number_events``);
-    ordering by ``COLLATE "C"`` on PostgreSQL (byte order of UTF-8 is code point order; SQLite and
-    MariaDB's binary collations agree already) makes every locker take rows in one order, so two
-    of them over the same runs wait for each other instead of deadlocking.
-    """
-    order: Any = RUNS.c.id
-    if backend_family(connection.dialect) == "postgresql":
-        order = RUNS.c.id.collate("C")
-    return list(
-        connection.execute(
-            select(RUNS).where(RUNS.c.id.in_(run_ids)).order_by(order).with_for_update()
-        ).all()
-    )
-
-
-def _prompts_of(connection: Connection, runs: Sequence[Row[Any]]) -> list[Row[Any]]:
-    """The prompts of ``runs``: archived beside them so that a restore keeps its foreign keys."""
-    prompt_ids = {row.prompt_id for row in runs}
-    return list(connection.execute(select(PROMPTS).where(PROMPTS.c.id.in_(prompt_ids))).all())
-
-
 def _prune_runs(
     db: DatabaseConnection,
     *,
@@ -250,14 +227,14 @@ def _prune_runs(
             # Runs locked first, in id order, as event retention and writers lock them: a prune
             # of runs and one of events over the same run then wait for each other, never in
             # a cycle (progress rows locked by one, the run by the other).
-            runs = _lock_runs(connection, run_ids)
+            runs = lock_runs(connection, run_ids)
             progress = connection.execute(
                 select(PROGRESS).where(PROGRESS.c.run_id.in_(run_ids))
             ).all()
             if archive is not None:
-                prompts = _prompts_of(connection, runs)
+                prompts = prompts_of(connection, runs)
                 records: list[Record] = [
-                    {"table": name, "row": _to_json(TABLES[name], row)}
+                    {"table": name, "row": row_json(TABLES[name], row)}
                     for name, rows in (("prompts", prompts), ("runs", runs), ("progress", progress))
                     for row in rows
                 ]
@@ -272,18 +249,6 @@ def _prune_runs(
             result.runs += deleted_runs.rowcount
             result.batches += 1
             result.run_ids.extend(run_ids)
-
-
-# Retention lowers a run's count of stored events by what it deleted, relative to the stored
-# value (a writer may have added events since), and leaves updated_at alone: deleting old events
-# is not a change of the run's record. latest_seq and the latest_* fields stay: latest_seq
-# numbers the run's next event (reusing a seq would give two events one identity), and the
-# latest fields are what dashboards show of the run, whether or not that event is still stored.
-_LOWER_COUNT = (
-    update(RUNS)
-    .where(RUNS.c.id == bindparam("target"))
-    .values(progress_count=RUNS.c.progress_count - bindparam("n"), updated_at=RUNS.c.updated_at)
-)
 
 
 def _expire_progress(
@@ -317,7 +282,7 @@ def _expire_progress(
         with db.get_session() as session:
             connection = session.connection()
             run_ids = sorted({row.run_id for row in chosen})
-            runs = _lock_runs(connection, run_ids)
+            runs = lock_runs(connection, run_ids)
             # Locking reads see the latest committed rows, whatever the isolation level.
             events = connection.execute(
                 select(PROGRESS)
@@ -326,14 +291,14 @@ def _expire_progress(
                 .with_for_update()
             ).all()
             if archive is not None:
-                prompts = _prompts_of(connection, runs)
+                prompts = prompts_of(connection, runs)
                 records: list[Record] = [
-                    {"table": name, "row": _to_json(TABLES[name], row), "context": True}
+                    {"table": name, "row": row_json(TABLES[name], row), "context": True}
                     for name, rows in (("prompts", prompts), ("runs", runs))
                     for row in rows
                 ]
                 records.extend(
-                    {"table": "progress", "row": _to_json(PROGRESS, row)} for row in events
+                    {"table": "progress", "row": row_json(PROGRESS, row)} for row in events
                 )
                 # Durable before the delete below can commit, as for whole runs.
                 result.archived += archive.append(records)
@@ -343,7 +308,7 @@ def _expire_progress(
                 )
                 per_run = Counter(row.run_id for row in events)
                 connection.execute(
-                    _LOWER_COUNT, [{"target": run, "n": n} for run, n in sorted(per_run.items())]
+                    LOWER_COUNT, [{"target": run, "n": n} for run, n in sorted(per_run.items())]
                 )
             result.expired_progress += len(events)
             result.batches += 1
