@@ -338,6 +338,11 @@ class DatabaseConnection:
         return text if self._replicas is None else self._replicas.redact(text)
 
     @property
+    def routes_reads(self) -> bool:
+        """True when read-only work goes through the replica router (replicas were given)."""
+        return self._replicas is not None
+
+    @property
     def sqlite_wal(self) -> bool:
         """Whether a SQLite file is put in WAL mode (migrations open one that is not)."""
         return self._sqlite_wal

@@ -132,6 +132,19 @@ def driver_cursor(db: "DatabaseConnection") -> Iterator[DBAPICursor]:
     """
     db._check_open()
     driver_error = db.engine.dialect.loaded_dbapi.Error
+    if db.routes_reads:
+        # With replicas, the router picks the server (read-your-writes included); the read
+        # still runs on that connection's driver cursor.
+        with db.connect(read_only=True) as routed:
+            cursor = routed.connection.cursor()
+            try:
+                yield cursor
+            except driver_error as exc:
+                wrapped = sa_exc.DBAPIError.instance("", None, exc, driver_error)
+                raise db.translate_error(wrapped) from None
+            finally:
+                cursor.close()
+        return
     try:
         connection = db.engine.raw_connection()  # the pool's errors are the driver's own
         try:
