@@ -32,7 +32,7 @@ from sqlalchemy import insert, select  # noqa: E402
 
 from cosmos_models import DatabaseConnection, claim_next_run, create_prompt  # noqa: E402
 from cosmos_models.db.migrate import upgrade  # noqa: E402
-from cosmos_models.services.lifecycle import RUNS  # noqa: E402
+from cosmos_models.db.tables import RUNS  # noqa: E402
 from tests.backends import server_database, server_reason  # noqa: E402
 
 T0 = datetime(2025, 1, 4, 12, 0, tzinfo=UTC)

@@ -9,18 +9,20 @@ One place decides, per backend, the engine options that make the spec's promises
 * ``:memory:``: a private SQLite file in WAL mode on a memory-backed filesystem (``/dev/shm``
   where there is one), removed on ``close()``, so sessions nest and readers see the committed
   state while a writer works, as on a file.
-* PostgreSQL and MariaDB: ``pool_pre_ping`` and configurable pool sizes.
+* PostgreSQL and MariaDB: configurable pool sizes, and no pre-ping round trip per checkout: a
+  connection the server closed is found at checkout without one, and units of work retry once
+  on a dead connection when nothing can have been committed (see ``recovery.py``).
 """
 
 import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -36,6 +38,7 @@ from cosmos_models.db.locations import (
     redact_url,
 )
 from cosmos_models.db.migrator import migrate_database
+from cosmos_models.db.recovery import Unit, discard_closed_on_checkout, run_unit
 from cosmos_models.db.sqlite_files import on_read_only_file_system, sqlite_engine_url
 from cosmos_models.db.translate import describe_error
 from cosmos_models.errors import DatabaseError, IntegrityViolation
@@ -45,6 +48,8 @@ from cosmos_models.models.types import dumps_json
 # Where ``:memory:`` databases live when it exists and is writable (else the temp directory); only
 # ever the parent of a private ``mkdtemp`` directory, so the shared location is safe.
 MEMORY_FILESYSTEM: Final = Path("/dev/shm")  # noqa: S108
+
+T = TypeVar("T")
 
 
 class DatabaseConnection:
@@ -138,16 +143,17 @@ class DatabaseConnection:
             for key, value in url.query.items()
             if is_secret_parameter(key)
         }
-        return create_engine(
+        engine = create_engine(
             url.difference_update_query(secrets),
             connect_args=secrets,
             echo=echo,
-            pool_pre_ping=True,
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_recycle=pool_recycle,
             json_serializer=dumps_json,
         )
+        discard_closed_on_checkout(engine)
+        return engine
 
     def _create_sqlite_engine(self, *, busy_timeout_ms: int, echo: bool) -> Engine:
         options: dict[str, Any] = {
@@ -266,6 +272,20 @@ class DatabaseConnection:
         """
         with self.connect() as connection, connection.begin():
             yield connection
+
+    def run_unit(self, work: Callable[[Unit], T], *, read_committed: bool = False) -> T:
+        """Run ``work`` as one lean unit (one statement per round trip; see ``recovery.py``).
+
+        On PostgreSQL in autocommit (``work`` sends at most one write, last), elsewhere in one
+        transaction (SQLite: ``BEGIN IMMEDIATE``); retried once on a dead connection when nothing
+        can have been committed. ``read_committed`` sets that isolation on MariaDB. Raises what
+        ``get_session`` raises.
+        """
+        self._check_open()
+        try:
+            return run_unit(self.engine, work, read_committed=read_committed)
+        except sa_exc.DBAPIError as exc:
+            raise self.translate_error(exc) from None
 
     def translate_error(self, exc: BaseException) -> DatabaseError:
         """Turn a driver error into a one-line ``DatabaseError`` with a hint and no secret."""

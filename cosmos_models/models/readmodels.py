@@ -83,7 +83,12 @@ def run_read(row: Any) -> RunRead:
     """Build a ``RunRead`` from a ``Run`` or a row of the runs table."""
     if isinstance(row, Run):
         return RunRead.model_validate(row, from_attributes=True)
-    data = dict(row._mapping)
+    return run_from(row._mapping)
+
+
+def run_from(values: Mapping[str, Any]) -> RunRead:
+    """Build a ``RunRead`` from a mapping of runs-table column names to values."""
+    data = dict(values)
     # The table's column is "metadata"; the models call it run_metadata (a reserved name).
     data["run_metadata"] = data.pop("metadata")
     return RunRead.model_validate(data)
