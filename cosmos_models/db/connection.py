@@ -38,7 +38,7 @@ from cosmos_models.db.locations import (
     redact_url,
 )
 from cosmos_models.db.migrator import migrate_database
-from cosmos_models.db.recovery import Unit, discard_closed_on_checkout, run_unit
+from cosmos_models.db.recovery import Unit, discard_closed_on_checkout, run_unit, unit_engine
 from cosmos_models.db.sqlite_files import on_read_only_file_system, sqlite_engine_url
 from cosmos_models.db.translate import describe_error
 from cosmos_models.errors import DatabaseError, IntegrityViolation
@@ -119,6 +119,7 @@ class DatabaseConnection:
         # sessions and plain engine connections begin deferred (SQLite's default).
         self.SessionLocal = _session_factory(self.engine.execution_options(cosmos_writer=True))
         self._read_session = _session_factory(self.engine)
+        self._unit_engine = unit_engine(self.engine)
 
     # -- engine -------------------------------------------------------------------------------
 
@@ -283,7 +284,7 @@ class DatabaseConnection:
         """
         self._check_open()
         try:
-            return run_unit(self.engine, work, read_committed=read_committed)
+            return run_unit(self._unit_engine, work, read_committed=read_committed)
         except sa_exc.DBAPIError as exc:
             raise self.translate_error(exc) from None
 

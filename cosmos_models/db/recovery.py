@@ -19,8 +19,7 @@ Two parts replace the pool's pre-ping (a ``SELECT 1`` before every checkout, one
 
 import select
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
-from weakref import WeakKeyDictionary
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, Result, event
 from sqlalchemy import exc as sa_exc
@@ -85,22 +84,8 @@ class Unit:
         return self.connection.execute(statement, parameters)
 
 
-class UnitEngines(Generic[T]):
-    """Per engine, the engine variant units run on (built once, shares the engine's pool)."""
-
-    def __init__(self, build: Callable[[Engine], T]) -> None:
-        self._build = build
-        self._built: WeakKeyDictionary[Engine, T] = WeakKeyDictionary()
-
-    def get(self, engine: Engine) -> T:
-        """The variant of ``engine``, built on first use."""
-        variant = self._built.get(engine)
-        if variant is None:
-            variant = self._built[engine] = self._build(engine)
-        return variant
-
-
-def _unit_engine(engine: Engine) -> tuple[Engine, bool]:
+def unit_engine(engine: Engine) -> tuple[Engine, bool]:
+    """The variant of ``engine`` units run on (sharing its pool), and whether it autocommits."""
     if engine.dialect.name == "postgresql":
         # One statement, one round trip: psycopg would otherwise send BEGIN and COMMIT as
         # round trips of their own. Units issue at most one write, their last statement.
@@ -109,28 +94,26 @@ def _unit_engine(engine: Engine) -> tuple[Engine, bool]:
     return engine.execution_options(cosmos_writer=True), False
 
 
-_ENGINES: UnitEngines[tuple[Engine, bool]] = UnitEngines(_unit_engine)
-
-
 def run_unit(
-    engine: Engine,
+    engine: tuple[Engine, bool],
     work: Callable[[Unit], T],
     *,
     read_committed: bool = False,
 ) -> T:
-    """Run ``work`` on a unit connection, committed when it returns; retried once (see above).
+    """Run ``work`` on ``engine`` (from ``unit_engine``), committed when it returns; retried once.
 
-    ``read_committed`` runs a MariaDB/MySQL transaction at READ COMMITTED (PostgreSQL's default
-    already). Raises the ``sqlalchemy.exc.DBAPIError`` of a failure (the caller translates it).
+    See the module's docstring for when a retry is safe. ``read_committed`` runs a MariaDB/MySQL
+    transaction at READ COMMITTED (PostgreSQL's default already). Raises the
+    ``sqlalchemy.exc.DBAPIError`` of a failure (the caller translates it).
     """
-    unit_engine, autocommit = _ENGINES.get(engine)
+    units, autocommit = engine
     for attempt in (1, 2):
         committing = False
         unit: Unit | None = None
         try:
-            with unit_engine.connect() as connection:
+            with units.connect() as connection:
                 unit = Unit(connection, autocommit=autocommit)
-                if read_committed and engine.dialect.name in ("mysql", "mariadb"):
+                if read_committed and units.dialect.name in ("mysql", "mariadb"):
                     # For the next transaction only: no reset needed when the connection returns.
                     connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
                 result = work(unit)
