@@ -70,6 +70,7 @@ reliability: $(STAMP) ## the reliability suite at full strength (1,000 connectio
 	COSMOS_RELIABILITY_CYCLES=1000 COSMOS_RELIABILITY_SCALE=1 COSMOS_RELIABILITY_ROUNDS=20 HYPOTHESIS_PROFILE=thorough $(PYTEST) -m reliability -p no:cacheprovider
 
 bench: $(STAMP) ## run the benchmarks (not tests); prints ratios, writes bench/results/*.json
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python "$$script" || exit 1; done
 
 bench-check: $(STAMP) ## re-measure the ratios `make bench` stored (--quick sizes); fail if one drops >30%

@@ -1,15 +1,21 @@
-"""Benchmark 4: worker processes draining a queue of pending runs with ``claim_next_run``.
+"""Benchmark 4: worker processes draining a queue of pending runs, alone and beside peers.
 
-Per backend, a fresh database gets 10,000 pending runs (bulk-inserted); N spawned processes
-(PostgreSQL 8, SQLite file 4, MariaDB 8) each open their own connection, wait at a barrier, then
-call ``claim_next_run`` until it returns None. The clock runs from the barrier to the last
-worker's report. Verified after each run: no run claimed twice, every run claimed, and the
-database agrees (every run ``uploading`` with the ``worker_id`` of the process that got it).
-Side by side, one process drains a queue of 500 runs, and the table gives the ratio. MariaDB
-(8 processes) runs with ``--backends postgresql,sqlite-file,mariadb`` (it would push the default
-run past three minutes).
+Scaling: per backend, a fresh database gets 10,000 pending runs (bulk-inserted); N spawned
+processes (PostgreSQL 8, SQLite file 4, MariaDB 8) each open their own connection, wait at a
+barrier, then call ``claim_next_run`` until it returns None. The clock runs from the barrier to
+the last worker's report. Verified after each run: no run claimed twice, every run claimed, and
+the database agrees (every run with the ``worker_id`` of the process that got it). Side by side,
+one process drains a queue of 500 runs, and the table gives the ratio. MariaDB (8 processes) runs
+with ``--backends postgresql,sqlite-file,mariadb``.
 
-    .venv/bin/python bench/bench_claims.py [--quick] [--runs 10000] [--backends ...]
+Peers (PostgreSQL, 4 clients, claim + complete of every run, measured in the same run):
+pgbench running ``claims_pgbench.sql`` (the same UPDATE … RETURNING claim, then the completing
+UPDATE; skipped with a note where pgbench is absent), PgQueuer with 4 consumer processes at batch
+1 and 10 (the ``bench`` extra; skipped with a note if not installed), and 4 processes calling
+``claim_next_runs(limit=1 or 10, to="running")`` then ``transition(…, "completed")`` for each run.
+Ratios: ours / pgbench (target >= 0.5), ours / PgQueuer at the same batch (target >= 1.0).
+
+    .venv/bin/python bench/bench_claims.py [--quick] [--runs 10000] [--backends ...] [--no-peers]
 """
 
 import argparse
@@ -27,12 +33,28 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from claims_peers import (  # noqa: E402
+    CLIENTS,
+    PGBENCH_SLACK,
+    pgbench_path,
+    pgqueuer_consumer,
+    pgqueuer_fill,
+    pgqueuer_leftovers,
+    pgqueuer_reason,
+    pgqueuer_version,
+    run_pgbench,
+)
 from common import report  # noqa: E402
-from sqlalchemy import insert, select  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
 
-from cosmos_models import DatabaseConnection, claim_next_run, create_prompt  # noqa: E402
+from cosmos_models import (  # noqa: E402
+    DatabaseConnection,
+    claim_next_runs,
+    create_prompt,
+    transition,
+)
 from cosmos_models.db.migrate import upgrade  # noqa: E402
-from cosmos_models.services.lifecycle import RUNS  # noqa: E402
+from cosmos_models.db.tables import RUNS  # noqa: E402
 from tests.backends import server_database, server_reason  # noqa: E402
 
 T0 = datetime(2025, 1, 4, 12, 0, tzinfo=UTC)
@@ -41,16 +63,25 @@ BASELINE_RUNS = 500
 TIMEOUT = 600
 
 
-def _worker(url: str, worker_id: str, barrier: Any, results: Any) -> None:
-    """One worker process: connect, wait for the others, claim until the queue is empty."""
+def _worker(url: str, worker_id: str, batch: int, barrier: Any, results: Any) -> None:
+    """One worker process: connect, wait for the others, claim until the queue is empty.
+
+    ``batch=0``: claim one at a time (``claim_next_runs`` with limit 1) and stop there; else
+    claim ``batch`` at a time into ``running`` and complete each run with ``transition``.
+    """
     conn = DatabaseConnection(url)
     try:
         with conn.engine.connect():
             pass  # the connection is made before the clock starts
         barrier.wait(TIMEOUT)
         claimed = []
-        while (run := claim_next_run(conn, worker_id)) is not None:
-            claimed.append(run.id)
+        if not batch:
+            while runs := claim_next_runs(conn, worker_id):
+                claimed.append(runs[0].id)
+        while batch and (runs := claim_next_runs(conn, worker_id, limit=batch, to="running")):
+            for run in runs:
+                transition(conn, run.id, "completed", expected_from="running")
+                claimed.append(run.id)
         results.put((worker_id, claimed, None))
     except Exception as exc:  # reported: an error must fail the benchmark, not hang it
         results.put((worker_id, [], f"{type(exc).__name__}: {exc}"))
@@ -95,14 +126,22 @@ def fill_queue(location: str, runs: int) -> list[str]:
     return ids
 
 
-def drain(location: str, processes: int) -> tuple[float, dict[str, list[str]]]:
+def drain(location: str, processes: int, batch: int = 0) -> tuple[float, dict[str, list[str]]]:
     """Start ``processes`` spawned workers together; return (seconds, claims per worker)."""
+    return together([(_worker, (location, f"worker-{index}", batch)) for index in range(processes)])
+
+
+def together(jobs: list[tuple[Any, tuple[Any, ...]]]) -> tuple[float, dict[str, list[str]]]:
+    """Start one spawned process per ``(target, args)``; clock them from the barrier.
+
+    Each target is called as ``target(*args, barrier, results)`` and puts ``(name, taken,
+    error)`` on ``results``. Returns (seconds, what each took by name).
+    """
     spawn = multiprocessing.get_context("spawn")
-    barrier = spawn.Barrier(processes + 1)
+    barrier = spawn.Barrier(len(jobs) + 1)
     results = spawn.Queue()
     workers = [
-        spawn.Process(target=_worker, args=(location, f"worker-{index}", barrier, results))
-        for index in range(processes)
+        spawn.Process(target=target, args=(*args, barrier, results)) for target, args in jobs
     ]
     for worker in workers:
         worker.start()
@@ -118,20 +157,26 @@ def drain(location: str, processes: int) -> tuple[float, dict[str, list[str]]]:
     return seconds, {worker_id: claimed for worker_id, claimed, _ in reports}
 
 
-def verify(location: str, ids: list[str], claims: dict[str, list[str]]) -> int:
-    """Fail loudly unless every run was claimed exactly once; return the duplicate count (0)."""
+def exactly_once(ids: list[str], claims: dict[str, list[str]]) -> int:
+    """Fail loudly unless every id was taken exactly once; return the duplicate count (0)."""
     claimed = [run_id for got in claims.values() for run_id in got]
     duplicates = sum(seen - 1 for seen in Counter(claimed).values() if seen > 1)
-    if duplicates or sorted(claimed) != ids:
+    if duplicates or sorted(claimed) != sorted(ids):
         raise SystemExit(
             f"claims are wrong: {duplicates} duplicates, {len(set(ids) - set(claimed))} unclaimed"
         )
+    return duplicates
+
+
+def verify(
+    location: str, ids: list[str], claims: dict[str, list[str]], status: str = "uploading"
+) -> int:
+    """``exactly_once``, and the database agrees: each run in ``status``, held by its worker."""
+    duplicates = exactly_once(ids, claims)
     holder = {run_id: worker_id for worker_id, got in claims.items() for run_id in got}
     with DatabaseConnection(location) as conn, conn.engine.connect() as connection:
         stored = connection.execute(select(RUNS.c.id, RUNS.c.status, RUNS.c.worker_id)).all()
-    wrong = [
-        row.id for row in stored if row.status != "uploading" or holder[row.id] != row.worker_id
-    ]
+    wrong = [row.id for row in stored if row.status != status or holder[row.id] != row.worker_id]
     if wrong:
         raise SystemExit(f"the database disagrees with the workers on {len(wrong)} runs")
     return duplicates
@@ -163,6 +208,84 @@ def measure(backend: str, runs: int) -> list[dict[str, Any]]:
     return rows
 
 
+def measure_peers(runs: int) -> list[dict[str, Any]]:
+    """Claim + complete with 4 clients on PostgreSQL: pgbench, PgQueuer and ours, batch 1 and 10."""
+    rows: list[dict[str, Any]] = []
+    rates: dict[tuple[str, int], float] = {}
+
+    def row(what: str, batch: int, seconds: float, duplicates: int, note: str = "") -> None:
+        rates[what, batch] = runs / seconds
+        rows.append(
+            {
+                "what": what,
+                "clients": CLIENTS,
+                "batch": batch,
+                "runs": runs,
+                "seconds": seconds,
+                "per_second": runs / seconds,
+                "duplicates": duplicates,
+                "lost": 0,
+                "note": note,
+            }
+        )
+        print(f"{what}, batch {batch}: {runs:,} claims + completions in {seconds:.2f} s")
+
+    pgbench = pgbench_path()
+    if pgbench is None:
+        print("pgbench skipped: not on PATH nor in /usr/lib/postgresql/*/bin")
+    else:
+        with server_database("postgresql") as url:
+            location = url.render_as_string(hide_password=False)
+            ids = fill_queue(location, runs + PGBENCH_SLACK)
+            tps = run_pgbench(pgbench, url, runs)
+            with DatabaseConnection(location) as conn, conn.engine.connect() as connection:
+                counts = dict(
+                    connection.execute(
+                        select(RUNS.c.status, func.count()).group_by(RUNS.c.status)
+                    ).all()
+                )
+            if counts != {"completed": runs, "pending": PGBENCH_SLACK}:
+                raise SystemExit(f"pgbench left the runs wrong: {counts} ({len(ids)} loaded)")
+            row("pgbench script", 1, runs / tps, 0, "tps without connection time")
+    reason = pgqueuer_reason()
+    for batch in (1, 10):
+        if reason is None:
+            with server_database("postgresql") as url:
+                dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+                ids = pgqueuer_fill(dsn, runs)
+                seconds, taken = together(
+                    [(pgqueuer_consumer, (dsn, f"consumer-{i}", batch)) for i in range(CLIENTS)]
+                )
+                duplicates = exactly_once(ids, taken)
+                if left := pgqueuer_leftovers(dsn):
+                    raise SystemExit(f"PgQueuer left {left} jobs queued")
+            row(f"PgQueuer {pgqueuer_version()}", batch, seconds, duplicates)
+        with server_database("postgresql") as url:
+            location = url.render_as_string(hide_password=False)
+            ids = fill_queue(location, runs)
+            seconds, claims = drain(location, CLIENTS, batch)
+            duplicates = verify(location, ids, claims, "completed")
+        row("cosmos_models", batch, seconds, duplicates)
+    if reason is not None:
+        print(f"PgQueuer skipped: {reason}")
+    targets = [("pgbench script", 1, 0.5)] + [
+        (what, batch, 1.0) for what, batch in rates if what.startswith("PgQueuer")
+    ]
+    for what, batch, target in targets:
+        if (what, batch) in rates:
+            ratio = rates["cosmos_models", batch] / rates[what, batch]
+            rows.append(
+                {"what": f"ours / {what}", "batch": batch, "ratio": ratio, "target": target}
+            )
+            verdict = "met" if ratio >= target else "MISSED"
+            print(f"ours / {what} at batch {batch}: {ratio:.2f}x (target >= {target}x: {verdict})")
+    return rows
+
+
+PEER_COLUMNS = ["what", "clients", "batch", "runs", "seconds", "per_second", "duplicates"]
+PEER_COLUMNS += ["lost", "ratio", "target", "note"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2,000 runs")
@@ -170,8 +293,18 @@ def main() -> None:
     parser.add_argument(
         "--backends", default="postgresql,sqlite-file", help="add mariadb (about 90 s more)"
     )
+    parser.add_argument("--no-peers", action="store_true", help="skip pgbench and PgQueuer")
     args = parser.parse_args()
     runs = 2_000 if args.quick else args.runs
+    if not args.no_peers:
+        if reason := server_reason("postgresql"):
+            print(f"peers skipped: {reason}")
+        else:
+            report(
+                "claims_vs_peers",
+                measure_peers(runs),
+                PEER_COLUMNS,
+            )
     rows: list[dict[str, Any]] = []
     for backend in args.backends.split(","):
         if backend != "sqlite-file" and (reason := server_reason(backend)):

@@ -24,9 +24,9 @@ from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail, api_
 from cosmos_models.models.run import Run, RunCreate, RunRead
 from cosmos_models.models.status import ACTIVE_STATUSES, ALLOWED_TRANSITIONS, RunStatus
 from cosmos_models.models.types import metadata
+from cosmos_models.services.claims import claim_next_run, claim_next_runs
 from cosmos_models.services.follow import follow_progress
 from cosmos_models.services.lifecycle import (
-    claim_next_run,
     create_prompt,
     create_run,
     heartbeat,
@@ -71,6 +71,7 @@ __all__ = [
     "WorkerMismatchError",
     "api_json_schemas",
     "claim_next_run",
+    "claim_next_runs",
     "create_prompt",
     "create_run",
     "follow_progress",

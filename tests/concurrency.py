@@ -16,6 +16,7 @@ from cosmos_models import (
     DatabaseConnection,
     TransitionConflictError,
     claim_next_run,
+    claim_next_runs,
     latest_progress,
     list_runs,
     progress_since,
@@ -53,11 +54,20 @@ def move_once(conn: DatabaseConnection, run_id: str) -> str:
     return "won"
 
 
-def claim_all(conn: DatabaseConnection, worker_id: str) -> list[str]:
-    """Claim runs until the queue is empty; return the ids this worker got."""
+def claim_all(conn: DatabaseConnection, worker_id: str, batch: int = 0) -> list[str]:
+    """Claim runs until the queue is empty; return the ids this worker got.
+
+    ``batch=0`` claims one at a time with ``claim_next_run``, else ``batch`` at a time with
+    ``claim_next_runs``.
+    """
     claimed = []
-    while (run := claim_next_run(conn, worker_id)) is not None:
-        claimed.append(run.id)
+    if not batch:
+        while (run := claim_next_run(conn, worker_id)) is not None:
+            claimed.append(run.id)
+        return claimed
+    while runs := claim_next_runs(conn, worker_id, limit=batch):
+        assert len(runs) <= batch
+        claimed.extend(run.id for run in runs)
     return claimed
 
 
@@ -65,7 +75,10 @@ def _child(job: str, url: str, arg: str, barrier: Any, results: Any) -> None:
     conn = DatabaseConnection(url)
     try:
         barrier.wait(TIMEOUT)
-        results.put(move_once(conn, arg) if job == "move" else claim_all(conn, arg))
+        if job == "move":
+            results.put(move_once(conn, arg))
+        else:  # "claim" one at a time, or "claim:N" N at a time
+            results.put(claim_all(conn, arg, int(job.partition(":")[2] or 0)))
     except Exception as exc:
         results.put(f"error:{type(exc).__name__}: {exc}")
     finally:
@@ -73,7 +86,7 @@ def _child(job: str, url: str, arg: str, barrier: Any, results: Any) -> None:
 
 
 def in_processes(job: str, url: str, args: list[str]) -> list[Any]:
-    """Run ``job`` ("move" or "claim") in one spawned process per arg, started together."""
+    """Run ``job`` ("move", "claim" or "claim:N") in one spawned process per arg, started together."""
     return together([(_child, (job, url, arg)) for arg in args])
 
 

@@ -15,6 +15,7 @@ from cosmos_models import (
     DatabaseConnection,
     JsonFilter,
     claim_next_run,
+    claim_next_runs,
     create_prompt,
     create_run,
     follow_progress,
@@ -32,6 +33,7 @@ from cosmos_models import (
     transition,
 )
 from cosmos_models.errors import CosmosModelsError
+from cosmos_models.services.common import MAX_PAGE
 from tests.factories import at, new_prompt
 
 NAIVE = datetime(2025, 1, 4, 12, 0)
@@ -114,6 +116,23 @@ CASES: list[tuple[str, str, Call]] = [
     ("claim_next_run", "to", lambda db, p, r: claim_next_run(db, "w", to=5)),  # type: ignore[arg-type]
     ("claim_next_run", "to", lambda db, p, r: claim_next_run(db, "w", to="completed")),
     ("claim_next_run", "now", lambda db, p, r: claim_next_run(db, "w", now=NAIVE)),
+    ("claim_next_runs", "db", lambda db, p, r: claim_next_runs(None, "w")),  # type: ignore[arg-type]
+    ("claim_next_runs", "worker_id", lambda db, p, r: claim_next_runs(db, "")),
+    ("claim_next_runs", "worker_id", lambda db, p, r: claim_next_runs(db, 7)),  # type: ignore[arg-type]
+    ("claim_next_runs", "model_types", lambda db, p, r: claim_next_runs(db, "w", "transfer")),
+    ("claim_next_runs", "model_types", lambda db, p, r: claim_next_runs(db, "w", [])),
+    ("claim_next_runs", "model_types", lambda db, p, r: claim_next_runs(db, "w", [None])),  # type: ignore[list-item]
+    ("claim_next_runs", "limit", lambda db, p, r: claim_next_runs(db, "w", limit=0)),
+    ("claim_next_runs", "limit", lambda db, p, r: claim_next_runs(db, "w", limit=-1)),
+    ("claim_next_runs", "limit", lambda db, p, r: claim_next_runs(db, "w", limit=1001)),
+    ("claim_next_runs", "limit", lambda db, p, r: claim_next_runs(db, "w", limit=HUGE)),
+    ("claim_next_runs", "limit", lambda db, p, r: claim_next_runs(db, "w", limit=True)),  # type: ignore[arg-type]
+    ("claim_next_runs", "limit", lambda db, p, r: claim_next_runs(db, "w", limit=2.0)),  # type: ignore[arg-type]
+    ("claim_next_runs", "limit", lambda db, p, r: claim_next_runs(db, "w", limit="2")),  # type: ignore[arg-type]
+    ("claim_next_runs", "to", lambda db, p, r: claim_next_runs(db, "w", to="pending")),
+    ("claim_next_runs", "to", lambda db, p, r: claim_next_runs(db, "w", to=None)),  # type: ignore[arg-type]
+    ("claim_next_runs", "now", lambda db, p, r: claim_next_runs(db, "w", now=NAIVE)),
+    ("claim_next_runs", "now", lambda db, p, r: claim_next_runs(db, "w", now="2025-01-01")),  # type: ignore[arg-type]
     ("heartbeat", "db", lambda db, p, r: heartbeat(object(), r, "w")),  # type: ignore[arg-type]
     ("heartbeat", "run_id", lambda db, p, r: heartbeat(db, 5, "w")),  # type: ignore[arg-type]
     ("heartbeat", "run_id", lambda db, p, r: heartbeat(db, "\ud800", "w")),
@@ -339,6 +358,7 @@ def test_right_shaped_arguments_still_work(db: DatabaseConnection) -> None:
     claimed = claim_next_run(db, "w", frozenset({"transfer"}), to="running", now=at(1))
     assert claimed is not None
     assert claimed.id == run_id
+    assert claim_next_runs(db, "w", ["transfer"], limit=MAX_PAGE, now=at(1)) == []
     heartbeat(db, run_id, "w", now=at(2))
     record_progress_batch(
         db, (event for event in [{"run_id": run_id, "stage": "s", "percentage": 5}])

@@ -18,8 +18,8 @@ from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.errors import CosmosModelsError
 from cosmos_models.models.prompt import PromptCreate
 from cosmos_models.models.status import RunStatus
+from cosmos_models.services.claims import claim_next_run
 from cosmos_models.services.lifecycle import (
-    claim_next_run,
     create_prompt,
     create_run,
     heartbeat,

@@ -9,7 +9,9 @@ One place decides, per backend, the engine options that make the spec's promises
 * ``:memory:``: a private SQLite file in WAL mode on a memory-backed filesystem (``/dev/shm``
   where there is one), removed on ``close()``, so sessions nest and readers see the committed
   state while a writer works, as on a file.
-* PostgreSQL and MariaDB: ``pool_pre_ping`` and configurable pool sizes.
+* PostgreSQL and MariaDB: configurable pool sizes, and no pre-ping round trip per checkout: a
+  connection the server closed is found at checkout without one, and units of work retry once
+  on a dead connection when nothing can have been committed (see ``recovery.py``).
 * PostgreSQL read replicas: read-only sessions and connections are routed by
   ``cosmos_models.db.replicas``; a commit whose outcome is unknown raises ``CommitUnknownError``.
 """
@@ -18,11 +20,11 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -45,6 +47,7 @@ from cosmos_models.db.replicas import (
     replica_locations,
     seconds,
 )
+from cosmos_models.db.recovery import Unit, discard_closed_on_checkout, run_unit, unit_engine
 from cosmos_models.db.sqlite_files import on_read_only_file_system, sqlite_engine_url
 from cosmos_models.db.translate import commit_or_unknown, describe_error
 from cosmos_models.errors import DatabaseError, IntegrityViolation
@@ -54,6 +57,8 @@ from cosmos_models.models.types import dumps_json
 # Where ``:memory:`` databases live when it exists and is writable (else the temp directory); only
 # ever the parent of a private ``mkdtemp`` directory, so the shared location is safe.
 MEMORY_FILESYSTEM: Final = Path("/dev/shm")  # noqa: S108
+
+T = TypeVar("T")
 
 
 class DatabaseConnection:
@@ -136,6 +141,7 @@ class DatabaseConnection:
         # sessions and plain engine connections begin deferred (SQLite's default).
         self.SessionLocal = _session_factory(self.engine.execution_options(cosmos_writer=True))
         self._read_session = _session_factory(self.engine)
+        self._unit_engine = unit_engine(self.engine)
         if replica_urls:
             self._replicas = ReplicaRouter(
                 self.engine,
@@ -165,11 +171,11 @@ class DatabaseConnection:
         engine = create_engine(
             url.difference_update_query(secrets),
             connect_args=secrets,
-            pool_pre_ping=True,
             json_serializer=dumps_json,
             **self._server_options,
         )
         utc_sessions(engine)  # the primary's and each replica's sessions
+        discard_closed_on_checkout(engine)
         return engine
 
     def _create_sqlite_engine(self, *, busy_timeout_ms: int, echo: bool) -> Engine:
@@ -323,6 +329,22 @@ class DatabaseConnection:
     def read_routing_stats(self) -> ReadRoutingStats:
         """Where reads went (replicas, primary, replicas skipped); all zero without replicas."""
         return ReadRoutingStats() if self._replicas is None else self._replicas.stats()
+
+    def run_unit(self, work: Callable[[Unit], T], *, read_committed: bool = False) -> T:
+        """Run ``work`` as one lean unit (one statement per round trip; see ``recovery.py``).
+
+        On PostgreSQL in autocommit (``work`` sends at most one write, last), elsewhere in one
+        transaction (SQLite: ``BEGIN IMMEDIATE``); retried once on a dead connection when nothing
+        can have been committed. ``read_committed`` sets that isolation on MariaDB. Raises what
+        ``get_session`` raises.
+        """
+        self._check_open()
+        try:
+            return run_unit(
+                self._unit_engine, work, self.translate_error, read_committed=read_committed
+            )
+        except sa_exc.DBAPIError as exc:
+            raise self.translate_error(exc) from None
 
     def translate_error(self, exc: BaseException) -> DatabaseError:
         """Turn a driver error into a one-line ``DatabaseError`` with a hint and no secret."""

@@ -10,7 +10,7 @@ from sqlalchemy import Table
 
 from cosmos_models.models.progress import Progress
 from cosmos_models.models.prompt import Prompt
-from cosmos_models.models.run import Run
+from cosmos_models.models.run import Run, RunRead
 from cosmos_models.models.types import metadata
 
 PROMPTS: Final[Table] = metadata.tables[Prompt.__tablename__]
@@ -20,3 +20,9 @@ PROGRESS: Final[Table] = metadata.tables[Progress.__tablename__]
 
 TABLES: Final[dict[str, Table]] = {"prompts": PROMPTS, "runs": RUNS, "progress": PROGRESS}
 """The three tables by name, parents first (the order rows are restored in)."""
+
+
+RUN_READ_COLUMNS: Final = tuple(
+    column for column in RUNS.c if column.key in RunRead.model_fields or column.key == "metadata"
+)
+"""The runs columns a ``RunRead`` holds ("metadata" is its run_metadata), in the table's order."""

@@ -137,7 +137,12 @@ def run_read(row: Any) -> RunRead:
     (by name, in any order), not validated again."""
     if isinstance(row, Run):
         return RunRead.model_validate(row, from_attributes=True)
-    values = row._mapping
+    return run_from(row._mapping)
+
+
+def run_from(values: Mapping[str, Any]) -> RunRead:
+    """Build a ``RunRead`` from a mapping of runs-table column names to typed values (a Core
+    row's mapping), not validated again."""
     return trusted(RunRead, {name: values[column] for name, column in _RUN_PLACES})
 
 

@@ -1,25 +1,28 @@
 """The run lifecycle: creating prompts and runs, moving runs between statuses, and workers.
 
-Every function takes a ``DatabaseConnection`` and owns its transaction (one ``get_session()``),
-so each call is all-or-nothing and callers never juggle sessions. Status changes are
+Every function takes a ``DatabaseConnection`` and owns its transaction (one ``get_session()``,
+or one lean unit of work: see ``DatabaseConnection.run_unit``), so each call is all-or-nothing
+and callers never juggle sessions. Status changes are
 compare-and-set ``UPDATE … WHERE id = :id AND status = :from``: when two writers race, the
 database lets exactly one of them match the row, on every backend.
 
-Workers take runs with ``claim_next_run`` (oldest pending first), prove they are alive with
-``heartbeat`` and finish with ``transition``; ``reap_stale_runs`` fails the runs of workers that
-went silent. ``now=`` lets callers (imports, tests) state the time instead of reading the clock.
+Workers take runs with ``claim_next_run(s)`` (claims.py, oldest pending first), prove they
+are alive with ``heartbeat`` and finish with ``transition``; ``reap_stale_runs`` fails the runs
+of workers that went silent. ``now=`` lets callers (imports, tests) state the time instead of
+reading the clock.
 """
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Update, bindparam, select, update
 
 from cosmos_models.db.connection import DatabaseConnection
-from cosmos_models.db.tables import PROMPTS, RUNS
+from cosmos_models.db.recovery import Unit
+from cosmos_models.db.tables import PROMPTS, RUN_READ_COLUMNS, RUNS
 from cosmos_models.errors import (
     InvalidTransitionError,
     PromptNotFoundError,
@@ -28,21 +31,19 @@ from cosmos_models.errors import (
     TransitionConflictError,
     WorkerMismatchError,
 )
-from cosmos_models.models.checks import check_status, check_str, check_str_iterable
+from cosmos_models.models.checks import check_status, check_str
 from cosmos_models.models.prompt import Prompt, PromptCreate, PromptRead
-from cosmos_models.models.readmodels import run_read
+from cosmos_models.models.readmodels import run_from, run_read
 from cosmos_models.models.run import Run, RunCreate, RunRead
 from cosmos_models.models.status import (
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
-    CLAIM_TARGETS,
     RunStatus,
 )
-from cosmos_models.models.types import MIN_TIMESTAMP, Identifier, RequiredText
+from cosmos_models.models.types import MIN_TIMESTAMP, RequiredText
 from cosmos_models.services.common import check_connection, resolve_now, rowcount
 
 # The same rules as the columns these arguments are stored in, applied before any SQL runs.
-_IDENTIFIER: Final = TypeAdapter(Identifier)
 _REQUIRED_TEXT: Final = TypeAdapter(RequiredText)
 
 
@@ -59,18 +60,6 @@ def _check_model_argument(value: Any, model: type[Any], name: str) -> None:
             f"{name}: must be a {model.__name__} or a mapping of its fields, "
             f"got {type(value).__name__}"
         )
-
-
-def _fetch_run(session: Session, run_id: str) -> RunRead:
-    """Read back a run this transaction has just updated (so it exists)."""
-    return run_read(session.execute(select(RUNS).where(RUNS.c.id == run_id)).one())
-
-
-def _current_status(session: Session, run_id: str) -> RunStatus:
-    status = session.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
-    if status is None:
-        raise RunNotFoundError(run_id)
-    return cast(RunStatus, status)
 
 
 # -- creating ----------------------------------------------------------------------------------
@@ -156,6 +145,86 @@ def _transition_values(
     return values
 
 
+@functools.cache
+def _transition_statement(
+    *, sets_started: bool, final: bool, records_error: bool, returning: bool
+) -> Update:
+    """The compare-and-set UPDATE of a transition, built once per shape."""
+    moment = bindparam("t_now", type_=RUNS.c.updated_at.type)
+    values: dict[str, Any] = {
+        "status": bindparam("t_to", type_=RUNS.c.status.type),
+        "updated_at": moment,
+    }
+    if sets_started:
+        values["started_at"] = moment
+    if final:
+        values["completed_at"] = moment
+    if records_error:
+        values["error_message"] = bindparam("t_error", type_=RUNS.c.error_message.type)
+    statement = (
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("t_id"), RUNS.c.status == bindparam("t_from"))
+        .values(values)
+    )
+    return statement.returning(*RUN_READ_COLUMNS) if returning else statement
+
+
+_STATUS_OF: Final = select(RUNS.c.status).where(RUNS.c.id == bindparam("t_id"))
+_LOCK_RUN: Final = select(*RUN_READ_COLUMNS).where(RUNS.c.id == bindparam("t_id")).with_for_update()
+
+
+def _status_of(unit: Unit, run_id: str) -> RunStatus:
+    status = unit.read(_STATUS_OF, {"t_id": run_id}).scalar()
+    if status is None:
+        raise RunNotFoundError(run_id)
+    return cast(RunStatus, status)
+
+
+def _move(
+    unit: Unit,
+    run_id: str,
+    *,
+    expected_from: RunStatus | None,
+    target: RunStatus,
+    moment: datetime,
+    error_message: str | None,
+) -> RunRead:
+    returning = unit.connection.dialect.update_returning
+    # Without RETURNING (MariaDB) the run is read whole and locked first; the result is built
+    # from that row and what the UPDATE wrote, instead of being read back.
+    locked = None
+    if not returning:
+        locked = unit.read(_LOCK_RUN, {"t_id": run_id}).one_or_none()
+        if locked is None:
+            raise RunNotFoundError(run_id)
+    if expected_from is not None:
+        source = expected_from
+    else:
+        source = locked.status if locked is not None else _status_of(unit, run_id)
+    if target not in ALLOWED_TRANSITIONS[source]:
+        raise InvalidTransitionError(run_id, source.value, target.value)
+    if locked is not None and locked.status != source:
+        raise TransitionConflictError(run_id, source.value, locked.status.value, target.value)
+    values = _transition_values(source, target, moment, error_message)
+    statement = _transition_statement(
+        sets_started="started_at" in values,
+        final=target.is_final,
+        records_error=error_message is not None,
+        returning=returning,
+    )
+    parameters = {"t_id": run_id, "t_from": source, "t_to": target, "t_now": moment}
+    if error_message is not None:
+        parameters["t_error"] = error_message
+    result = unit.write(statement, parameters)
+    if locked is not None:
+        return run_from({**locked._mapping, **values})
+    row = result.one_or_none()
+    if row is None:
+        current = _status_of(unit, run_id)
+        raise TransitionConflictError(run_id, source.value, current.value, target.value)
+    return run_read(row)
+
+
 def transition(
     db: DatabaseConnection,
     run_id: str,
@@ -170,6 +239,8 @@ def transition(
     ``expected_from`` states the status the caller believes the run is in (else it is read
     first). ``started_at`` is set when work begins (pending → uploading/running),
     ``completed_at`` on a final status, ``error_message`` (failed or cancelled only) records why.
+    The new row comes back from the UPDATE itself (``RETURNING``; on MariaDB from the row read
+    and locked before it): with ``expected_from`` a transition is one statement on PostgreSQL.
     Raises ``ValueError`` for an unknown status or a misplaced ``error_message``,
     ``InvalidTransitionError`` if the lifecycle forbids the move, ``TransitionConflictError``
     (carrying ``current``) if another writer moved the run first, ``RunNotFoundError``.
@@ -177,8 +248,7 @@ def transition(
     check_connection(db)
     check_str(run_id, "run_id")
     target = check_status(to, "to")
-    if expected_from is not None:
-        expected_from = check_status(expected_from, "expected_from")
+    source = None if expected_from is None else check_status(expected_from, "expected_from")
     if error_message is not None:
         if target not in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise ValueError(
@@ -186,87 +256,19 @@ def transition(
             )
         _checked(_REQUIRED_TEXT, error_message, "error_message")
     moment = resolve_now(now)
-    with db.get_session() as session:
-        source = _current_status(session, run_id) if expected_from is None else expected_from
-        if target not in ALLOWED_TRANSITIONS[source]:
-            raise InvalidTransitionError(run_id, source.value, target.value)
-        matched = rowcount(
-            session,
-            update(RUNS)
-            .where(RUNS.c.id == run_id, RUNS.c.status == source)
-            .values(**_transition_values(source, target, moment, error_message)),
+    return db.run_unit(
+        lambda unit: _move(
+            unit,
+            run_id,
+            expected_from=source,
+            target=target,
+            moment=moment,
+            error_message=error_message,
         )
-        if matched != 1:
-            current = _current_status(session, run_id)
-            raise TransitionConflictError(run_id, source.value, current.value, target.value)
-        return _fetch_run(session, run_id)
-
-
-# -- workers -----------------------------------------------------------------------------------
-
-
-def claim_next_run(
-    db: DatabaseConnection,
-    worker_id: str,
-    model_types: Iterable[str] | None = None,
-    *,
-    to: RunStatus | str = RunStatus.UPLOADING,
-    now: datetime | None = None,
-) -> RunRead | None:
-    """Take the oldest pending run (by ``created_at``, then ``id``) for ``worker_id``, or None.
-
-    The run moves to ``to`` (``uploading`` by default: inputs go to the GPU node first; pass
-    ``running`` for models without an upload step) and records the worker and a first heartbeat.
-    Concurrent claimers never get the same run: PostgreSQL and MariaDB lock the chosen row with
-    ``FOR UPDATE SKIP LOCKED`` (others skip to the next row instead of waiting); on SQLite the
-    session's ``BEGIN IMMEDIATE`` makes claims take turns. Raises ``ValueError`` naming
-    ``worker_id``, ``model_types`` or ``to``.
-    """
-    check_connection(db)
-    worker = _checked(_IDENTIFIER, worker_id, "worker_id")
-    target = check_status(to, "to")
-    if target not in CLAIM_TARGETS:
-        raise ValueError(
-            f"to: a claimed run moves to 'uploading' or 'running', not {target.value!r}"
-        )
-    types = (
-        None if model_types is None else sorted(set(check_str_iterable(model_types, "model_types")))
     )
-    if types is not None and not types:
-        raise ValueError("model_types: give at least one model type, or None for any")
-    moment = resolve_now(now)
-    with db.get_session() as session:
-        if not db.is_sqlite:
-            # READ COMMITTED: MariaDB's default REPEATABLE READ would also lock the gaps of the
-            # index it scans, blocking unrelated inserts of new runs until the claim commits.
-            session.connection(execution_options={"isolation_level": "READ COMMITTED"})
-        query = (
-            select(RUNS.c.id)
-            .where(RUNS.c.status == RunStatus.PENDING)
-            .order_by(RUNS.c.created_at, RUNS.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)  # rendered as nothing on SQLite
-        )
-        if types is not None:
-            query = query.where(RUNS.c.model_type.in_(types))
-        run_id = session.execute(query).scalar()
-        if run_id is None:
-            return None
-        values = _transition_values(RunStatus.PENDING, target, moment, None)
-        values.update(worker_id=worker, heartbeat_at=moment)
-        # The status condition is redundant while the row lock (or SQLite's write lock) is held;
-        # it stays so that a broken lock fails loudly instead of handing one run to two workers.
-        matched = rowcount(
-            session,
-            update(RUNS)
-            .where(RUNS.c.id == run_id, RUNS.c.status == RunStatus.PENDING)
-            .values(**values),
-        )
-        if matched != 1:  # pragma: no cover - unreachable while the lock is held
-            raise TransitionConflictError(
-                run_id, RunStatus.PENDING.value, "changed concurrently", target.value
-            )
-        return _fetch_run(session, run_id)
+
+
+# -- workers (claims: see claims.py) -----------------------------------------------------------
 
 
 def heartbeat(

@@ -55,19 +55,24 @@ def _assert_each_run_claimed_once(
     assert sorted(claimed) == sorted(run_ids), round_number  # none lost either
 
 
-def test_claim_races_of_threads_share_no_run_every_round(db: DatabaseConnection) -> None:
+# batch 0: claim_next_run; else claim_next_runs with that limit.
+@pytest.mark.parametrize("batch", [0, 3])
+def test_claim_races_of_threads_share_no_run_every_round(
+    db: DatabaseConnection, batch: int
+) -> None:
     for round_number in range(ROUNDS):
         run_ids = pending_runs(db, QUEUE)
-        outcomes = in_threads(lambda i: claim_all(db, f"thread-{i}"), THREADS)
+        outcomes = in_threads(lambda i: claim_all(db, f"thread-{i}", batch), THREADS)
         _assert_each_run_claimed_once(outcomes, run_ids, round_number)
 
 
+@pytest.mark.parametrize("job", ["claim", "claim:4"])
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_claim_races_of_processes_share_no_run_every_round(
-    backend: str, db: DatabaseConnection
+    backend: str, db: DatabaseConnection, job: str
 ) -> None:
     url = process_url(db)
     for round_number in range(ROUNDS):
         run_ids = pending_runs(db, QUEUE)
-        outcomes = in_processes("claim", url, [f"worker-{i}" for i in range(PROCESSES)])
+        outcomes = in_processes(job, url, [f"worker-{i}" for i in range(PROCESSES)])
         _assert_each_run_claimed_once(outcomes, run_ids, round_number)

@@ -46,7 +46,7 @@ def test_postgres_restart_mid_batch(tmp_path: object) -> None:
                 session.add_all(make_prompt(id=f"ps_half_{i}") for i in range(50))
                 session.flush()  # the batch is in the server, not committed
                 _restart_postgres()
-            # The pool's connections died with the server; pre-ping replaces them.
+            # The pool's connections died with the server; found closed at checkout, replaced.
             with database.get_session() as session:
                 session.add(make_prompt(id="ps_after_restart"))
             with database.get_session(read_only=True) as session:
