@@ -41,13 +41,13 @@ from cosmos_models.db.locations import (
     redact_url,
 )
 from cosmos_models.db.migrator import migrate_database
+from cosmos_models.db.recovery import Unit, discard_closed_on_checkout, run_unit, unit_engine
 from cosmos_models.db.replicas import (
     ReadRoutingStats,
     ReplicaRouter,
     replica_locations,
     seconds,
 )
-from cosmos_models.db.recovery import Unit, discard_closed_on_checkout, run_unit, unit_engine
 from cosmos_models.db.sqlite_files import on_read_only_file_system, sqlite_engine_url
 from cosmos_models.db.translate import commit_or_unknown, describe_error
 from cosmos_models.errors import DatabaseError, IntegrityViolation
