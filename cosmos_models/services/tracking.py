@@ -2,8 +2,9 @@
 
 ``record_progress_batch`` is the fast path: events are validated into plain dicts by one
 pydantic-core call (no model or ORM objects, no identity map), each target run's row is updated
-once (numbering its events and keeping its progress summary), and all rows go in with one Core
-``executemany``, inside one transaction.
+once (numbering its events and keeping its progress summary), and all rows go in with one driver
+``executemany`` (``COPY`` for large batches on PostgreSQL; services/ingest.py), inside one
+transaction.
 """
 
 from collections.abc import Iterable, Mapping
@@ -35,6 +36,7 @@ from cosmos_models.models.readmodels import progress_from
 from cosmos_models.models.status import FINAL_STATUSES, RunStatus
 from cosmos_models.models.types import utcnow
 from cosmos_models.services.common import NOTIFY_CHANNEL, check_connection
+from cosmos_models.services.ingest import insert_rows
 
 
 def _event_dict_type() -> Any:
@@ -241,7 +243,7 @@ def record_progress_batch(
         # Core on the session's connection: the ORM layer has nothing to add to these statements.
         connection = session.connection()
         number_events(connection, rows)
-        connection.execute(_INSERT_PROGRESS, rows)
+        insert_rows(connection, rows)
         link_latest(connection, (row["run_id"] for row in rows))
     return len(rows)
 
