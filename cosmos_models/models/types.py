@@ -302,31 +302,32 @@ class _SQLiteUTCText(sqlite.DATETIME):
         return None
 
 
-def _sqlite_utc_text(value: datetime) -> str:
+def _sqlite_utc_texts(values: list[datetime]) -> list[Any]:
     # 'YYYY-MM-DD HH:MM:SS.ffffff+00:00' without its fixed '+00:00'
-    return value.isoformat(sep=" ", timespec="microseconds")[:-6]
+    return [value.isoformat(sep=" ", timespec="microseconds")[:-6] for value in values]
 
 
-def _naive_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=None)
+def _naive_utc(values: list[datetime]) -> list[Any]:
+    return [value.replace(tzinfo=None) for value in values]
 
 
-def _aware_utc(value: datetime) -> datetime:
-    return value
+def _aware_utc(values: list[datetime]) -> list[Any]:
+    return values
 
 
-_UTC_STORAGE: Final[dict[str, Callable[[datetime], datetime | str]]] = {
+_UTC_STORAGE: Final[dict[str, Callable[[list[datetime]], list[Any]]]] = {
     "postgresql": _aware_utc,
     "mysql": _naive_utc,
 }
 
 
-def utc_storage(dialect: Dialect) -> Callable[[datetime], datetime | str]:
-    """How ``UTCDateTime`` hands an aware UTC datetime to ``dialect``'s driver (see below).
+def utc_storage(dialect: Dialect) -> Callable[[list[datetime]], list[Any]]:
+    """How ``UTCDateTime`` hands aware UTC datetimes to ``dialect``'s driver, a list at a time.
 
-    For values already checked and converted to UTC (the batch-insert path calls it directly).
+    For values already checked and converted to UTC; the batch-insert path converts a whole
+    batch with one call (one comprehension, no call per value).
     """
-    return _UTC_STORAGE.get(backend_family(dialect), _sqlite_utc_text)
+    return _UTC_STORAGE.get(backend_family(dialect), _sqlite_utc_texts)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -357,7 +358,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise TypeError(f"expected a datetime, got {type(value).__name__}")
         if value.tzinfo is not UTC:  # validated values are UTC already: the hot path skips this
             value = _to_utc(value)
-        return utc_storage(dialect)(value)
+        return utc_storage(dialect)([value])[0]  # type: ignore[no-any-return]
 
     def process_result_value(
         self, value: datetime | str | None, dialect: Dialect

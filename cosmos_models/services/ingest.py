@@ -3,7 +3,7 @@
 The rows come from ``record_progress_batch``: checked by pydantic, numbered and counted in their
 runs' summaries already. What is left is storage: SQLAlchemy's per-row parameter processing
 cost as much as the driver's own insert, so the rows are turned into storage-form tuples here
-(timestamps converted by the column type's own rule, once per distinct value) and handed to the
+(timestamps converted by the column type's own rule, in one pass) and handed to the
 driver in one ``executemany`` on the SQLAlchemy connection. On PostgreSQL, large batches go
 through ``COPY … FROM STDIN`` instead, on the same connection and transaction: all or nothing
 still, and ``id`` keeps coming from the column's sequence (COPY leaves out the column, so the
@@ -48,23 +48,23 @@ def _statement(dialect: Dialect, kind: str) -> str:
 
 
 def storage_tuples(
-    rows: Sequence[dict[str, Any]], convert: Callable[[datetime], Any]
+    rows: Sequence[dict[str, Any]], convert: Callable[[list[datetime]], list[Any]]
 ) -> list[tuple[Any, ...]]:
-    """The rows as tuples in ``COLUMNS`` order, timestamps in storage form.
+    """The rows as tuples in ``COLUMNS`` order, timestamps in storage form (``convert``).
 
-    Events of one batch mostly share their timestamp (one clock reading stamps those without
-    one), so a timestamp equal to the previous row's is not converted again.
+    A batch stamped by one clock reading (events given without a time) has one timestamp:
+    it is converted once.
     """
-    tuples: list[tuple[Any, ...]] = []
-    append = tuples.append
-    last: datetime | None = None
-    stored: Any = None
-    for row in rows:
-        moment = row["timestamp"]
-        if moment is not last:
-            last, stored = moment, convert(moment)
-        append((row["run_id"], row["seq"], row["stage"], row["percentage"], row["message"], stored))
-    return tuples
+    stamps = [row["timestamp"] for row in rows]
+    first = stamps[0]
+    if stamps[-1] is first and stamps.count(first) == len(stamps):
+        stored = convert([first]) * len(stamps)
+    else:
+        stored = convert(stamps)
+    return [
+        (row["run_id"], row["seq"], row["stage"], row["percentage"], row["message"], moment)
+        for row, moment in zip(rows, stored, strict=True)
+    ]
 
 
 def insert_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
