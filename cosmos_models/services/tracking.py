@@ -157,8 +157,12 @@ def number_events(
     ``open_runs_only``); the caller's transaction must then roll back.
     """
     by_run: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_run.setdefault(row["run_id"], []).append(row)
+    targets = {row["run_id"] for row in rows}
+    if len(targets) == 1:  # the usual batch: one worker's events of its run, no regrouping
+        by_run[targets.pop()] = rows
+    else:
+        for row in rows:
+            by_run.setdefault(row["run_id"], []).append(row)
     run_ids = sorted(by_run)
     advance = _ADVANCE_OPEN if open_runs_only else _ADVANCE_ANY
     matched = 0
