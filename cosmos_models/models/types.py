@@ -120,12 +120,12 @@ MAX_TIMESTAMP = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def _to_utc(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
+    if value.tzinfo is UTC:  # the common case: aware, and no conversion (nor a new object)
+        moment: datetime | None = value
+    elif value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(
             "must be timezone-aware; got a naive datetime (use datetime.now(timezone.utc))"
         )
-    if value.tzinfo is UTC:  # the common case needs no conversion (nor a new object)
-        moment: datetime | None = value
     else:
         try:
             moment = value.astimezone(UTC)

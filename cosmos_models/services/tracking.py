@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final, NoReturn, NotRequired, cast
 
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 from sqlalchemy import (
     Connection,
     CursorResult,
@@ -50,7 +50,12 @@ def _event_dict_type() -> Any:
         annotation = (
             Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
         )
-        fields[name] = annotation if info.is_required() else NotRequired[annotation]
+        # Defaults filled by pydantic-core too (message "", timestamp None), not by a loop.
+        fields[name] = (
+            annotation
+            if info.is_required()
+            else Annotated[NotRequired[annotation], Field(default=info.default)]
+        )
     return TypedDict("ProgressEvent", fields)  # type: ignore[operator]
 
 
@@ -60,11 +65,10 @@ _events_adapter: Final[TypeAdapter[list[dict[str, Any]]]] = TypeAdapter(list[_Pr
 
 
 def _rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fill the defaults ``executemany`` needs; one clock reading stamps events without a time."""
+    """Stamp the events given without a time, all with one clock reading."""
     now = utcnow()
     for event in events:
-        event.setdefault("message", "")
-        if event.get("timestamp") is None:
+        if event["timestamp"] is None:
             event["timestamp"] = now
     return events
 
@@ -148,11 +152,12 @@ def _refuse(connection: Connection, run_ids: list[str]) -> NoReturn:
 
 def number_events(
     connection: Connection, rows: list[dict[str, Any]], *, open_runs_only: bool = True
-) -> None:
-    """Give each row its ``seq`` and update its run's summary, in the caller's transaction.
+) -> list[str]:
+    """Give each row its ``seq`` and update its run's summary; return the runs' ids, sorted.
 
-    One UPDATE per run (in sorted id order, so two batches over the same runs cannot deadlock),
-    then the new counters in one SELECT; a run's rows are numbered in the order given. Raises
+    In the caller's transaction. One UPDATE per run (in sorted id order, so two batches over
+    the same runs cannot deadlock), then the new counters in one SELECT; a run's rows are
+    numbered in the order given. Raises
     ``RunNotFoundError`` listing unknown runs, ``RunFinishedError`` for a final run (with
     ``open_runs_only``); the caller's transaction must then roll back.
     """
@@ -194,6 +199,7 @@ def number_events(
             event["seq"] = first + offset
     if connection.dialect.name == "postgresql":
         connection.execute(_NOTIFY, {"run_ids": run_ids})
+    return run_ids
 
 
 def record_progress(
@@ -246,9 +252,9 @@ def record_progress_batch(
     with db.get_session() as session:
         # Core on the session's connection: the ORM layer has nothing to add to these statements.
         connection = session.connection()
-        number_events(connection, rows)
+        run_ids = number_events(connection, rows)
         insert_rows(connection, rows)
-        link_latest(connection, (row["run_id"] for row in rows))
+        link_latest(connection, run_ids)
     return len(rows)
 
 
