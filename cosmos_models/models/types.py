@@ -306,8 +306,9 @@ class _SQLiteUTCText(sqlite.DATETIME):
 
 
 def _sqlite_utc_texts(values: list[datetime]) -> list[Any]:
-    # 'YYYY-MM-DD HH:MM:SS.ffffff+00:00' without its fixed '+00:00'
-    return [value.isoformat(sep=" ", timespec="microseconds")[:-6] for value in values]
+    # 'YYYY-MM-DD HH:MM:SS.ffffff+00:00' without its fixed '+00:00' (positional arguments:
+    # keywords cost a fifth more, on every timestamp of a batch)
+    return [value.isoformat(" ", "microseconds")[:-6] for value in values]
 
 
 def _naive_utc(values: list[datetime]) -> list[Any]:
