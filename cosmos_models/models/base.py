@@ -112,14 +112,14 @@ class ValidatedTable(SQLModel, registry=_registry):
         return self
 
     def __init__(self, **data: Any) -> None:
-        if not data:  # SQLAlchemy made the state and handles a failure (see __new__)
-            self._initialize(data)
-            return
         try:
             self._initialize(data)
         except BaseException:
-            state = instance_state(self)
-            state.manager.dispatch.init_failure(state, (), data)
+            # With arguments, __new__ made the state and SQLAlchemy's __init__ went straight
+            # here: the failure event is ours to fire (without, SQLAlchemy fires it).
+            if data:
+                state = instance_state(self)
+                state.manager.dispatch.init_failure(state, (), data)
             raise
 
     def _initialize(self, data: dict[str, Any]) -> None:
