@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Self, get_origin
 from pydantic import BaseModel, ConfigDict, create_model
 from sqlalchemy import event
 from sqlalchemy.orm import Session, registry
-from sqlalchemy.orm.attributes import instance_dict, instance_state, set_attribute
+from sqlalchemy.orm.attributes import instance_dict, instance_state, manager_of_class, set_attribute
 from sqlmodel import SQLModel
 
 from cosmos_models.models.types import metadata, plain_json
@@ -89,10 +89,46 @@ class ValidatedTable(SQLModel, registry=_registry):
             cls.__validator__.model_validate(data, strict=strict, context=context)
         return cls(**data)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        """Make the object and, for a constructor call, its SQLAlchemy state: 40% of ``X(...)``.
+
+        SQLAlchemy's generated ``__init__`` first asks ``hasattr(obj, "_sa_instance_state")``;
+        on a pydantic model that miss goes through ``BaseModel.__getattr__`` and raises, which
+        cost more than validating the row. Installing the state here (and firing the ``init``
+        event as SQLAlchemy would) lets that ``__init__`` go straight to ours. Without
+        arguments (SQLAlchemy loading a row, ``copy``) nothing changes: SQLAlchemy sets the
+        state itself. tests/test_sqlmodel_internals.py checks what this relies on.
+        """
+        self = object.__new__(cls)
+        # What SQLModel's __new__ does (the instance needs these slots before any attribute).
+        object.__setattr__(self, "__pydantic_fields_set__", set())
+        object.__setattr__(self, "__pydantic_extra__", None)
+        object.__setattr__(self, "__pydantic_private__", None)
+        if kwargs:
+            manager = manager_of_class(cls)
+            state = manager._state_constructor(self, manager)
+            self.__dict__["_sa_instance_state"] = state
+            manager.dispatch.init(state, args, kwargs)
+        return self
+
     def __init__(self, **data: Any) -> None:
-        relationships = {
-            key: data.pop(key) for key in list(data) if key in self.__sqlmodel_relationships__
-        }
+        try:
+            self._initialize(data)
+        except BaseException:
+            # With arguments, __new__ made the state and SQLAlchemy's __init__ went straight
+            # here: the failure event is ours to fire (without, SQLAlchemy fires it).
+            if data:
+                state = instance_state(self)
+                state.manager.dispatch.init_failure(state, (), data)
+            raise
+
+    def _initialize(self, data: dict[str, Any]) -> None:
+        """Validate ``data`` and store it as the new row's values (``__init__``'s work)."""
+        links = self.__sqlmodel_relationships__
+        relationships: dict[str, Any] = {}
+        if not links.keys().isdisjoint(data):
+            relationships = {key: value for key, value in data.items() if key in links}
+            data = {key: value for key, value in data.items() if key not in links}
         checked = self.__validator__.model_validate(data)
         # What SQLModel's own constructor does for a table, minus its second pass over every
         # field: the values are validated already, so they go straight to SQLAlchemy.

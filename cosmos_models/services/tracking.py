@@ -2,15 +2,16 @@
 
 ``record_progress_batch`` is the fast path: events are validated into plain dicts by one
 pydantic-core call (no model or ORM objects, no identity map), each target run's row is updated
-once (numbering its events and keeping its progress summary), and all rows go in with one Core
-``executemany``, inside one transaction.
+once (numbering its events and keeping its progress summary), and all rows go in with one driver
+``executemany`` (``COPY`` for large batches on PostgreSQL; services/ingest.py), inside one
+transaction.
 """
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final, NoReturn, NotRequired, cast
 
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 from sqlalchemy import (
     Connection,
     CursorResult,
@@ -35,6 +36,7 @@ from cosmos_models.models.readmodels import progress_from
 from cosmos_models.models.status import FINAL_STATUSES, RunStatus
 from cosmos_models.models.types import utcnow
 from cosmos_models.services.common import NOTIFY_CHANNEL, check_connection
+from cosmos_models.services.ingest import insert_rows
 
 
 def _event_dict_type() -> Any:
@@ -48,7 +50,12 @@ def _event_dict_type() -> Any:
         annotation = (
             Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
         )
-        fields[name] = annotation if info.is_required() else NotRequired[annotation]
+        # Defaults filled by pydantic-core too (message "", timestamp None), not by a loop.
+        fields[name] = (
+            annotation
+            if info.is_required()
+            else Annotated[NotRequired[annotation], Field(default=info.default)]
+        )
     return TypedDict("ProgressEvent", fields)  # type: ignore[operator]
 
 
@@ -58,11 +65,10 @@ _events_adapter: Final[TypeAdapter[list[dict[str, Any]]]] = TypeAdapter(list[_Pr
 
 
 def _rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fill the defaults ``executemany`` needs; one clock reading stamps events without a time."""
+    """Stamp the events given without a time, all with one clock reading."""
     now = utcnow()
     for event in events:
-        event.setdefault("message", "")
-        if event.get("timestamp") is None:
+        if event["timestamp"] is None:
             event["timestamp"] = now
     return events
 
@@ -146,17 +152,22 @@ def _refuse(connection: Connection, run_ids: list[str]) -> NoReturn:
 
 def number_events(
     connection: Connection, rows: list[dict[str, Any]], *, open_runs_only: bool = True
-) -> None:
-    """Give each row its ``seq`` and update its run's summary, in the caller's transaction.
+) -> list[str]:
+    """Give each row its ``seq`` and update its run's summary; return the runs' ids, sorted.
 
-    One UPDATE per run (in sorted id order, so two batches over the same runs cannot deadlock),
-    then the new counters in one SELECT; a run's rows are numbered in the order given. Raises
+    In the caller's transaction. One UPDATE per run (in sorted id order, so two batches over
+    the same runs cannot deadlock), then the new counters in one SELECT; a run's rows are
+    numbered in the order given. Raises
     ``RunNotFoundError`` listing unknown runs, ``RunFinishedError`` for a final run (with
     ``open_runs_only``); the caller's transaction must then roll back.
     """
     by_run: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_run.setdefault(row["run_id"], []).append(row)
+    targets = {row["run_id"] for row in rows}
+    if len(targets) == 1:  # the usual batch: one worker's events of its run, no regrouping
+        by_run[targets.pop()] = rows
+    else:
+        for row in rows:
+            by_run.setdefault(row["run_id"], []).append(row)
     run_ids = sorted(by_run)
     advance = _ADVANCE_OPEN if open_runs_only else _ADVANCE_ANY
     matched = 0
@@ -188,6 +199,7 @@ def number_events(
             event["seq"] = first + offset
     if connection.dialect.name == "postgresql":
         connection.execute(_NOTIFY, {"run_ids": run_ids})
+    return run_ids
 
 
 def record_progress(
@@ -240,9 +252,9 @@ def record_progress_batch(
     with db.get_session() as session:
         # Core on the session's connection: the ORM layer has nothing to add to these statements.
         connection = session.connection()
-        number_events(connection, rows)
-        connection.execute(_INSERT_PROGRESS, rows)
-        link_latest(connection, (row["run_id"] for row in rows))
+        run_ids = number_events(connection, rows)
+        insert_rows(connection, rows)
+        link_latest(connection, run_ids)
     return len(rows)
 
 

@@ -103,10 +103,11 @@ def test_postgres_writer_killed_mid_batch_leaves_no_trace() -> None:
         (run_id,) = pending_runs(db, 1)
         record_progress_batch(db, progress_events(run_id, 0, 0, COMMITTED))
         # The writer's transaction is open (it has an xid) and its uncommitted rows already
-        # fill megabytes of the table's heap: well into the batch, far from its commit.
+        # fill megabytes of the table's heap: well into the batch, far from its commit. (A
+        # batch this large goes in by COPY; smaller ones by INSERT.)
         activity = text(
-            "SELECT pid FROM pg_stat_activity WHERE datname = :name "
-            "AND backend_xid IS NOT NULL AND query LIKE 'INSERT INTO progress%' "
+            "SELECT pid FROM pg_stat_activity WHERE datname = :name AND backend_xid IS NOT NULL "
+            "AND (query LIKE 'COPY progress%' OR query LIKE 'INSERT INTO progress%') "
             # Every partition's heap (0006 partitions progress; a plain table is its own tree).
             "AND (SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('progress')) "
             "> 4 * 1024 * 1024"
