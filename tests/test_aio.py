@@ -200,3 +200,17 @@ def test_a_claim_waiting_for_a_lock_does_not_block_the_event_loop(db: DatabaseCo
             assert ticks >= 5  # … while the loop kept running
 
     run(scenario())
+
+
+def test_the_async_engine_has_the_sync_engines_listeners(db: DatabaseConnection) -> None:
+    async def scenario() -> None:
+        async with adb_for(db) as adb:
+            async with adb.engine.connect() as connection:
+                if db.is_sqlite:  # the connect listener ran on the aiosqlite connection too
+                    pragma = await connection.exec_driver_sql("PRAGMA foreign_keys")
+                    assert pragma.scalar_one() == 1
+                count = await connection.execute(text("SELECT COUNT(*) FROM runs"))
+                assert count.scalar_one() == 0
+            assert adb.engine is adb.engine  # made once
+
+    run(scenario())
