@@ -7,7 +7,7 @@ side, in alternating rounds (best round kept, ``common.best_of``):
 * write: ``record_progress`` of one event to each run in turn (one transaction each);
 
 called one after another, sync (``cosmos_models``) and async (``await aio.…`` on one event loop).
-The ratio async/sync is the number the issue asks for (target ≥ 0.8). ``async ×8`` runs the same
+The ratio async/sync is the number the issue asks for (target ≥ 0.8). ``async x8`` runs the same
 calls from 8 concurrent tasks (what an async web service does), for scale.
 
     .venv/bin/python bench/bench_async.py [--quick] [--backends sqlite-file,postgresql,mariadb]
@@ -109,12 +109,12 @@ def contenders(
         "read get_run_detail": {
             "sync": sync_path(get_run_detail),
             "async": async_path(aio.get_run_detail, 1),
-            f"async ×{TASKS}": async_path(aio.get_run_detail, TASKS),
+            f"async x{TASKS}": async_path(aio.get_run_detail, TASKS),
         },
         "write record_progress": {
             "sync": sync_path(write),
             "async": async_path(async_write, 1),
-            f"async ×{TASKS}": async_path(async_write, TASKS),
+            f"async x{TASKS}": async_path(async_write, TASKS),
         },
     }
 
@@ -143,7 +143,7 @@ def bench_backend(backend: str, runs: int, rounds: int) -> list[dict[str, Any]]:
                         "sync calls/s": best["sync"],
                         "async calls/s": best["async"],
                         "async/sync": best["async"] / best["sync"],
-                        f"async ×{TASKS} calls/s": best[f"async ×{TASKS}"],
+                        f"async x{TASKS} calls/s": best[f"async x{TASKS}"],
                     }
                 )
         finally:
