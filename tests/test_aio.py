@@ -214,3 +214,15 @@ def test_the_async_engine_has_the_sync_engines_listeners(db: DatabaseConnection)
             assert adb.engine is adb.engine  # made once
 
     run(scenario())
+
+
+def test_the_readme_async_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_readme import section_code
+
+    monkeypatch.setenv("COSMOS_DATABASE_URL", str(tmp_path / "readme.db"))
+    exec(compile(section_code("Async"), "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "1 inference 50.0"
+    assert printed[1:] == ["uploading transfer 50.0"]
