@@ -226,3 +226,17 @@ def test_the_readme_async_example_runs(
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "1 inference 50.0"
     assert printed[1:] == ["uploading transfer 50.0"]
+
+
+def test_a_failed_init_closes_what_it_opened(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+
+    async def scenario() -> None:
+        with pytest.raises(cosmos_models.CosmosModelsError, match="not a database"):
+            await aio.init_database(garbage)
+
+    run(scenario())
+    adb = AsyncDatabase("postgresql://app:s3cr3t@db.invalid/cosmos")
+    assert repr(adb.sync_db).startswith("AsyncBackedConnection('postgresql+psycopg://app:***@")
+    run(adb.close())

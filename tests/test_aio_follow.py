@@ -197,3 +197,23 @@ def test_follow_refuses_what_is_not_an_async_database() -> None:
             aio.follow_progress(adb, poll_interval=-1)
     finally:
         asyncio.run(adb.close())
+
+
+def test_a_listener_that_cannot_listen_is_not_left_in_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = connect("postgresql", tmp_path)
+    monkeypatch.setattr(async_follow, "NOTIFY_CHANNEL", "1 not an identifier")
+
+    async def scenario() -> None:
+        async with adb_for(db) as adb:
+            waiter = async_follow._PostgresWaiter(adb.sync_db)
+            with pytest.raises(Exception, match="syntax"):
+                await waiter.connect()
+            assert waiter.raw is None
+            assert adb.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        db.close()
