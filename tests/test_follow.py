@@ -99,25 +99,31 @@ def test_follow_resumes_from_a_cursor_and_includes_new_runs(db: DatabaseConnecti
     )
 
 
+def listeners(db: DatabaseConnection, expected: int) -> int:
+    """How many connections LISTEN on the database, waiting (at most 5 s) for ``expected``: a
+    backend closed by its client leaves pg_stat_activity a moment later, on a busy machine."""
+    query = text(
+        "SELECT COUNT(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
+    deadline = time.monotonic() + 5
+    while True:
+        with db.engine.connect() as connection:
+            count = int(connection.execute(query).scalar_one())
+        if count == expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.02)
+
+
 def test_closing_the_follower_releases_its_connection(db: DatabaseConnection) -> None:
     (run_id,) = pending_runs(db, 1)
     record_progress(db, run_id, "s", 1.0)
     events = follow_progress(db, [run_id], after={})
     assert next(events).seq == 1
     if db.engine.dialect.name == "postgresql":
-        listening = text(
-            "SELECT COUNT(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-        )
-        with db.engine.connect() as connection:
-            assert connection.execute(listening).scalar_one() == 1
+        assert listeners(db, 1) == 1
         events.close()
-        # The client closed its socket at once; the server's backend exits a moment later.
-        deadline = time.monotonic() + 10
-        with db.engine.connect() as connection:
-            while connection.execute(listening).scalar_one():
-                assert time.monotonic() < deadline, "the LISTEN connection is still open"
-                time.sleep(0.01)
+        assert listeners(db, 0) == 0
     else:
         events.close()
     with pytest.raises(StopIteration):
@@ -203,5 +209,53 @@ def test_postgres_listener_reconnects_with_backoff(
         assert waiter.raw is not None
         assert len(attempts) == 3
         waiter.close()
+    finally:
+        db.close()
+
+
+def test_sqlite_waiter_times_out_with_nothing_and_wakes_on_a_commit(tmp_path: Path) -> None:
+    db = DatabaseConnection(tmp_path / "w.db")
+    try:
+        db.create_tables()
+        waiter = follow.SQLiteWaiter(str(db.path), 0.01)
+        assert waiter.wait(0.03) == set()  # nothing committed: no run to read
+        pending_runs(db, 1)
+        assert waiter.wait(5) is None  # another connection committed: check every run
+        waiter.close()
+    finally:
+        db.close()
+
+
+def test_postgres_listener_lets_go_of_a_connection_the_server_dropped(tmp_path: Path) -> None:
+    db = connect("postgresql", tmp_path)
+    try:
+        db.create_tables()
+        waiter = follow._PostgresWaiter(db)
+        with db.engine.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+            connection.commit()
+        assert waiter.wait(5) is None  # the drop is noticed: check every run …
+        assert waiter.raw is None  # … and the listener is opened again at the next wait
+        assert waiter.wait(0.01) is None
+        assert waiter.raw is not None
+        waiter.close()
+    finally:
+        db.close()
+
+
+def test_a_listener_that_cannot_listen_goes_back_to_no_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = connect("postgresql", tmp_path)
+    monkeypatch.setattr(follow, "NOTIFY_CHANNEL", "1 not an identifier")
+    try:
+        with pytest.raises(Exception, match="syntax"):
+            follow._PostgresWaiter(db)
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         db.close()

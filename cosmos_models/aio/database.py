@@ -1,0 +1,199 @@
+"""AsyncDatabase: the database, engine options and rules of ``DatabaseConnection``, for asyncio.
+
+SQLAlchemy's asyncio extension runs sync-style code over an async driver in a greenlet
+(``AsyncSession`` works that way). An ``AsyncDatabase`` holds an ``AsyncEngine`` and a
+``DatabaseConnection`` built on that engine's sync facade: the location checks, secret masking,
+read-only handling and every connect/begin listener (SQLite pragmas, WAL, busy timeout,
+``BEGIN IMMEDIATE``) are the sync class's own, not a copy. The service functions run unchanged
+on that view inside ``greenlet_spawn``; each database round trip then awaits the async driver
+(aiosqlite, psycopg 3 async, asyncmy), so the event loop keeps running while a query waits.
+"""
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from os import PathLike
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar, Unpack
+
+from sqlalchemy import URL, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
+
+from cosmos_models.db.connection import ConnectionOptions, DatabaseConnection
+from cosmos_models.db.locations import get_database_url, parse_location, redact_url
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# The async driver of each backend, by the sync driver ``parse_location`` settles on.
+ASYNC_DRIVERS: Final[dict[str, str]] = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql+psycopg": "postgresql+psycopg",  # psycopg 3: one package, both sides
+    "mysql+pymysql": "mysql+asyncmy",
+    "mariadb+pymysql": "mariadb+asyncmy",
+}
+
+
+def async_url(url: URL) -> URL:
+    """``url`` with the async driver of its backend (``sqlite`` → ``sqlite+aiosqlite`` …)."""
+    return url.set(drivername=ASYNC_DRIVERS[url.drivername])
+
+
+class AsyncBackedConnection(DatabaseConnection):
+    """A ``DatabaseConnection`` whose engine is the sync facade of an ``AsyncEngine``.
+
+    Everything the sync class decides (URL checks, engine options, listeners, sessions, error
+    translation) applies unchanged; its sessions work only inside ``greenlet_spawn`` (what
+    ``AsyncDatabase.run_sync`` does), where each round trip awaits the async driver.
+    """
+
+    async_engine: AsyncEngine
+
+    def _new_engine(self, url: URL, **options: Any) -> Engine:
+        self.async_engine = create_async_engine(async_url(url), **options)
+        return self.async_engine.sync_engine
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"AsyncBackedConnection({redact_url(async_url(self.url))!r}, {state})"
+
+    __str__ = __repr__
+
+
+class AsyncDatabase:
+    """A database for asyncio code: ``async with AsyncDatabase(url) as adb: …``.
+
+    ``database_url`` and the keyword options are those of ``DatabaseConnection`` (a path,
+    ``":memory:"``, a ``sqlite:``/``postgresql:``/``mysql:``/``mariadb:`` URL with a sync or an
+    async driver name; ``None`` means ``get_database_url()``). It does not migrate: use
+    ``await aio.init_database()`` or run ``cosmos-models db upgrade`` first. Raises what
+    ``DatabaseConnection`` raises: ``ValueError`` naming the location's problem,
+    ``DatabaseError`` for a read-only SQLite file that does not exist.
+
+    How calls run: on PostgreSQL and MariaDB in a greenlet over the async driver (psycopg 3,
+    asyncmy). On SQLite in a worker thread over the sync driver: aiosqlite hops to its thread
+    for every statement, which measured at 0.4x the sync throughput, while one hop per call
+    keeps up (``bench/bench_async.py``); a cancelled call then finishes in its thread.
+    """
+
+    def __init__(
+        self,
+        database_url: "str | PathLike[str] | URL | None" = None,
+        **options: Unpack[ConnectionOptions],
+    ) -> None:
+        self._options = options
+        self._async_view: AsyncBackedConnection | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        if _is_sqlite(database_url):
+            self.sync_db: DatabaseConnection = DatabaseConnection(database_url, **options)
+            workers = options.get("pool_size", 5) + max(options.get("max_overflow", 10), 0)
+            self._threads = ThreadPoolExecutor(workers, thread_name_prefix="cosmos-sqlite")
+        else:
+            self._async_view = AsyncBackedConnection(database_url, **options)
+            self.sync_db = self._async_view
+        """The ``DatabaseConnection`` the calls run on (use it inside ``run_sync`` only)."""
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """An ``AsyncEngine`` on this database, with the sync engine's options and listeners
+        (for an app's own ``AsyncSession``s; on SQLite an aiosqlite engine made on first use)."""
+        if self._async_view is None:
+            db = self.sync_db
+            self._async_view = AsyncBackedConnection(
+                db.engine.url if db.is_memory else db.url, **self._options
+            )
+        return self._async_view.async_engine
+
+    @property
+    def url(self) -> URL:
+        """The database URL with its async driver; its ``repr`` masks the password."""
+        return async_url(self.sync_db.url)
+
+    @property
+    def read_only(self) -> bool:
+        """True when opened read-only (asked for, ``mode=ro``, or a read-only file system)."""
+        return self.sync_db.read_only
+
+    @property
+    def closed(self) -> bool:
+        """True after ``close()``."""
+        return self.sync_db._closed
+
+    async def run_sync(
+        self,
+        fn: Callable[Concatenate[DatabaseConnection, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Await ``fn(sync_db, *args, **kwargs)`` run as the class docstring says.
+
+        Every twin in ``cosmos_models.aio`` is this call; an app can pass its own function using
+        ``db.get_session()``. Raises what ``fn`` raises.
+        """
+        db = self.sync_db
+        if self._threads is None:
+            return await greenlet_spawn(lambda: fn(db, *args, **kwargs))
+        if self.closed:  # its threads are gone; say what the sync side says
+            raise RuntimeError("Connection is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, lambda: fn(db, *args, **kwargs))
+
+    async def close(self) -> None:
+        """Close every pooled connection (and remove a ``:memory:`` database); idempotent.
+
+        Later calls through this database raise ``RuntimeError("Connection is closed")``.
+        """
+        if self._async_view is not None:
+            await greenlet_spawn(self._async_view.close)
+        if self._threads is not None and not self.closed:
+            await self.run_sync(DatabaseConnection.close)
+            self._threads.shutdown(wait=False)
+
+    async def __aenter__(self) -> "AsyncDatabase":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"AsyncDatabase({redact_url(self.url)!r}, {state})"
+
+    __str__ = __repr__
+
+
+def _is_sqlite(location: "str | PathLike[str] | URL | None") -> bool:
+    """True when ``location`` is a SQLite database (or so broken the connection will say so)."""
+    try:
+        return parse_location(get_database_url() if location is None else location).drivername == (
+            "sqlite"
+        )
+    except ValueError:
+        return True
+
+
+def sync_view(adb: Any, name: str = "db") -> DatabaseConnection:
+    """The ``DatabaseConnection`` of ``adb``; ``ValueError`` naming ``name`` unless it is an
+    ``AsyncDatabase``."""
+    if not isinstance(adb, AsyncDatabase):
+        raise ValueError(f"{name}: must be an AsyncDatabase, got {type(adb).__name__}")
+    return adb.sync_db
+
+
+async def init_database(database_url: "str | PathLike[str] | URL | None" = None) -> AsyncDatabase:
+    """Open the database (default: ``get_database_url()``) and bring its schema to head.
+
+    The async ``init_database``: the same migration code path, run over the async driver.
+    Raises ``ValueError`` naming ``database_url``, ``DatabaseError``/``MigrationError`` as the
+    sync one does.
+    """
+    try:
+        adb = AsyncDatabase(database_url)
+    except ValueError as exc:
+        raise ValueError(f"database_url: {str(exc).removeprefix('location: ')}") from None
+    try:
+        await adb.run_sync(DatabaseConnection.create_tables)
+    except BaseException:
+        await adb.close()
+        raise
+    return adb
