@@ -71,6 +71,9 @@ class ConnectionOptions(TypedDict, total=False):
     sqlite_wal: bool
     read_only: bool
     echo: bool
+    replicas: "Sequence[str | URL] | None"
+    replica_wait: float
+    replica_retry: float
 
 
 class DatabaseConnection:

@@ -10,6 +10,7 @@ tried again. Nothing here runs unless replicas are configured: writes on a conne
 replicas cost no extra round trip.
 """
 
+import asyncio
 import itertools
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any, Final
 
 from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from cosmos_models.db.locations import get_replica_urls, parse_location, redact, redact_url
 from cosmos_models.models.checks import check_seconds
@@ -40,6 +42,15 @@ FROM (SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
 
 # Between two looks at a replica that has not caught up yet.
 _POLL_SECONDS: Final = 0.005
+
+
+def pause(duration: float) -> None:
+    """Wait ``duration`` seconds; on the async side (SQLAlchemy's greenlet bridge, where
+    ``cosmos_models.aio`` runs this code) the event loop keeps running meanwhile."""
+    if in_greenlet():
+        await_(asyncio.sleep(duration))
+    else:
+        time.sleep(duration)
 
 
 def seconds(value: Any, name: str) -> float:
@@ -235,7 +246,7 @@ class ReplicaRouter:
                 return True
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(_POLL_SECONDS)
+            pause(_POLL_SECONDS)
 
     @contextmanager
     def read_connection(self) -> Iterator[Connection | None]:
