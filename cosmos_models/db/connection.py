@@ -26,10 +26,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Final, TypedDict, TypeVar
 
-from sqlalchemy import URL, Connection, Engine, create_engine, event
+from sqlalchemy import URL, Connection, Engine, create_engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
 from cosmos_models.db.lean import utc_sessions
@@ -48,7 +46,11 @@ from cosmos_models.db.replicas import (
     replica_locations,
     seconds,
 )
-from cosmos_models.db.sqlite_files import on_read_only_file_system, sqlite_engine_url
+from cosmos_models.db.sqlite_files import (
+    configure_sqlite_engine,
+    on_read_only_file_system,
+    sqlite_engine_url,
+)
 from cosmos_models.db.translate import commit_or_unknown, describe_error
 from cosmos_models.errors import DatabaseError, IntegrityViolation
 from cosmos_models.models.checks import check_bool, check_int
@@ -212,27 +214,13 @@ class DatabaseConnection:
         use_wal = (self._sqlite_wal or self.is_memory) and not self.read_only
         # Nothing survives the process anyway: no fsync for the memory database.
         synchronous = "OFF" if self.is_memory else "NORMAL"
-        read_only = self.read_only
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
-            # Hand transaction control to SQLAlchemy's "begin" event below.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            if read_only:
-                cursor.execute("PRAGMA query_only=ON")
-            if use_wal:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(connection: Any) -> None:
-            writer = connection.get_execution_options().get("cosmos_writer", False)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
-
+        configure_sqlite_engine(
+            engine,
+            busy_timeout_ms=busy_timeout_ms,
+            read_only=self.read_only,
+            wal=use_wal,
+            synchronous=synchronous,
+        )
         return engine
 
     def _new_engine(self, url: URL, **options: Any) -> Engine:

@@ -1,4 +1,5 @@
-"""SQLite files: opened read-only without leaving files behind, and the engine URI of a path."""
+"""SQLite files: the pragmas every connection gets, opened read-only without leaving files behind,
+and the engine URI of a path."""
 
 import os
 import sqlite3
@@ -7,7 +8,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from sqlalchemy import URL, Engine, create_engine
+from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 
 
 def on_read_only_file_system(path: Path) -> bool:
@@ -59,3 +62,31 @@ def read_only_engine(path: Path) -> Engine:
     """An engine whose connections are ``open_sqlite_read_only(path)``: for checks before opening
     a file for real (nothing is created, nothing is written, no file is left behind)."""
     return create_engine("sqlite://", creator=lambda: open_sqlite_read_only(path))
+
+
+def configure_sqlite_engine(
+    engine: Engine, *, busy_timeout_ms: int, read_only: bool, wal: bool, synchronous: str
+) -> None:
+    """Set up every connection of ``engine``: foreign keys on, the busy timeout, ``query_only``
+    when read-only, WAL with ``synchronous``; and ``BEGIN IMMEDIATE`` for transactions of
+    connections marked ``cosmos_writer`` (a deferred transaction that reads and then writes
+    cannot wait for the lock: SQLite fails it at once with "database is locked")."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
+        # Hand transaction control to SQLAlchemy's "begin" event below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        writer = connection.get_execution_options().get("cosmos_writer", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")

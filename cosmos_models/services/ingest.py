@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, Dialect
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from cosmos_models.db.tables import PROGRESS
 from cosmos_models.models.types import utc_storage
@@ -89,10 +90,13 @@ def _copy(connection: Connection, tuples: list[tuple[Any, ...]]) -> None:
     dbapi_connection = connection.connection.driver_connection
     dbapi_error: type[Exception] = connection.dialect.loaded_dbapi.Error
     try:
-        with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-            write_row = copy.write_row
-            for row in tuples:
-                write_row(row)
+        if in_greenlet():  # the async side (cosmos_models.aio): psycopg's AsyncConnection
+            await_(_copy_async(dbapi_connection, statement, tuples))
+        else:
+            with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+                write_row = copy.write_row
+                for row in tuples:
+                    write_row(row)
     except dbapi_error as error:
         # What Connection.execute does with a driver error: drop a dead connection from the
         # pool, and raise SQLAlchemy's wrapper so that one translation handles every path.
@@ -107,3 +111,10 @@ def _copy(connection: Connection, tuples: list[tuple[Any, ...]]) -> None:
             connection_invalidated=disconnected,
             dialect=connection.dialect,
         ) from error
+
+
+async def _copy_async(driver: Any, statement: str, tuples: list[tuple[Any, ...]]) -> None:
+    """The same COPY on psycopg's ``AsyncConnection`` (awaited in SQLAlchemy's greenlet)."""
+    async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in tuples:
+            await copy.write_row(row)
