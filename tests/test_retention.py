@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from cosmos_models import DatabaseConnection, Progress, RunStatus, record_progress_batch
 from cosmos_models.db.tables import PROGRESS, RUNS
@@ -415,3 +415,26 @@ def test_retention_racing_a_writer_and_another_prune_keeps_counts_exact(
     count, latest_seq, *_ = summaries(db)["rs_race"]
     assert (count, latest_seq) == (0, 40)
     assert latest_progress(db, ["rs_race"])["rs_race"].message == "0:39"
+
+
+def test_restore_never_makes_the_database_hand_out_an_id_again(
+    db: DatabaseConnection, tmp_path: Path
+) -> None:
+    """An archive restored after newer events were deleted: the next event's id is still above
+    every id ever handed out (a sequence set back to MAX(id) would hand out the deleted ones
+    again), and restored events keep their ids where the database had issued them."""
+    fill(db)
+    path = tmp_path / "gone.jsonl.gz"
+    prune(db, older_than=MONTH, archive_path=path, now=NOW)  # rs_gone and its events
+    record_progress_batch(db, progress_events("rs_active", 0, 0, 3))
+    with db.engine.begin() as connection:
+        highest = connection.execute(select(func.max(PROGRESS.c.id))).scalar_one()
+        connection.execute(PROGRESS.delete().where(PROGRESS.c.id > highest - 3))
+    restored = restore(db, path)
+    assert (restored.restored["progress"], restored.renumbered) == (2, 0)
+    record_progress_batch(db, [{"run_id": "rs_active", "stage": "after", "percentage": 1.0}])
+    with db.engine.connect() as connection:
+        rows = dict(connection.execute(select(PROGRESS.c.id, PROGRESS.c.stage)).all())
+    newest = max(rows)
+    assert rows[newest] == "after"
+    assert newest > highest

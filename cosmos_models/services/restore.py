@@ -271,26 +271,42 @@ def _restore_progress(
         taken.update(
             connection.execute(select(PROGRESS.c.id).where(PROGRESS.c.id.in_(chunk))).scalars()
         )
-    keep = [values for values in missing if values["id"] not in taken]
-    renumber = [
-        {key: value for key, value in values.items() if key != "id"}
-        for values in missing
-        if values["id"] in taken
-    ]
+    issued = _ids_issued(connection) if missing else None
+    keep, renumber = [], []
+    for values in missing:
+        if values["id"] in taken or (issued is not None and values["id"] > issued):
+            renumber.append({key: value for key, value in values.items() if key != "id"})
+        else:
+            keep.append(values)
     for chunk in _chunks(keep, size):
         connection.execute(PROGRESS.insert(), list(chunk))
-    if missing and backend_family(connection.dialect) == "postgresql":
-        # Explicit ids do not move PostgreSQL's sequence: move it past every id (ours or ones
-        # another writer inserted explicitly) before it hands out any.
-        connection.execute(
-            text("SELECT setval(pg_get_serial_sequence('progress', 'id'), MAX(id)) FROM progress")
-        )
     for chunk in _chunks(renumber, size):
         connection.execute(PROGRESS.insert(), list(chunk))
     _resummarise(connection, sorted({values["run_id"] for values in missing}), size)
     result.restored["progress"] = len(missing)
     result.present["progress"] = len(archived) - len(missing)
     result.renumbered = len(renumber)
+
+
+def _ids_issued(connection: Connection) -> int | None:
+    """On PostgreSQL, the last id the progress sequence has handed out (0: none yet); None
+    elsewhere.
+
+    Explicit ids do not move PostgreSQL's sequence, and moving it by ``setval`` is neither
+    transactional nor safe beside writers (it can move it back, or below an id a concurrent
+    writer just took: ids handed out twice). So a restored event keeps its archived id only if
+    the sequence already handed that id out (it will never hand it out again); any other is
+    renumbered. SQLite's AUTOINCREMENT and MariaDB's AUTO_INCREMENT move past explicit ids.
+    """
+    if backend_family(connection.dialect) != "postgresql":
+        return None
+    issued = connection.execute(
+        text(
+            "SELECT pg_sequence_last_value("
+            "CAST(pg_get_serial_sequence('progress', 'id') AS regclass))"
+        )
+    ).scalar()
+    return int(issued or 0)
 
 
 def _number_unnumbered(
