@@ -1,5 +1,6 @@
 """cosmos_models: the typed data layer recording how AI video models are run."""
 
+from cosmos_models.db.apps import app_metadata, app_tables, create_app_tables, include_app_object
 from cosmos_models.db.connection import DatabaseConnection, init_database
 from cosmos_models.db.json_filters import JsonFilter
 from cosmos_models.db.locations import get_database_url
@@ -78,9 +79,12 @@ __all__ = [
     "TransitionConflictError",
     "WorkerMismatchError",
     "api_json_schemas",
+    "app_metadata",
+    "app_tables",
     "cancel_run",
     "check_schema",
     "claim_next_run",
+    "create_app_tables",
     "create_prompt",
     "create_run",
     "delete_prompt",
@@ -91,6 +95,7 @@ __all__ = [
     "get_run",
     "get_run_detail",
     "heartbeat",
+    "include_app_object",
     "init_database",
     "latest_progress",
     "list_prompts",
