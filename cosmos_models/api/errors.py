@@ -68,7 +68,7 @@ PROBLEM_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
         "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
     for status, title in _TITLES.items()
-    if status not in (400, 405, 500)
+    if status not in (405, 500)
 }
 """The error responses every operation documents (OpenAPI), all as problem+json."""
 
