@@ -67,9 +67,13 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
     suite = ET.parse(junit).getroot()
     cases = suite.iter("testcase")
     operations = sum(1 for _ in cases)
-    failures = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suite.iter("testsuite"))
+    failures = sum(
+        int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suite.iter("testsuite")
+    )
     summary = [line for line in result.stdout.splitlines() if "generated" in line]
-    print(f"schemathesis {backend}: {operations} operations, {summary}, {failures} failures, {seconds:.1f} s")
+    print(
+        f"schemathesis {backend}: {operations} operations, {summary}, {failures} failures, {seconds:.1f} s"
+    )
     assert result.returncode == 0, result.stdout[-5000:]
     assert failures == 0
     assert operations == 15
