@@ -86,7 +86,10 @@ def test_events_stream_live_and_resume_after_last_event_id(url: str) -> None:
 
 
 def test_a_stream_keeps_alive_then_ends_when_its_run_is_deleted(url: str) -> None:
-    with DatabaseConnection(url) as db, serving(create_app(url, tokens=TOKENS, keepalive=0.1)) as base:
+    with (
+        DatabaseConnection(url) as db,
+        serving(create_app(url, tokens=TOKENS, keepalive=0.1)) as base,
+    ):
         run_id = create_run(db, new_prompt(db)).id
         with httpx.stream("GET", f"{base}/runs/{run_id}/events", timeout=30) as response:
             lines = response.iter_lines()
