@@ -93,7 +93,11 @@ def add_progress_routes(router: APIRouter, write: Callable[..., Any]) -> None:
     guarded = [Depends(write)]
 
     @router.post(
-        "/runs/{run_id}/progress", status_code=201, dependencies=guarded, tags=["progress"]
+        "/runs/{run_id}/progress",
+        name="record_progress",
+        status_code=201,
+        dependencies=guarded,
+        tags=["progress"],
     )
     async def post_progress(database: Database, run_id: str, event: ProgressPost) -> ProgressRead:
         """Record one progress event (409 when the run is finished)."""
@@ -106,13 +110,19 @@ def add_progress_routes(router: APIRouter, write: Callable[..., Any]) -> None:
             timestamp=event.timestamp,
         )
 
-    @router.post("/progress", status_code=201, dependencies=guarded, tags=["progress"])
+    @router.post(
+        "/progress",
+        name="record_progress_batch",
+        status_code=201,
+        dependencies=guarded,
+        tags=["progress"],
+    )
     async def post_progress_batch(database: Database, events: list[ProgressCreate]) -> Recorded:
         """Record many events (of one run or many): all of them, or none."""
         count = await database.run_sync(record_progress_batch, events)
         return Recorded(recorded=count)
 
-    @router.get("/runs/{run_id}/progress", tags=["progress"])
+    @router.get("/runs/{run_id}/progress", name="list_progress", tags=["progress"])
     async def get_progress(
         database: Database,
         run_id: str,
@@ -124,6 +134,7 @@ def add_progress_routes(router: APIRouter, write: Callable[..., Any]) -> None:
 
     @router.get(
         "/runs/{run_id}/events",
+        name="stream_events",
         tags=["progress"],
         response_class=StreamingResponse,
         responses={200: {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}}},
