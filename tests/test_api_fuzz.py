@@ -61,6 +61,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
                 capture_output=True,
                 text=True,
                 timeout=300,
+                cwd=tmp_path,  # its cache directory (.schemathesis/) goes there
                 check=False,
             )
             seconds = time.monotonic() - started
