@@ -16,6 +16,7 @@ from cosmos_models import DatabaseConnection, ProgressRead, aio, record_progress
 from cosmos_models.aio import AsyncDatabase
 from cosmos_models.aio import follow as async_follow
 from cosmos_models.services.follow import FollowState
+from tests.conftest import _empty_tables as empty_tables
 from tests.conftest import connect
 from tests.factories import pending_runs
 from tests.test_aio import adb_for, ticking_while
@@ -185,6 +186,7 @@ def test_a_follower_resumes_across_a_dropped_listener_without_gap_or_duplicate(
 
         assert asyncio.run(scenario()) == [1, 2, 3, 4, 5, 6]
     finally:
+        empty_tables(db)  # the server database is shared by the session's tests
         db.close()
 
 
