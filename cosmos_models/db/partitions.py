@@ -15,6 +15,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, text
 
 from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.types import backend_family, utcnow
 
 INTERVALS: Final = ("month", "week", "day")
@@ -83,7 +84,7 @@ def floor_to(moment: datetime, interval: str) -> datetime:
     Raises ``ValueError`` for another interval.
     """
     if interval not in INTERVALS:
-        raise ValueError(f"interval {interval!r} is not one of {', '.join(INTERVALS)}")
+        raise InvalidArgumentError(f"interval {interval!r} is not one of {', '.join(INTERVALS)}")
     day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if interval == "month":
         return day.replace(day=1)
@@ -129,9 +130,9 @@ def maintain(
     not own progress).
     """
     if isinstance(ahead, bool) or not isinstance(ahead, int) or not 0 <= ahead <= 120:
-        raise ValueError(f"ahead must be an integer from 0 to 120, got {ahead!r}")
+        raise InvalidArgumentError(f"ahead must be an integer from 0 to 120, got {ahead!r}")
     if interval not in INTERVALS:
-        raise ValueError(f"interval {interval!r} is not one of {', '.join(INTERVALS)}")
+        raise InvalidArgumentError(f"interval {interval!r} is not one of {', '.join(INTERVALS)}")
     moment = now or utcnow()
     with db.connect() as connection, connection.begin():
         if not is_partitioned(connection):

@@ -24,6 +24,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from cosmos_models.db.locations import get_replica_urls, parse_location, redact, redact_url
+from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.checks import check_seconds
 
 # Where the server is in the WAL, as bytes: the primary's insert position (at or past the end of
@@ -57,7 +58,7 @@ def seconds(value: Any, name: str) -> float:
     """A finite number of seconds ≥ 0; ``ValueError`` naming ``name`` else."""
     checked = check_seconds(value, name, allow_zero=True)
     if checked is None:
-        raise ValueError(f"{name}: must be a finite number of seconds, got None")
+        raise InvalidArgumentError(f"{name}: must be a finite number of seconds, got None")
     return checked
 
 
@@ -73,16 +74,16 @@ def replica_locations(
     if given is None:
         given = get_replica_urls() if from_environment else []
     if isinstance(given, str | bytes | URL) or not isinstance(given, Sequence):
-        raise ValueError(f"replicas: must be a list of URLs, got {type(given).__name__}")
+        raise InvalidArgumentError(f"replicas: must be a list of URLs, got {type(given).__name__}")
     urls = []
     for index, location in enumerate(given):
         try:
             url = parse_location(location)
         except ValueError as exc:
-            raise ValueError(f"replicas[{index}]: {exc}") from None
+            raise InvalidArgumentError(f"replicas[{index}]: {exc}") from None
         for which, backend in (("primary", primary), (f"replicas[{index}]", url)):
             if backend.get_backend_name() != "postgresql":
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"replicas: read replicas need PostgreSQL; the {which} is "
                     f"{backend.get_backend_name()}"
                 )

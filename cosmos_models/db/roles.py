@@ -22,7 +22,7 @@ from typing import Final
 from sqlalchemy import Connection, text
 
 from cosmos_models.db.connection import DatabaseConnection
-from cosmos_models.errors import CosmosModelsError
+from cosmos_models.errors import CosmosModelsError, InvalidArgumentError
 from cosmos_models.models.types import backend_family
 
 KINDS: Final = ("owner", "app", "reader")
@@ -52,7 +52,7 @@ class RoleNames:
         beginning with a letter.
         """
         if not isinstance(prefix, str) or not _PREFIX.match(prefix):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"prefix {prefix!r} must be 1-40 characters: a lower-case letter, then lower-case "
                 "letters, digits or _"
             )
@@ -75,9 +75,9 @@ def _family(db: DatabaseConnection) -> str:
 
 def _quote_password(kind: str, password: str) -> str:
     if not isinstance(password, str) or not password:
-        raise ValueError(f"the {kind} password must be a non-empty string")
+        raise InvalidArgumentError(f"the {kind} password must be a non-empty string")
     if _BAD_PASSWORD.search(password):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the {kind} password contains a backslash or a control character: choose another"
         )
     return "'" + password.replace("'", "''") + "'"
@@ -97,7 +97,7 @@ def grant_statements(family: str, database: str, roles: RoleNames) -> list[str]:
     Raises ``ValueError`` for a database name with a quote character.
     """
     if not database or any(quote in database for quote in "\"'`\\"):
-        raise ValueError(f"database name {database!r} is empty or contains a quote")
+        raise InvalidArgumentError(f"database name {database!r} is empty or contains a quote")
     owner, app, reader = roles.owner, roles.app, roles.reader
     if family == "mysql":
         return [
@@ -194,7 +194,7 @@ def create_roles(
     given = dict(passwords or {})
     for kind, password in given.items():
         if kind not in KINDS:
-            raise ValueError(f"password given for {kind!r}, which is not one of {KINDS}")
+            raise InvalidArgumentError(f"password given for {kind!r}, which is not one of {KINDS}")
         _quote_password(kind, password)
     result = RolesResult(roles=roles, created=[], password_changed=[], generated={})
     with db.connect() as connection:

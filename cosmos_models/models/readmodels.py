@@ -10,6 +10,7 @@ from typing import Any, Final, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Row
 
+from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.progress import ProgressCreate, ProgressRead
 from cosmos_models.models.prompt import PromptCreate, PromptRead, PromptUpdate
 from cosmos_models.models.run import Run, RunCreate, RunRead
@@ -113,7 +114,7 @@ def row_reader(
         places = [(name, columns.index(renamed.get(name, name))) for name in model.model_fields]
     except ValueError:
         missing = [n for n in model.model_fields if renamed.get(n, n) not in columns]
-        raise ValueError(f"columns: no column for {', '.join(missing)}") from None
+        raise InvalidArgumentError(f"columns: no column for {', '.join(missing)}") from None
 
     def read(row: Sequence[Any]) -> ReadT:
         return trusted(model, {name: row[place] for name, place in places})

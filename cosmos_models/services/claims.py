@@ -20,6 +20,7 @@ from sqlalchemy import CursorResult, Select, Update, any_, bindparam, func, sele
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.recovery import Unit
 from cosmos_models.db.tables import RUN_READ_COLUMNS, RUNS
+from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.checks import check_int, check_status, check_str_iterable
 from cosmos_models.models.readmodels import run_from, run_read
 from cosmos_models.models.run import RunRead
@@ -132,18 +133,18 @@ def claim_next_runs(
     try:
         worker = _IDENTIFIER.validate_python(worker_id)
     except ValidationError as exc:
-        raise ValueError(f"worker_id: {exc.errors()[0]['msg']}") from None
+        raise InvalidArgumentError(f"worker_id: {exc.errors()[0]['msg']}") from None
     check_int(limit, "limit", 1, MAX_PAGE)
     target = check_status(to, "to")
     if target not in CLAIM_TARGETS:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"to: a claimed run moves to 'uploading' or 'running', not {target.value!r}"
         )
     types = (
         None if model_types is None else sorted(set(check_str_iterable(model_types, "model_types")))
     )
     if types is not None and not types:
-        raise ValueError("model_types: give at least one model type, or None for any")
+        raise InvalidArgumentError("model_types: give at least one model type, or None for any")
     parameters: dict[str, Any] = {
         "claim_to": target,
         "claim_worker": worker,

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.tables import PROGRESS, RUNS, TABLES
+from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.status import FINAL_STATUSES, RunStatus
 from cosmos_models.models.types import utcnow
 from cosmos_models.services.archive import Archive
@@ -39,7 +40,7 @@ def parse_duration(value: str) -> timedelta:
     """
     match = _DURATION.match(value)
     if match is None:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"duration {value!r} is not a number followed by s, m, h, d or w (e.g. 30d)"
         )
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
@@ -53,9 +54,11 @@ def parse_statuses(values: Iterable[str]) -> tuple[RunStatus, ...]:
             status = RunStatus(value.strip())
         except ValueError:
             allowed = ", ".join(s.value for s in FINAL_STATUSES)
-            raise ValueError(f"status {value!r} is not one of {allowed}") from None
+            raise InvalidArgumentError(f"status {value!r} is not one of {allowed}") from None
         if not status.is_final:
-            raise ValueError(f"status {value!r} is not final: only final runs can be pruned")
+            raise InvalidArgumentError(
+                f"status {value!r} is not final: only final runs can be pruned"
+            )
         statuses.append(status)
     return tuple(statuses)
 
@@ -98,7 +101,7 @@ def _candidates(
 
 def _check_age(name: str, age: timedelta | None) -> None:
     if age is not None and (not isinstance(age, timedelta) or age < timedelta(0)):
-        raise ValueError(f"{name} must be a non-negative timedelta, got {age!r}")
+        raise InvalidArgumentError(f"{name} must be a non-negative timedelta, got {age!r}")
 
 
 def prune(
@@ -119,14 +122,14 @@ def prune(
     non-positive batch size; ``ArchiveError`` for an archive path that cannot be used.
     """
     if older_than is None and progress_older_than is None:
-        raise ValueError("prune needs older_than, progress_older_than or both")
+        raise InvalidArgumentError("prune needs older_than, progress_older_than or both")
     _check_age("older_than", older_than)
     _check_age("progress_older_than", progress_older_than)
     statuses = parse_statuses(
         status.value if isinstance(status, RunStatus) else status for status in statuses
     )
     if batch_size <= 0:
-        raise ValueError("batch_size must be positive")
+        raise InvalidArgumentError("batch_size must be positive")
     moment = now or utcnow()
     result = PruneResult(dry_run=dry_run, archive_path=archive_path)
     if dry_run:

@@ -10,7 +10,7 @@ from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.lean import LeanSelect, dialect_key, driver_cursor
 from cosmos_models.db.tables import PROGRESS, RUNS
 from cosmos_models.errors import RunNotFoundError
-from cosmos_models.models.checks import check_int, check_str, check_str_iterable
+from cosmos_models.models.checks import MAX_SEQ, check_int, check_str, check_str_iterable
 from cosmos_models.models.progress import ProgressRead
 from cosmos_models.models.readmodels import row_reader
 from cosmos_models.services.common import check_connection, check_limit
@@ -132,7 +132,8 @@ def progress_since(
     check_str(run_id, "run_id")
     check_int(after, "after", 0)
     check_limit(limit)
-    rows = _SINCE.rows(db, {"run_id": run_id, "after": after, "limit": limit})
+    # Past the largest seq a run can have: nothing (PostgreSQL refuses a bigger integer here).
+    rows = _SINCE.rows(db, {"run_id": run_id, "after": min(after, MAX_SEQ), "limit": limit})
     if not rows and not _RUN_EXISTS.rows(db, {"run_id": run_id}):
         raise RunNotFoundError(run_id)
     return [_read_event(row) for row in rows]

@@ -21,7 +21,7 @@ from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.json_filters import JsonFilter, json_condition
 from cosmos_models.db.lean import LeanSelect
 from cosmos_models.db.tables import PROMPTS, RUNS
-from cosmos_models.errors import RunNotFoundError
+from cosmos_models.errors import InvalidArgumentError, PromptNotFoundError, RunNotFoundError
 from cosmos_models.models.checks import check_iterable, check_statuses, check_str
 from cosmos_models.models.prompt import PromptRead
 from cosmos_models.models.readmodels import (
@@ -91,6 +91,20 @@ def get_run_detail(db: DatabaseConnection, run_id: str) -> RunDetail:
     return RunDetail(**run.model_dump(), prompt=prompt, latest_progress=latest)
 
 
+def get_prompt(db: DatabaseConnection, prompt_id: str) -> PromptRead:
+    """Return one prompt. Raises ``PromptNotFoundError``, ``InvalidArgumentError``."""
+    check_connection(db)
+    check_str(prompt_id, "prompt_id")
+    rows = _GET_PROMPT.rows(db, {"prompt_id": prompt_id})
+    if not rows:
+        raise PromptNotFoundError(prompt_id)
+    return _read_prompt(rows[0])
+
+
+_GET_PROMPT: Final = LeanSelect(select(PROMPTS).where(PROMPTS.c.id == bindparam("prompt_id")))
+_read_prompt: Final = row_reader(PromptRead, _GET_PROMPT.columns)
+
+
 # -- cursors -----------------------------------------------------------------------------------
 
 
@@ -107,7 +121,7 @@ def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
     same listing in the same order.
     """
     if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_LENGTH:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"cursor: not a cursor returned by list_{kind} (a string of at most "
             f"{MAX_CURSOR_LENGTH} characters)"
         )
@@ -115,7 +129,7 @@ def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         document = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         if document["k"] != kind or document["o"] != order:
-            raise ValueError("from another listing or order")
+            raise InvalidArgumentError("from another listing or order")
         created_at = resolve_now(datetime.fromisoformat(document["t"]), "cursor")
         row_id = document["i"]
         if not isinstance(row_id, str):
@@ -129,7 +143,7 @@ def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
         AttributeError,
         RecursionError,  # [[[[…]]]]: json.loads recurses once per level
     ) as exc:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"cursor: not a cursor returned by list_{kind} with order={order!r} ({exc})"
         ) from None
     return created_at, row_id
@@ -178,7 +192,7 @@ def _page(
     check_connection(db)
     check_limit(limit)
     if order not in ("newest", "oldest"):
-        raise ValueError(f"order: must be 'newest' or 'oldest', got {order!r}")
+        raise InvalidArgumentError(f"order: must be 'newest' or 'oldest', got {order!r}")
     created_after, created_before = window
     values: dict[str, Any] = {}
     for name, (_, value) in filters:
@@ -222,7 +236,9 @@ def _checked_json_filters(json_filters: Sequence[JsonFilter]) -> list[JsonFilter
     checked = list(check_iterable(json_filters, "json_filters", "JsonFilter objects"))
     for condition in checked:
         if not isinstance(condition, JsonFilter):
-            raise ValueError(f"json_filters: expected JsonFilter objects, got {condition!r}")
+            raise InvalidArgumentError(
+                f"json_filters: expected JsonFilter objects, got {condition!r}"
+            )
     return checked
 
 
