@@ -46,7 +46,7 @@ from cosmos_models import (
     transition,
     update_prompt,
 )
-from cosmos_models.errors import CosmosModelsError, InvalidArgumentError
+from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.services.common import MAX_PAGE
 from tests.factories import at, new_prompt
 
