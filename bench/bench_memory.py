@@ -32,7 +32,7 @@ from cosmos_models import (  # noqa: E402
     record_progress_batch,
 )
 from cosmos_models.db.connection import _session_factory  # noqa: E402
-from cosmos_models.models.types import dumps_json  # noqa: E402
+from cosmos_models.models.values import dumps_json  # noqa: E402
 
 T0 = datetime(2025, 1, 4, 12, 0, tzinfo=UTC)
 

@@ -24,7 +24,7 @@ from cosmos_models import (
     RunStatus,
     metadata,
 )
-from cosmos_models.models.types import MAX_JSON_DEPTH
+from cosmos_models.models.values import MAX_JSON_DEPTH
 from tests.factories import add_prompt_with_run, make_progress, make_prompt, make_run
 
 

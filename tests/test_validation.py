@@ -29,11 +29,10 @@ from cosmos_models import (
     record_progress,
     transition,
 )
-from cosmos_models.models.types import (
+from cosmos_models.models.types import MAX_TIMESTAMP, MIN_TIMESTAMP
+from cosmos_models.models.values import (
     MAX_JSON_DEPTH,
     MAX_JSON_INT_BITS,
-    MAX_TIMESTAMP,
-    MIN_TIMESTAMP,
     check_json_value,
     dumps_json,
     plain_json,

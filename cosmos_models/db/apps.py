@@ -12,6 +12,7 @@ from typing import Any, Final
 from sqlalchemy import MetaData, Table
 
 from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.db.partitions import is_partition_name
 from cosmos_models.db.revisions import OUR_TABLES, VERSION_TABLE
 from cosmos_models.db.tables import TABLES
 from cosmos_models.errors import InvalidArgumentError
@@ -53,10 +54,12 @@ def include_app_object(
     """An Alembic ``include_object`` for an app's ``env.py``: everything but our tables.
 
     Leaves out ``prompts``, ``runs``, ``progress`` and ``cosmos_models_version`` (and, with
-    them, their columns, indexes and constraints), whether in the app's metadata or reflected.
+    them, their columns, indexes and constraints), whether in the app's metadata or reflected,
+    and on PostgreSQL the partitions of ``progress`` (``progress_pYYYYMMDD``, ``progress_history``,
+    ``progress_default``: see ``partitions.py``).
     """
     if type_ == "table":
-        return name not in _OURS
+        return name not in _OURS and not is_partition_name(name)
     return True
 
 

@@ -54,7 +54,7 @@ from cosmos_models.db.sqlite_files import (
 from cosmos_models.db.translate import commit_or_unknown, describe_error
 from cosmos_models.errors import DatabaseError, IntegrityViolation, InvalidArgumentError
 from cosmos_models.models.checks import check_bool, check_int
-from cosmos_models.models.types import dumps_json
+from cosmos_models.models.values import dumps_json
 
 # Where ``:memory:`` databases live when it exists and is writable (else the temp directory); only
 # ever the parent of a private ``mkdtemp`` directory, so the shared location is safe.

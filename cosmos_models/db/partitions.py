@@ -8,6 +8,7 @@ retention drops whole partitions older than its cutoff (``services.partition_ret
 SQLite and MariaDB keep a plain table: there is nothing to maintain there.
 """
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -50,6 +51,14 @@ class Partition:
     lower: datetime | None
     upper: datetime | None
     is_default: bool = False
+
+
+_PARTITION_NAME: Final = re.compile(r"progress_(p[0-9]{8}|history|default)")
+
+
+def is_partition_name(name: str | None) -> bool:
+    """True for the names this module gives the partitions of ``progress``."""
+    return name is not None and _PARTITION_NAME.fullmatch(name) is not None
 
 
 def quoted(name: str) -> str:

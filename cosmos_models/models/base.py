@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session, registry
 from sqlalchemy.orm.attributes import instance_dict, instance_state, manager_of_class, set_attribute
 from sqlmodel import SQLModel
 
-from cosmos_models.models.types import metadata, plain_json
+from cosmos_models.models.types import metadata
+from cosmos_models.models.values import plain_json
 
 _registry = registry(metadata=metadata)
 

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.status import RunStatus
-from cosmos_models.models.types import _check_unicode
+from cosmos_models.models.values import _check_unicode
 
 # The largest integer every backend binds (a signed 64-bit integer: SQLite, BIGINT).
 MAX_INT: Final = 2**63 - 1
