@@ -8,6 +8,7 @@ import pytest
 
 from cosmos_models import DatabaseConnection, get_run
 from cosmos_models.api import create_app
+from cosmos_models.api.streams import MAX_BATCH_EVENTS
 from cosmos_models.db.migrate import upgrade
 from tests.api_server import TOKENS, WRITER, serving
 from tests.databases import URL_BACKENDS, fresh_url
@@ -155,6 +156,9 @@ def test_client_errors_are_problems_never_500s(api: Api) -> None:
     )
     assert [error["loc"] for error in out_of_range["errors"]] == [["body", "percentage"]]
     problem_of(api.client.get("/runs/x/progress", params={"after": -1}), 422)
+    too_many = [{"run_id": live["id"], "stage": "s", "percentage": 1}] * (MAX_BATCH_EVENTS + 1)
+    problem_of(api.client.post("/progress", json=too_many), 422)
+    assert api.client.get(f"/runs/{live['id']}/progress").json() == []  # nothing written
     problem_of(api.client.get("/nowhere"), 404)
     assert get_run(api.db, run["id"]).status == "cancelled"
 
