@@ -63,8 +63,8 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/mypy --strict cosmos_models
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
-	$(BIN)/ruff format cosmos_models tests migrations bench
-	$(BIN)/ruff check --fix cosmos_models tests migrations bench
+	$(BIN)/ruff format cosmos_models tests migrations bench examples
+	$(BIN)/ruff check --fix cosmos_models tests migrations bench examples
 
 reliability: $(STAMP) ## the reliability suite at full strength (1,000 connection cycles, 1,000 examples per property, full-size contention, 20 race rounds)
 	COSMOS_RELIABILITY_CYCLES=1000 COSMOS_RELIABILITY_SCALE=1 COSMOS_RELIABILITY_ROUNDS=20 HYPOTHESIS_PROFILE=thorough $(PYTEST) -m reliability -p no:cacheprovider
