@@ -1,0 +1,1 @@
+"""The HTTP kit (FastAPI): the dashboard page and its live data."""

@@ -1,0 +1,93 @@
+"""Fixtures of the dashboard tests: the app served over HTTP, and a headless chromium page.
+
+A page fails its test on a console error, an uncaught exception or a dialog (``alert`` from
+injected markup). Without chromium the browser tests are skipped and listed like a down server
+on a laptop, and fail in CI (``COSMOS_REQUIRE_BACKENDS=1``).
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cosmos_models import DatabaseConnection
+from cosmos_models.api.dashboard import mount_dashboard
+from tests.backends import backends_required
+from tests.conftest import _unreachable
+from tests.dashboard.server import chromium_path, serving
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def make_app(db: DatabaseConnection, *, actions: bool = False) -> Any:
+    """The app the dashboard is served by, on ``db``."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    hub = mount_dashboard(app, db, actions=actions, interval=0.1)
+    hub.stats_interval = 0.3
+    return app
+
+
+@pytest.fixture
+def server(db: DatabaseConnection) -> Iterator[str]:
+    """The base URL of the app on ``db`` (every backend), served by uvicorn."""
+    with serving(make_app(db)) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright, headless, one per test session."""
+    executable = chromium_path()
+    if executable is None:
+        reason = "chromium not installed (apt-get install chromium): browser tests not run"
+        if backends_required():
+            pytest.fail(f"browser required in CI but unavailable: {reason}", pytrace=False)
+        _unreachable["chromium"] = reason
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class PageProblems:
+    """Console errors, page errors and dialogs seen by a page."""
+
+    def __init__(self) -> None:
+        self.console: list[str] = []
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+
+    def assert_none(self) -> None:
+        assert (self.console, self.errors, self.dialogs) == ([], [], [])
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[tuple[Any, PageProblems]]:
+    """A fresh page (own context) whose console errors and dialogs fail the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    problems = PageProblems()
+    page.on(
+        "console",
+        lambda message: problems.console.append(message.text) if message.type == "error" else None,
+    )
+    page.on("pageerror", lambda error: problems.errors.append(str(error)))
+
+    def on_dialog(dialog: Any) -> None:
+        problems.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    try:
+        yield page, problems
+    finally:
+        context.close()
+        problems.assert_none()
