@@ -12,22 +12,15 @@ from sqlalchemy import delete
 
 from cosmos_models import (
     DatabaseConnection,
-    PromptCreate,
     RunStatus,
-    create_prompt,
     create_run,
     record_progress,
     transition,
 )
 from cosmos_models.api.dashboard import mount_dashboard
 from cosmos_models.db.tables import RUNS
+from tests.dashboard.data import add_prompt
 from tests.dashboard.server import serving
-
-
-def _prompt(db: DatabaseConnection, model_type: str = "transfer") -> str:
-    return create_prompt(
-        db, PromptCreate(model_type=model_type, prompt_text="a city", inputs={}, parameters={})
-    ).id
 
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
@@ -56,7 +49,7 @@ def next_event(events: Iterator[tuple[str, Any]], wanted: str, seconds: float = 
 
 
 def test_stats_counts_runs_and_recent_events(db: DatabaseConnection, server: str) -> None:
-    run_id = create_run(db, {"prompt_id": _prompt(db)}).id
+    run_id = create_run(db, {"prompt_id": add_prompt(db)}).id
     transition(db, run_id, RunStatus.RUNNING)
     record_progress(db, run_id, "inference", 10.0)
     body = httpx.get(f"{server}/stats").json()
@@ -67,7 +60,7 @@ def test_stats_counts_runs_and_recent_events(db: DatabaseConnection, server: str
 
 
 def test_events_stream_a_snapshot_then_what_moves(db: DatabaseConnection, server: str) -> None:
-    prompt_id = _prompt(db)
+    prompt_id = add_prompt(db)
     running = create_run(db, {"prompt_id": prompt_id}).id
     transition(db, running, RunStatus.RUNNING)
     done = create_run(db, {"prompt_id": prompt_id}).id
@@ -88,7 +81,7 @@ def test_events_stream_a_snapshot_then_what_moves(db: DatabaseConnection, server
 
 
 def test_deleted_runs_and_two_clients(db: DatabaseConnection, server: str) -> None:
-    prompt_id = _prompt(db)
+    prompt_id = add_prompt(db)
     run_id = create_run(db, {"prompt_id": prompt_id}).id
     with (
         httpx.stream("GET", f"{server}/events", timeout=10) as first,

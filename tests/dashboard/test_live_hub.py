@@ -5,11 +5,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cosmos_models import DatabaseConnection, PromptCreate, create_prompt, create_run
+from cosmos_models import DatabaseConnection, create_run
 from cosmos_models.api import live
 from cosmos_models.api.live import LiveHub
 from cosmos_models.errors import DatabaseError
 from cosmos_models.services.run_feed import FeedChanges, RunFeed
+from tests.dashboard.data import add_prompt
 
 
 async def _next(stream: AsyncIterator[str]) -> str:
@@ -17,10 +18,7 @@ async def _next(stream: AsyncIterator[str]) -> str:
 
 
 def _add_run(db: DatabaseConnection) -> str:
-    prompt = create_prompt(
-        db, PromptCreate(model_type="transfer", prompt_text="x", inputs={}, parameters={})
-    )
-    return create_run(db, {"prompt_id": prompt.id}).id
+    return create_run(db, {"prompt_id": add_prompt(db)}).id
 
 
 def test_idle_stream_sends_keep_alives_and_close_ends_it(

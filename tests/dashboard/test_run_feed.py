@@ -7,9 +7,7 @@ from sqlalchemy import delete
 
 from cosmos_models import (
     DatabaseConnection,
-    PromptCreate,
     RunStatus,
-    create_prompt,
     create_run,
     record_progress,
     transition,
@@ -17,18 +15,13 @@ from cosmos_models import (
 from cosmos_models.db.tables import RUNS
 from cosmos_models.services.run_feed import ID_CHUNK, RunFeed
 from cosmos_models.services.stats import activity_stats
-
-
-def _prompt(db: DatabaseConnection, model_type: str = "transfer") -> str:
-    return create_prompt(
-        db, PromptCreate(model_type=model_type, prompt_text="a city", inputs={}, parameters={})
-    ).id
+from tests.dashboard.data import add_prompt
 
 
 def test_first_read_is_a_snapshot_of_unfinished_runs_then_only_moves(
     db: DatabaseConnection,
 ) -> None:
-    prompt_id = _prompt(db)
+    prompt_id = add_prompt(db)
     pending = create_run(db, {"prompt_id": prompt_id}).id
     running = create_run(db, {"prompt_id": prompt_id}).id
     done = create_run(db, {"prompt_id": prompt_id}).id
@@ -55,7 +48,7 @@ def test_first_read_is_a_snapshot_of_unfinished_runs_then_only_moves(
 
 
 def test_finished_runs_are_reported_once_with_their_final_state(db: DatabaseConnection) -> None:
-    prompt_id = _prompt(db)
+    prompt_id = add_prompt(db)
     run_id = create_run(db, {"prompt_id": prompt_id}).id
     transition(db, run_id, RunStatus.RUNNING)
     feed = RunFeed(db)
@@ -68,7 +61,7 @@ def test_finished_runs_are_reported_once_with_their_final_state(db: DatabaseConn
 
 
 def test_deleted_runs_are_reported_as_removed(db: DatabaseConnection) -> None:
-    prompt_id = _prompt(db)
+    prompt_id = add_prompt(db)
     kept = create_run(db, {"prompt_id": prompt_id}).id
     deleted = create_run(db, {"prompt_id": prompt_id}).id
     feed = RunFeed(db)
@@ -82,7 +75,7 @@ def test_deleted_runs_are_reported_as_removed(db: DatabaseConnection) -> None:
 
 
 def test_more_finished_runs_than_one_lookup_holds(db: DatabaseConnection) -> None:
-    prompt_id = _prompt(db)
+    prompt_id = add_prompt(db)
     rows = [
         {"id": f"run-{i:04d}", "prompt_id": prompt_id, "model_type": "transfer"}
         for i in range(ID_CHUNK + 3)
@@ -107,7 +100,7 @@ def test_activity_counts_every_status_and_events_of_the_last_minute(
     db: DatabaseConnection,
 ) -> None:
     now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-    prompt_id = _prompt(db)
+    prompt_id = add_prompt(db)
     run_id = create_run(db, {"prompt_id": prompt_id}).id
     create_run(db, {"prompt_id": prompt_id})
     transition(db, run_id, RunStatus.RUNNING)
