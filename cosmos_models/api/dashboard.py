@@ -7,6 +7,7 @@ transition rules and its token check.
 """
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -16,39 +17,40 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from cosmos_models.api.live import LiveHub, live_router
-from cosmos_models.db.connection import DatabaseConnection
-from cosmos_models.services.common import check_connection
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 """Where the page's files live inside the package (shipped in the wheel)."""
 
 
-def mount_dashboard(
-    app: FastAPI,
-    db: DatabaseConnection,
-    *,
-    actions: bool = False,
-    interval: float = 0.25,
-) -> LiveHub:
+@dataclass
+class DashboardSettings:
+    """The dashboard of one app: what the page may offer, and the hub feeding ``/events``."""
+
+    actions: bool
+    interval: float
+    stats_interval: float = 2.0
+    hub: LiveHub | None = None
+
+
+def mount_dashboard(app: FastAPI, *, actions: bool = False, interval: float = 0.25) -> None:
     """Serve the dashboard at ``/`` and its data at ``/stats`` and ``/events`` on ``app``.
 
-    ``db`` is a connection the caller owns (opened before, closed after the app runs);
-    ``actions`` shows a cancel button on unfinished runs; ``interval`` is how often (seconds)
-    the runs are read while a browser follows them. Returns the hub that feeds ``/events``;
-    the app's shutdown ends its streams. Raises ``ValueError`` naming ``db`` or ``interval``.
+    ``app`` runs the kit's lifespan (``create_app`` or ``cosmos_lifespan``): the data is read
+    through its ``AsyncDatabase``. ``actions`` shows a cancel button on unfinished runs (the
+    cancel itself is the API's, with its token check); ``interval`` is how often (seconds) the
+    runs are read while a browser follows them. The app's shutdown ends the streams. Raises
+    ``ValueError`` naming ``interval``.
     """
-    check_connection(db)
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
         raise ValueError(f"interval: must be a positive number of seconds, got {interval!r}")
-    hub = LiveHub(db, interval=float(interval))
-    app.state.cosmos_live_hub = hub
-    settings = {"actions": bool(actions)}
+    settings = DashboardSettings(actions=bool(actions), interval=float(interval))
+    app.state.cosmos_dashboard = settings
 
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def dashboard_settings() -> dict[str, bool]:
-        return settings
+        return {"actions": settings.actions}
 
     app.add_api_route("/", index, include_in_schema=False)
     app.add_api_route(
@@ -59,14 +61,13 @@ def mount_dashboard(
     )
     app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     app.include_router(live_router)
-    app.router.lifespan_context = _closing(app.router.lifespan_context, hub)
-    return hub
+    app.router.lifespan_context = _closing(app.router.lifespan_context, settings)
 
 
 def _closing(
-    inner: Callable[[Any], AbstractAsyncContextManager[Any]], hub: LiveHub
+    inner: Callable[[Any], AbstractAsyncContextManager[Any]], settings: DashboardSettings
 ) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
-    """The app's lifespan, then the hub closed at shutdown (its streams end)."""
+    """The app's lifespan, with the hub closed at shutdown (its streams end) before it."""
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
@@ -74,6 +75,8 @@ def _closing(
             try:
                 yield state
             finally:
-                await hub.close()
+                if settings.hub is not None:
+                    await settings.hub.close()
+                    settings.hub = None
 
     return lifespan

@@ -4,9 +4,10 @@
 event first (all unfinished runs), then ``runs`` events with the runs whose status or latest
 progress moved (a finished run once more, with its final state), ``removed`` with deleted run
 ids, and ``stats`` (``/stats``'s body) every ``stats_interval``. A reconnecting client gets a new
-snapshot, so no event id is needed. One ``RunFeed`` per app serves every client: it is polled in
-a worker thread while at least one client listens, and its changes are copied to each client's
-queue; a client too slow to keep up is disconnected (its browser reconnects to a snapshot).
+snapshot, so no event id is needed. One ``RunFeed`` per app serves every client: it is read
+through the app's ``AsyncDatabase`` while at least one client listens, and its changes are
+copied to each client's queue; a client too slow to keep up is disconnected (its browser
+reconnects to a snapshot).
 """
 
 import asyncio
@@ -15,16 +16,21 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-import anyio
-from fastapi import APIRouter, Request
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter
 
+from cosmos_models.aio import AsyncDatabase
+from cosmos_models.api.app import Database, state_of
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.errors import DatabaseError
-from cosmos_models.services.run_feed import FeedChanges, RunFeed, RunState
+from cosmos_models.models.readmodels import Page
+from cosmos_models.models.status import RunStatus
+from cosmos_models.services.queries import MAX_CURSOR_LENGTH, list_runs
+from cosmos_models.services.run_feed import FeedChanges, RunFeed, RunState, run_states
 from cosmos_models.services.stats import ActivityStats, activity_stats
 
 # Messages a client may lag behind before it is disconnected.
@@ -47,15 +53,15 @@ class LiveHub:
 
     def __init__(
         self,
-        db: DatabaseConnection,
+        database: AsyncDatabase,
         *,
         interval: float = 0.25,
         stats_interval: float = 2.0,
         retry_after: float = 1.0,
     ) -> None:
-        """Serve ``db``'s runs, read every ``interval`` seconds while a client listens;
+        """Serve ``database``'s runs, read every ``interval`` seconds while a client listens;
         ``stats`` every ``stats_interval``; a failed read again after ``retry_after``."""
-        self.db = db
+        self.database = database
         self.retry_after = retry_after
         self.interval = interval
         self.stats_interval = stats_interval
@@ -98,15 +104,15 @@ class LiveHub:
                 queue.put_nowait(None)
 
     async def _poll(self) -> None:
-        feed = RunFeed(self.db)
+        feed = RunFeed(self.database.sync_db)
         next_stats = 0.0
         try:
             while self._clients:
                 try:
-                    changes = await anyio.to_thread.run_sync(feed.changes)
+                    changes = await self.database.run_sync(_changes_of, feed)
                     stats = None
                     if time.monotonic() >= next_stats:
-                        stats = await anyio.to_thread.run_sync(self._stats)
+                        stats = await self.database.run_sync(activity_stats)
                         next_stats = time.monotonic() + self.stats_interval
                 except DatabaseError:
                     # The database is away (a restart): keep the clients, try again.
@@ -138,9 +144,6 @@ class LiveHub:
                 self._send(sse_message("removed", json.dumps(changes.removed)))
         self._ready.set()
 
-    def _stats(self) -> ActivityStats:
-        return activity_stats(self.db)
-
     async def close(self) -> None:
         """End every client's stream and stop polling (at application shutdown)."""
         for queue in list(self._clients):
@@ -153,8 +156,20 @@ class LiveHub:
                 await task
 
 
-def _hub(request: Request) -> LiveHub:
-    hub: LiveHub = request.app.state.cosmos_live_hub
+def _changes_of(_db: DatabaseConnection, feed: RunFeed) -> FeedChanges:
+    return feed.changes()
+
+
+def hub_of(request: Request) -> LiveHub:
+    """The app's hub, made on first use over the app's ``AsyncDatabase``."""
+    settings = request.app.state.cosmos_dashboard
+    if settings.hub is None:
+        settings.hub = LiveHub(
+            state_of(request).database,
+            interval=settings.interval,
+            stats_interval=settings.stats_interval,
+        )
+    hub: LiveHub = settings.hub
     return hub
 
 
@@ -162,9 +177,9 @@ live_router = APIRouter(tags=["dashboard"])
 
 
 @live_router.get("/stats", summary="Runs per status and progress events per second")
-async def get_stats(request: Request) -> dict[str, Any]:
+async def get_stats(database: Database) -> dict[str, Any]:
     """Runs per status (every status) and progress events in the last minute, per second."""
-    stats = await anyio.to_thread.run_sync(activity_stats, _hub(request).db)
+    stats = await database.run_sync(activity_stats)
     body: dict[str, Any] = json.loads(_stats_json(stats))
     return body
 
@@ -178,7 +193,31 @@ async def get_stats(request: Request) -> dict[str, Any]:
 async def get_events(request: Request) -> StreamingResponse:
     """Stream ``snapshot``, ``runs``, ``removed`` and ``stats`` events (see the module)."""
     return StreamingResponse(
-        _hub(request).stream(),
+        hub_of(request).stream(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+def _states_page(
+    db: DatabaseConnection,
+    status: list[RunStatus] | None,
+    model_type: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[RunState]:
+    page = list_runs(db, status=status, model_type=model_type, limit=limit, cursor=cursor)
+    return Page[RunState](items=run_states(db, page.items), next_cursor=page.next_cursor)
+
+
+@live_router.get("/dashboard/runs", summary="One page of runs as the dashboard shows them")
+async def get_run_states(
+    database: Database,
+    status: Annotated[list[RunStatus] | None, Query()] = None,
+    model_type: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
+) -> Page[RunState]:
+    """``GET /runs``'s page (same filters, newest first, same cursor) with each run's latest
+    event: stage, percentage and message, also for finished runs."""
+    return await database.run_sync(_states_page, status, model_type, limit, cursor)

@@ -7,7 +7,7 @@ bar shows), then the final state of runs that finished and the ids of runs that 
 Its first read reports every unfinished run: a snapshot to start from.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -16,9 +16,11 @@ from sqlalchemy import select
 
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.tables import RUNS
+from cosmos_models.models.run import RunRead
 from cosmos_models.models.status import UNFINISHED_STATUSES, RunStatus
 from cosmos_models.models.types import UtcDatetime
 from cosmos_models.services.common import check_connection
+from cosmos_models.services.progress_queries import latest_progress
 
 # Runs looked up by id in one statement (the runs that left the unfinished set).
 ID_CHUNK: Final = 500
@@ -116,3 +118,25 @@ def _status_value(status: Any) -> str:
 
 def _state(row: Any) -> RunState:
     return RunState.model_validate(dict(row._mapping))
+
+
+def run_states(db: DatabaseConnection, runs: Sequence[RunRead]) -> list[RunState]:
+    """The ``RunState`` of each run of a listing, in its order, with its latest event.
+
+    One primary-key read of the runs' summaries (``latest_progress``). Raises
+    ``DatabaseError``.
+    """
+    latest = latest_progress(db, [run.id for run in runs])
+    states = []
+    for run in runs:
+        event = latest.get(run.id)
+        values = {name: getattr(run, name) for name in RunState.model_fields if hasattr(run, name)}
+        if event is not None:
+            values.update(
+                latest_stage=event.stage,
+                latest_percentage=event.percentage,
+                latest_message=event.message,
+                latest_at=event.timestamp,
+            )
+        states.append(RunState.model_validate(values))
+    return states

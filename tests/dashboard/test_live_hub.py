@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cosmos_models import DatabaseConnection, create_run
+from cosmos_models.aio import AsyncDatabase
 from cosmos_models.api import live
 from cosmos_models.api.live import LiveHub
 from cosmos_models.errors import DatabaseError
@@ -27,12 +28,14 @@ def test_idle_stream_sends_keep_alives_and_close_ends_it(
     monkeypatch.setattr(live, "KEEP_ALIVE_SECONDS", 0.05)
 
     async def scenario() -> None:
-        hub = LiveHub(db, interval=0.02, stats_interval=3600)
+        database = AsyncDatabase(db.url)
+        hub = LiveHub(database, interval=0.02, stats_interval=3600)
         stream = hub.stream()
         assert (await _next(stream)).startswith("event: snapshot\ndata: []")
         assert (await _next(stream)).startswith("event: stats")
         assert await _next(stream) == ": keep-alive\n\n"
         await hub.close()
+        await database.close()
         with pytest.raises(StopAsyncIteration):
             await _next(stream)
         assert hub._task is None
@@ -46,7 +49,8 @@ def test_a_client_too_slow_is_disconnected_others_go_on(
     monkeypatch.setattr(live, "CLIENT_QUEUE", 2)
 
     async def scenario() -> None:
-        hub = LiveHub(db, interval=0.01, stats_interval=0)  # a stats message every read
+        database = AsyncDatabase(db.url)
+        hub = LiveHub(database, interval=0.01, stats_interval=0)  # a stats message every read
         slow, fast = hub.stream(), hub.stream()
         await _next(slow)
         await _next(fast)
@@ -58,6 +62,7 @@ def test_a_client_too_slow_is_disconnected_others_go_on(
         await fast.aclose()
         await asyncio.sleep(0.05)
         assert hub._task is None  # no client left: polling stopped
+        await database.close()
 
     asyncio.run(scenario())
 
@@ -77,9 +82,11 @@ def test_database_errors_keep_the_clients(
     monkeypatch.setattr(RunFeed, "changes", flaky)
 
     async def scenario() -> None:
-        hub = LiveHub(db, interval=0.01, stats_interval=3600, retry_after=0.01)
+        database = AsyncDatabase(db.url)
+        hub = LiveHub(database, interval=0.01, stats_interval=3600, retry_after=0.01)
         stream = hub.stream()
         assert run_id in await asyncio.wait_for(anext(stream), 5)
         await hub.close()
+        await database.close()
 
     asyncio.run(scenario())

@@ -182,7 +182,7 @@ async function loadRuns(reset) {
   if (!reset && state.cursor) params.set("cursor", state.cursor);
   $("list-note").textContent = "loading…";
   try {
-    const page = await getJSON(`/runs?${params}`);
+    const page = await getJSON(`/dashboard/runs?${params}`);
     if (token !== state.listToken) return;
     if (reset) {
       state.rows.clear();
@@ -322,6 +322,29 @@ function addEvents(view, events) {
   drawChart(view.events);
 }
 
+// The run's events: its history first (the stream starts at seq 1), then live; "end" brings
+// the finished run, after which the stream closes (and is not reopened).
+function followRun(view) {
+  const source = new EventSource(`/runs/${encodeURIComponent(view.id)}/events`);
+  view.source = source;
+  let batch = [];
+  let scheduled = false;
+  source.addEventListener("progress", (event) => {
+    batch.push(JSON.parse(event.data));
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => {
+      scheduled = false;
+      if (state.runView === view) addEvents(view, batch);
+      batch = [];
+    });
+  });
+  source.addEventListener("end", (event) => {
+    source.close();
+    if (state.runView === view) showRunFacts(normalise({ ...view.run, ...JSON.parse(event.data) }));
+  });
+}
+
 async function openRun(id) {
   closeRun();
   const view = { id, events: [], lastSeq: 0, run: null, source: null };
@@ -407,6 +430,7 @@ async function start() {
   follow();
   await loadRuns(true);
   route();
+  document.body.dataset.ready = "true";
 }
 
 start();
