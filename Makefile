@@ -64,8 +64,8 @@ coverage: $(STAMP) ## the same, plus an HTML report in htmlcov/
 	@$(GATE)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
-	$(BIN)/ruff check cosmos_models tests migrations bench
-	$(BIN)/ruff format --check cosmos_models tests migrations bench
+	$(BIN)/ruff check cosmos_models tests migrations bench examples
+	$(BIN)/ruff format --check cosmos_models tests migrations bench examples
 	$(BIN)/mypy --strict cosmos_models
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes

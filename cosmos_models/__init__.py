@@ -1,18 +1,22 @@
 """cosmos_models: the typed data layer recording how AI video models are run."""
 
+from cosmos_models.db.apps import app_metadata, app_tables, create_app_tables, include_app_object
 from cosmos_models.db.connection import DatabaseConnection, init_database
 from cosmos_models.db.json_filters import JsonFilter
 from cosmos_models.db.locations import get_database_url
+from cosmos_models.db.migrate import check_schema
 from cosmos_models.errors import (
     CosmosModelsError,
     DatabaseError,
     IntegrityViolation,
+    InvalidArgumentError,
     InvalidTransitionError,
     MigrationError,
     NotFoundError,
     PromptNotFoundError,
     RunFinishedError,
     RunNotFoundError,
+    SchemaNotCurrentError,
     TransitionConflictError,
     WorkerMismatchError,
 )
@@ -22,6 +26,7 @@ from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail, api_
 from cosmos_models.models.run import Run, RunCreate, RunRead
 from cosmos_models.models.status import ACTIVE_STATUSES, ALLOWED_TRANSITIONS, RunStatus
 from cosmos_models.models.types import metadata
+from cosmos_models.services.editing import cancel_run, delete_prompt, delete_run, update_prompt
 from cosmos_models.services.follow import follow_progress
 from cosmos_models.services.lifecycle import (
     claim_next_run,
@@ -32,7 +37,13 @@ from cosmos_models.services.lifecycle import (
     transition,
 )
 from cosmos_models.services.progress_queries import latest_progress, progress_since
-from cosmos_models.services.queries import get_run, get_run_detail, list_prompts, list_runs
+from cosmos_models.services.queries import (
+    get_prompt,
+    get_run,
+    get_run_detail,
+    list_prompts,
+    list_runs,
+)
 from cosmos_models.services.tracking import record_progress, record_progress_batch
 
 __all__ = [
@@ -42,6 +53,7 @@ __all__ = [
     "DatabaseConnection",
     "DatabaseError",
     "IntegrityViolation",
+    "InvalidArgumentError",
     "InvalidTransitionError",
     "JsonFilter",
     "MigrationError",
@@ -63,17 +75,27 @@ __all__ = [
     "RunNotFoundError",
     "RunRead",
     "RunStatus",
+    "SchemaNotCurrentError",
     "TransitionConflictError",
     "WorkerMismatchError",
     "api_json_schemas",
+    "app_metadata",
+    "app_tables",
+    "cancel_run",
+    "check_schema",
     "claim_next_run",
+    "create_app_tables",
     "create_prompt",
     "create_run",
+    "delete_prompt",
+    "delete_run",
     "follow_progress",
     "get_database_url",
+    "get_prompt",
     "get_run",
     "get_run_detail",
     "heartbeat",
+    "include_app_object",
     "init_database",
     "latest_progress",
     "list_prompts",
@@ -84,4 +106,5 @@ __all__ = [
     "record_progress",
     "record_progress_batch",
     "transition",
+    "update_prompt",
 ]

@@ -1,7 +1,10 @@
 """The few exception types callers catch.
 
-Validation problems are always ``pydantic.ValidationError`` (a ``ValueError``) naming the field;
-the types here are for what happens in, or because of, the database.
+Every client error is a ``CosmosModelsError``: a wrong argument is an ``InvalidArgumentError``
+(also a ``ValueError``) naming it. Fields of the Create/Update models are validated by pydantic,
+whose ``ValidationError`` (also a ``ValueError``) lists each field's location; pydantic cannot
+raise a subclass of ours, so an API maps both to 422 (see ``cosmos_models.api``). The rest is
+for what happens in, or because of, the database.
 """
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -9,6 +12,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 class CosmosModelsError(Exception):
     """Base class of every error this package raises on its own account."""
+
+
+class InvalidArgumentError(CosmosModelsError, ValueError):
+    """An argument has the wrong type or value; the message names it (``name: problem``).
+
+    Also a ``ValueError``, so code written as ``except ValueError:`` still catches it.
+    """
 
 
 class DatabaseError(CosmosModelsError, SQLAlchemyError):
@@ -30,6 +40,22 @@ class IntegrityViolation(DatabaseError):
 
 class MigrationError(CosmosModelsError):
     """A schema migration could not be applied; the message names the revision and why."""
+
+
+class SchemaNotCurrentError(MigrationError):
+    """The database is not at the package's newest revision (``check_schema``).
+
+    ``current`` is the database's revision (None: never migrated), ``head`` the package's.
+    """
+
+    def __init__(self, current: str | None, head: str) -> None:
+        at = "not migrated (no revision)" if current is None else f"at revision {current!r}"
+        super().__init__(
+            f"the database is {at}, not at {head!r}: run `cosmos-models db upgrade` "
+            "(or `make migrate`) once before starting the app"
+        )
+        self.current = current
+        self.head = head
 
 
 class NotFoundError(CosmosModelsError, LookupError):

@@ -26,6 +26,7 @@ from cosmos_models.db.revisions import (
 )
 from tests.backends import server_database
 from tests.conftest import require_backend
+from tests.databases import fresh_url
 from tests.factories import add_prompt_with_run
 
 MIGRATION_BACKENDS = ("sqlite-file", "postgresql", "mariadb")
@@ -38,13 +39,8 @@ def md5(path: Path) -> str:
 @pytest.fixture(params=MIGRATION_BACKENDS)
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of a brand-new empty database of its own, on each backend."""
-    backend = str(request.param)
-    require_backend(backend)
-    if backend == "sqlite-file":
-        yield f"sqlite:///{tmp_path / 'm.db'}"
-        return
-    with server_database(backend) as url:
-        yield url.render_as_string(hide_password=False)
+    with fresh_url(str(request.param), tmp_path) as url:
+        yield url
 
 
 def revisions_in_order() -> list[str]:

@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 from typer._click import exceptions as click_exceptions
 
 # Importing the command modules registers their commands on the root app.
-from cosmos_models.cli import db, demo, maintenance, runs, watch  # noqa: F401
+from cosmos_models.cli import db, demo, maintenance, runs, serve, watch  # noqa: F401
 from cosmos_models.cli.app import app, err, visible
 from cosmos_models.errors import CosmosModelsError
 

@@ -38,7 +38,7 @@ from cosmos_models.db.locations import (
 from cosmos_models.db.migrator import migrate_database
 from cosmos_models.db.sqlite_files import on_read_only_file_system, sqlite_engine_url
 from cosmos_models.db.translate import describe_error
-from cosmos_models.errors import DatabaseError, IntegrityViolation
+from cosmos_models.errors import DatabaseError, IntegrityViolation, InvalidArgumentError
 from cosmos_models.models.checks import check_bool, check_int
 from cosmos_models.models.types import dumps_json
 
@@ -83,7 +83,7 @@ class DatabaseConnection:
             try:
                 self.url = parse_location(location)
             except ValueError as exc:
-                raise ValueError(f"location: {exc}") from None
+                raise InvalidArgumentError(f"location: {exc}") from None
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_memory = self.is_sqlite and not self.url.database
         self.path: Path | None = (
@@ -331,7 +331,7 @@ def init_database(database_url: "str | PathLike[str] | URL | None" = None) -> Da
     try:
         connection = DatabaseConnection(database_url)
     except ValueError as exc:
-        raise ValueError(f"database_url: {str(exc).removeprefix('location: ')}") from None
+        raise InvalidArgumentError(f"database_url: {str(exc).removeprefix('location: ')}") from None
     try:
         connection.create_tables()
     except BaseException:

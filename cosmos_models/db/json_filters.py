@@ -38,6 +38,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import BinaryExpression
 from sqlalchemy.sql.functions import FunctionElement
 
+from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.checks import check_int, check_str
 from cosmos_models.models.types import backend_family
 
@@ -76,7 +77,7 @@ class JsonFilter:
         check_str(self.column, "column")
         object.__setattr__(self, "path", tuple(_checked_path(self.path)))
         if not isinstance(self.op, str) or self.op not in OPERATORS:
-            raise ValueError(f"op: must be one of {sorted(OPERATORS)}, got {self.op!r}")
+            raise InvalidArgumentError(f"op: must be one of {sorted(OPERATORS)}, got {self.op!r}")
         _check_value(self.value, self.op)
 
 
@@ -84,21 +85,21 @@ def _checked_path(path: Any) -> list[str | int]:
     if isinstance(path, str | int):
         path = (path,)
     if not isinstance(path, Sequence) or not path or len(path) > MAX_PATH_DEPTH:
-        raise ValueError(f"path: must hold 1 to {MAX_PATH_DEPTH} keys, got {path!r}")
+        raise InvalidArgumentError(f"path: must hold 1 to {MAX_PATH_DEPTH} keys, got {path!r}")
     for key in path:
         if isinstance(key, bool) or not isinstance(key, str | int):
-            raise ValueError(f"path: keys must be strings or array indexes, got {key!r}")
+            raise InvalidArgumentError(f"path: keys must be strings or array indexes, got {key!r}")
         if isinstance(key, int):
             check_int(key, "path: array indexes", 0)
         elif not key or len(key) > MAX_KEY_LENGTH or _BAD_KEY.search(key):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"path: key {key!r} must be 1 to {MAX_KEY_LENGTH} characters without quotes, "
                 "backslashes or control characters"
             )
         elif key.startswith("-"):
             # MariaDB's JSON paths never find such a key, quoted or escaped ($."-" is NULL
             # for {"-": 1}): refused, so that no backend answers differently.
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"path: key {key!r} starts with '-', which MariaDB's JSON paths cannot look up"
             )
         else:
@@ -109,16 +110,18 @@ def _checked_path(path: Any) -> list[str | int]:
 def _check_value(value: Any, op: str) -> None:
     if value is None or isinstance(value, bool):
         if op not in ("==", "!="):
-            raise ValueError(f"op: {value!r} can only be compared with == or !=, not {op!r}")
+            raise InvalidArgumentError(
+                f"op: {value!r} can only be compared with == or !=, not {op!r}"
+            )
         return
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"value: must be a finite number, got {value!r}")
+        raise InvalidArgumentError(f"value: must be a finite number, got {value!r}")
     if isinstance(value, str):
         check_str(value, "value")
     elif not isinstance(value, int | float):
         # Any int is fine: _number_branch turns it into exact conditions on 64-bit integers and
         # doubles, never a raw bound value a driver could overflow on.
-        raise ValueError(f"value: must be a string, number, bool or None, got {value!r}")
+        raise InvalidArgumentError(f"value: must be a string, number, bool or None, got {value!r}")
 
 
 def _json_path(path: Sequence[str | int]) -> str:
@@ -328,7 +331,7 @@ def json_condition(
     ``ValueError`` naming ``column`` for a column that is not one of them.
     """
     if condition.column not in columns:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"column: {condition.column!r} is not a JSON column of {table.name}; "
             f"use one of {sorted(columns)}"
         )

@@ -15,6 +15,8 @@ from urllib.parse import quote, quote_plus, unquote
 from sqlalchemy import URL, make_url
 from sqlalchemy import exc as sa_exc
 
+from cosmos_models.errors import InvalidArgumentError
+
 ENV_VAR: Final = "COSMOS_DATABASE_URL"
 
 
@@ -59,9 +61,9 @@ def _has_traversal(text: str) -> bool:
 
 def _check_text(text: str) -> None:
     if not text.strip():
-        raise ValueError("database location must not be empty or whitespace")
+        raise InvalidArgumentError("database location must not be empty or whitespace")
     if "\x00" in text or "%00" in text:
-        raise ValueError("database location must not contain NUL bytes")
+        raise InvalidArgumentError("database location must not contain NUL bytes")
 
 
 # SQLite URI parameters a location may carry (anything else, e.g. ``vfs``, is refused):
@@ -79,7 +81,7 @@ def _file_uri_path(uri: str) -> str:
     if rest.startswith("//"):
         authority, _, path = rest[2:].partition("/")
         if authority not in ("", "localhost"):
-            raise ValueError("a SQLite file: URI may name no host other than localhost")
+            raise InvalidArgumentError("a SQLite file: URI may name no host other than localhost")
         rest = "/" + path
     return unquote(rest)
 
@@ -98,9 +100,11 @@ def sqlite_file_url(database: str, options: Mapping[str, Any] | None = None) -> 
             continue
         allowed = _SQLITE_OPTIONS.get(key)
         if allowed is None:
-            raise ValueError(f"SQLite option {key!r} is not supported (use: mode, cache)")
+            raise InvalidArgumentError(f"SQLite option {key!r} is not supported (use: mode, cache)")
         if value not in allowed:
-            raise ValueError(f"SQLite option {key}={value!r} must be one of {sorted(allowed)}")
+            raise InvalidArgumentError(
+                f"SQLite option {key}={value!r} must be one of {sorted(allowed)}"
+            )
         query[key] = value
     path = database
     if database.startswith("file:"):
@@ -113,7 +117,7 @@ def sqlite_file_url(database: str, options: Mapping[str, Any] | None = None) -> 
         return URL.create("sqlite")
     _check_text(path)
     if _has_traversal(database) or _has_traversal(path):
-        raise ValueError("database path must not contain '..' segments (path traversal)")
+        raise InvalidArgumentError("database path must not contain '..' segments (path traversal)")
     return URL.create("sqlite", database=str(Path(path).expanduser().absolute()), query=query)
 
 
@@ -132,7 +136,9 @@ def parse_location(location: "str | PathLike[str] | URL") -> URL:
     else:
         text = location
     if not isinstance(text, str):
-        raise ValueError(f"database location must be a str or path, not {type(text).__name__}")
+        raise InvalidArgumentError(
+            f"database location must be a str or path, not {type(text).__name__}"
+        )
     _check_text(text)
     if text.strip() == MEMORY:
         return URL.create("sqlite")
@@ -145,18 +151,22 @@ def parse_location(location: "str | PathLike[str] | URL") -> URL:
 def _parse_url(text: str, scheme: str, rest_at: int) -> URL:
     if scheme not in _DRIVERS:
         supported = ", ".join(sorted({d.split("+")[0] for d in _DRIVERS}))
-        raise ValueError(f"unsupported database URL scheme {scheme!r}; use one of: {supported}")
+        raise InvalidArgumentError(
+            f"unsupported database URL scheme {scheme!r}; use one of: {supported}"
+        )
     try:
         url = make_url(text)
     except (sa_exc.ArgumentError, ValueError):
-        raise ValueError(f"database URL for {scheme!r} could not be parsed") from None
+        raise InvalidArgumentError(f"database URL for {scheme!r} could not be parsed") from None
     url = url.set(drivername=_DRIVERS[scheme])
     if url.get_backend_name() == "sqlite":
         if _has_traversal(text[rest_at:].split("?", 1)[0]):
-            raise ValueError("database path must not contain '..' segments (path traversal)")
+            raise InvalidArgumentError(
+                "database path must not contain '..' segments (path traversal)"
+            )
         return sqlite_file_url(url.database or "", url.query)
     if url.database is not None and _has_traversal(url.database):
-        raise ValueError("database name must not contain '..' segments")
+        raise InvalidArgumentError("database name must not contain '..' segments")
     return url
 
 
@@ -217,5 +227,5 @@ def get_database_url() -> str:
     try:
         parse_location(raw)
     except ValueError as exc:
-        raise ValueError(f"{ENV_VAR} is invalid: {exc}") from None
+        raise InvalidArgumentError(f"{ENV_VAR} is invalid: {exc}") from None
     return raw

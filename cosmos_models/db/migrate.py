@@ -34,6 +34,7 @@ from cosmos_models.db.revisions import (
     recorded_revision,
     undone_revisions,
 )
+from cosmos_models.errors import InvalidArgumentError, SchemaNotCurrentError
 from cosmos_models.models.types import JSONDocument, backend_family, metadata
 
 # The binary NO PAD collations migration 0004 gives text columns (MariaDB; MySQL 8).
@@ -67,6 +68,26 @@ def current_revision(url: Any = None) -> str | None:
     """
     with _opened(url, read_only=True) as db, db.connect(read_only=True) as connection:
         return recorded_revision(connection)
+
+
+def check_schema(db: DatabaseConnection) -> str:
+    """Check that the database is at the package's newest revision; return that revision.
+
+    For app processes at startup: one cheap read of the version table, no lock, nothing written,
+    so that migrations run once (``cosmos-models db upgrade``, ``make migrate``, a deploy step)
+    rather than in every worker. Raises ``SchemaNotCurrentError`` (a ``MigrationError``) naming
+    the command to run when the database is behind, ahead or never migrated,
+    ``InvalidArgumentError`` unless ``db`` is a ``DatabaseConnection``, and ``DatabaseError`` if
+    the database cannot be reached.
+    """
+    if not isinstance(db, DatabaseConnection):
+        raise InvalidArgumentError(f"db: must be a DatabaseConnection, got {type(db).__name__}")
+    with db.connect(read_only=True) as connection:
+        current = recorded_revision(connection)
+    head = head_revision()
+    if current != head:
+        raise SchemaNotCurrentError(current, head)
+    return head
 
 
 # -- locks and SQLite safety --------------------------------------------------------------------

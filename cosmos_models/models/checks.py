@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.status import RunStatus
 from cosmos_models.models.types import _check_unicode
 
@@ -24,9 +25,9 @@ def check_str(value: Any, name: str) -> str:
     lone surrogates (not encodable as UTF-8).
     """
     if not isinstance(value, str):
-        raise ValueError(f"{name}: must be a string, got {type(value).__name__}")
+        raise InvalidArgumentError(f"{name}: must be a string, got {type(value).__name__}")
     if "\x00" in value:
-        raise ValueError(f"{name}: must not contain NUL characters")
+        raise InvalidArgumentError(f"{name}: must not contain NUL characters")
     _check_unicode(value, f"{name}:")
     return value
 
@@ -38,7 +39,7 @@ def check_iterable(value: Any, name: str, of: str = "strings") -> list[Any]:
     (whose keys would be taken silently). ``of`` says what the items should be, for the message.
     """
     if isinstance(value, str | bytes | bytearray | Mapping) or not isinstance(value, Iterable):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{name}: must be a list, set or other iterable of {of}, got {type(value).__name__}"
         )
     return list(value)
@@ -52,14 +53,16 @@ def check_str_iterable(value: Any, name: str) -> list[str]:
 def check_int(value: Any, name: str, minimum: int, maximum: int = MAX_INT) -> int:
     """Return ``value`` if it is an ``int`` (not a bool) from ``minimum`` to ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise ValueError(f"{name}: must be an integer from {minimum} to {maximum}, got {value!r}")
+        raise InvalidArgumentError(
+            f"{name}: must be an integer from {minimum} to {maximum}, got {value!r}"
+        )
     return value
 
 
 def check_bool(value: Any, name: str) -> bool:
     """Return ``value`` if it is a ``bool``; else ``ValueError`` naming ``name``."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name}: must be True or False, got {value!r}")
+        raise InvalidArgumentError(f"{name}: must be True or False, got {value!r}")
     return value
 
 
@@ -71,7 +74,7 @@ def check_status(value: Any, name: str) -> RunStatus:
         except ValueError:
             pass
     known = ", ".join(status.value for status in RunStatus)
-    raise ValueError(f"{name}: must be one of {known}, got {value!r}")
+    raise InvalidArgumentError(f"{name}: must be one of {known}, got {value!r}")
 
 
 def check_statuses(value: Any, name: str) -> list[RunStatus]:
@@ -85,19 +88,23 @@ def check_seconds(value: Any, name: str, *, allow_zero: bool) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name}: must be a finite number of seconds, got {value!r}")
+        raise InvalidArgumentError(f"{name}: must be a finite number of seconds, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name}: must be {'≥' if allow_zero else '>'} 0 seconds, got {value!r}")
+        raise InvalidArgumentError(
+            f"{name}: must be {'≥' if allow_zero else '>'} 0 seconds, got {value!r}"
+        )
     return float(value)
 
 
 def check_seq_map(value: Any, name: str) -> dict[str, int]:
     """A mapping of run ids to seqs (integers ≥ 0), e.g. a follower's resume point."""
     if not isinstance(value, Mapping):
-        raise ValueError(f"{name}: must map run ids to seqs, got {type(value).__name__}")
+        raise InvalidArgumentError(f"{name}: must map run ids to seqs, got {type(value).__name__}")
     checked: dict[str, int] = {}
     for run_id, seq in value.items():
         if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_INT:
-            raise ValueError(f"{name}: the seq of {run_id!r} must be an integer ≥ 0, got {seq!r}")
+            raise InvalidArgumentError(
+                f"{name}: the seq of {run_id!r} must be an integer ≥ 0, got {seq!r}"
+            )
         checked[check_str(run_id, name)] = seq
     return checked

@@ -19,6 +19,8 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.mutable import MutableDict
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from cosmos_models.errors import InvalidArgumentError
+
 # Constraint and index names are derived, never left to the backend, so that a migration can drop
 # them by name on any backend (SQLite batch mode needs names; MySQL invents different ones).
 NAMING_CONVENTION: dict[str, str] = {
@@ -78,7 +80,7 @@ def utcnow() -> datetime:
 
 def _check_text(value: str) -> str:
     if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+        raise InvalidArgumentError("must not contain NUL characters")
     _check_unicode(value, "text")
     return value
 
@@ -90,12 +92,12 @@ def _check_unicode(value: str, what: str) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"{what} must be valid Unicode (lone surrogate)") from None
+            raise InvalidArgumentError(f"{what} must be valid Unicode (lone surrogate)") from None
 
 
 def _check_required_text(value: str) -> str:
     if not value.strip():
-        raise ValueError("must not be empty or whitespace")
+        raise InvalidArgumentError("must not be empty or whitespace")
     return _check_text(value)
 
 
@@ -103,7 +105,7 @@ def _not_a_number(value: Any) -> Any:
     # Pydantic would read a number as Unix seconds; a stray 3.5 becoming 1970-01-01T00:00:03.5Z
     # is a silent error, so timestamps must be datetimes or ISO-8601 text.
     if isinstance(value, int | float):
-        raise ValueError("must be a datetime or an ISO-8601 string, not a number")
+        raise InvalidArgumentError("must be a datetime or an ISO-8601 string, not a number")
     return value
 
 
@@ -117,7 +119,7 @@ MAX_TIMESTAMP = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 
 def _to_utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(
+        raise InvalidArgumentError(
             "must be timezone-aware; got a naive datetime (use datetime.now(timezone.utc))"
         )
     try:
@@ -125,7 +127,7 @@ def _to_utc(value: datetime) -> datetime:
     except OverflowError:  # e.g. year 1 at +14:00 is year 0 in UTC
         moment = None
     if moment is None or not MIN_TIMESTAMP <= moment <= MAX_TIMESTAMP:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"must lie between {MIN_TIMESTAMP.isoformat()} and {MAX_TIMESTAMP.isoformat()} "
             f"in UTC, got {value.isoformat()}"
         )
@@ -134,7 +136,7 @@ def _to_utc(value: datetime) -> datetime:
 
 def _check_json_string(value: str, where: str) -> None:
     if "\x00" in value:
-        raise ValueError(f"{where}: strings must not contain NUL characters")
+        raise InvalidArgumentError(f"{where}: strings must not contain NUL characters")
     _check_unicode(value, f"{where}: strings")
 
 
@@ -160,10 +162,14 @@ def plain_json(value: Any, where: str = "value", depth: int = 0) -> Any:
         _check_json_string(value, where)
     elif kind is float:
         if not math.isfinite(value):
-            raise ValueError(f"{where}: {value!r} is not valid JSON (NaN and infinity are not)")
+            raise InvalidArgumentError(
+                f"{where}: {value!r} is not valid JSON (NaN and infinity are not)"
+            )
     elif kind is int:
         if value.bit_length() > MAX_JSON_INT_BITS:
-            raise ValueError(f"{where}: integer too large to store ({value.bit_length()} bits)")
+            raise InvalidArgumentError(
+                f"{where}: integer too large to store ({value.bit_length()} bits)"
+            )
     elif isinstance(value, dict | list):
         return _plain_container(value, where, depth)
     elif not (value is None or kind is bool):
@@ -173,7 +179,7 @@ def plain_json(value: Any, where: str = "value", depth: int = 0) -> Any:
 
 def _plain_container(value: dict[Any, Any] | list[Any], where: str, depth: int) -> Any:
     if depth + 1 > MAX_JSON_DEPTH:
-        raise ValueError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
+        raise InvalidArgumentError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, list):
         items = [
             plain_json(item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value)
@@ -184,7 +190,9 @@ def _plain_container(value: dict[Any, Any] | list[Any], where: str, depth: int) 
     result: dict[str, Any] = {}
     for key, item in value.items():
         if not isinstance(key, str):
-            raise ValueError(f"{where}: object keys must be strings, got {type(key).__name__}")
+            raise InvalidArgumentError(
+                f"{where}: object keys must be strings, got {type(key).__name__}"
+            )
         plain_key = key if type(key) is str else str.__str__(key)
         _check_json_string(plain_key, where)
         new = plain_json(item, f"{where}.{plain_key}", depth + 1)
@@ -201,7 +209,7 @@ def _plain_subclass(value: Any, where: str, depth: int) -> Any:
         return plain_json(float.__float__(value), where, depth)
     if isinstance(value, str):
         return plain_json(str.__str__(value), where, depth)
-    raise ValueError(f"{where}: {type(value).__name__} is not JSON-serializable")
+    raise InvalidArgumentError(f"{where}: {type(value).__name__} is not JSON-serializable")
 
 
 def _float_text(value: float) -> str:
@@ -209,7 +217,7 @@ def _float_text(value: float) -> str:
     # decimals and prints them back as written, so 1e16 stored as "1e+16" would come back as the
     # integer 10000000000000000. "10000000000000000.0" comes back as the same float.
     if not math.isfinite(value):
-        raise ValueError(f"{value!r} is not valid JSON")
+        raise InvalidArgumentError(f"{value!r} is not valid JSON")
     # float.__repr__, not repr(): a subclass's repr (numpy 2: "np.float64(7.5)") is not a number.
     text = format(Decimal(float.__repr__(value)), "f")
     return text if "." in text else f"{text}.0"

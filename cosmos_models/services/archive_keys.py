@@ -5,6 +5,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from cosmos_models.errors import InvalidArgumentError
+
 Key = tuple[Any, ...]
 
 
@@ -14,9 +16,9 @@ Record = dict[str, Any]
 def _instant(value: Any) -> str:
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     if not isinstance(moment, datetime):
-        raise ValueError(f"timestamp {value!r} is not a date and time")
+        raise InvalidArgumentError(f"timestamp {value!r} is not a date and time")
     if moment.tzinfo is None:
-        raise ValueError(f"timestamp {value!r} has no time zone")
+        raise InvalidArgumentError(f"timestamp {value!r} has no time zone")
     return moment.astimezone(UTC).isoformat()
 
 

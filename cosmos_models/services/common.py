@@ -7,6 +7,7 @@ from sqlalchemy import CursorResult, Executable
 from sqlalchemy.orm import Session
 
 from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.types import _to_utc, utcnow
 
 MAX_PAGE: Final = 1000
@@ -19,7 +20,7 @@ NOTIFY_CHANNEL: Final = "cosmos_progress"
 def check_connection(db: Any) -> None:
     """Raise ``ValueError`` naming ``db`` unless it is a ``DatabaseConnection``."""
     if not isinstance(db, DatabaseConnection):
-        raise ValueError(f"db: must be a DatabaseConnection, got {type(db).__name__}")
+        raise InvalidArgumentError(f"db: must be a DatabaseConnection, got {type(db).__name__}")
 
 
 def resolve_now(now: datetime | None, name: str = "now") -> datetime:
@@ -27,17 +28,17 @@ def resolve_now(now: datetime | None, name: str = "now") -> datetime:
     if now is None:
         return utcnow()
     if not isinstance(now, datetime):
-        raise ValueError(f"{name}: must be a timezone-aware datetime, got {now!r}")
+        raise InvalidArgumentError(f"{name}: must be a timezone-aware datetime, got {now!r}")
     try:
         return _to_utc(now)
     except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
+        raise InvalidArgumentError(f"{name}: {exc}") from None
 
 
 def check_limit(limit: int) -> None:
     """Raise ``ValueError`` naming ``limit`` unless it is an integer from 1 to ``MAX_PAGE``."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit: must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
+        raise InvalidArgumentError(f"limit: must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
 
 
 def rowcount(session: Session, statement: Executable) -> int:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.tables import PROMPTS, RUNS
 from cosmos_models.errors import (
+    InvalidArgumentError,
     InvalidTransitionError,
     PromptNotFoundError,
     RunFinishedError,
@@ -50,12 +51,12 @@ def _checked(adapter: TypeAdapter[str], value: str, name: str) -> str:
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:
-        raise ValueError(f"{name}: {exc.errors()[0]['msg']}") from None
+        raise InvalidArgumentError(f"{name}: {exc.errors()[0]['msg']}") from None
 
 
 def _check_model_argument(value: Any, model: type[Any], name: str) -> None:
     if not isinstance(value, model | Mapping):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{name}: must be a {model.__name__} or a mapping of its fields, "
             f"got {type(value).__name__}"
         )
@@ -115,7 +116,7 @@ def create_run(
         _check_model_argument(run, RunCreate, "run")
     data = RunCreate(prompt_id=run) if isinstance(run, str) else RunCreate.model_validate(run)
     if data.status is not RunStatus.PENDING:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"status: a new run starts 'pending', not {data.status.value!r}; "
             "move it with transition()"
         )
@@ -181,7 +182,7 @@ def transition(
         expected_from = check_status(expected_from, "expected_from")
     if error_message is not None:
         if target not in (RunStatus.FAILED, RunStatus.CANCELLED):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"error_message: only a failed or cancelled run records one, not {target.value!r}"
             )
         _checked(_REQUIRED_TEXT, error_message, "error_message")
@@ -226,14 +227,14 @@ def claim_next_run(
     worker = _checked(_IDENTIFIER, worker_id, "worker_id")
     target = check_status(to, "to")
     if target not in CLAIM_TARGETS:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"to: a claimed run moves to 'uploading' or 'running', not {target.value!r}"
         )
     types = (
         None if model_types is None else sorted(set(check_str_iterable(model_types, "model_types")))
     )
     if types is not None and not types:
-        raise ValueError("model_types: give at least one model type, or None for any")
+        raise InvalidArgumentError("model_types: give at least one model type, or None for any")
     moment = resolve_now(now)
     with db.get_session() as session:
         if not db.is_sqlite:
@@ -316,7 +317,7 @@ def reap_stale_runs(
     """
     check_connection(db)
     if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
-        raise ValueError(f"older_than: must be a positive timedelta, got {older_than!r}")
+        raise InvalidArgumentError(f"older_than: must be a positive timedelta, got {older_than!r}")
     moment = resolve_now(now)
     # No stored heartbeat is older than MIN_TIMESTAMP; a longer window would overflow datetime.
     cutoff = moment - min(older_than, moment - MIN_TIMESTAMP)

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Row, Table, bindparam, func, select, update
 
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.tables import PROGRESS, PROMPTS, RUNS, TABLES
+from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.status import FINAL_STATUSES, RunStatus
 from cosmos_models.models.types import backend_family, utcnow
 from cosmos_models.services.archive import Archive
@@ -38,7 +39,7 @@ def parse_duration(value: str) -> timedelta:
     """
     match = _DURATION.match(value)
     if match is None:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"duration {value!r} is not a number followed by s, m, h, d or w (e.g. 30d)"
         )
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
@@ -52,9 +53,11 @@ def parse_statuses(values: Iterable[str]) -> tuple[RunStatus, ...]:
             status = RunStatus(value.strip())
         except ValueError:
             allowed = ", ".join(s.value for s in FINAL_STATUSES)
-            raise ValueError(f"status {value!r} is not one of {allowed}") from None
+            raise InvalidArgumentError(f"status {value!r} is not one of {allowed}") from None
         if not status.is_final:
-            raise ValueError(f"status {value!r} is not final: only final runs can be pruned")
+            raise InvalidArgumentError(
+                f"status {value!r} is not final: only final runs can be pruned"
+            )
         statuses.append(status)
     return tuple(statuses)
 
@@ -106,7 +109,7 @@ def _candidates(
 
 def _check_age(name: str, age: timedelta | None) -> None:
     if age is not None and (not isinstance(age, timedelta) or age < timedelta(0)):
-        raise ValueError(f"{name} must be a non-negative timedelta, got {age!r}")
+        raise InvalidArgumentError(f"{name} must be a non-negative timedelta, got {age!r}")
 
 
 def prune(
@@ -127,14 +130,14 @@ def prune(
     non-positive batch size; ``ArchiveError`` for an archive path that cannot be used.
     """
     if older_than is None and progress_older_than is None:
-        raise ValueError("prune needs older_than, progress_older_than or both")
+        raise InvalidArgumentError("prune needs older_than, progress_older_than or both")
     _check_age("older_than", older_than)
     _check_age("progress_older_than", progress_older_than)
     statuses = parse_statuses(
         status.value if isinstance(status, RunStatus) else status for status in statuses
     )
     if batch_size <= 0:
-        raise ValueError("batch_size must be positive")
+        raise InvalidArgumentError("batch_size must be positive")
     moment = now or utcnow()
     result = PruneResult(dry_run=dry_run, archive_path=archive_path)
     if dry_run:
@@ -207,7 +210,7 @@ def _count(
             result.expired_progress = int(connection.execute(expired).scalar_one())
 
 
-def _lock_runs(connection: Connection, run_ids: Sequence[str]) -> list[Row[Any]]:
+def lock_runs(connection: Connection, run_ids: Sequence[str]) -> list[Row[Any]]:
     """Lock the runs (``FOR UPDATE``) in the order writers lock them: ids sorted by code point.
 
     Progress writers update their runs in Python's sorted order (``tracking.number_events``);
@@ -250,7 +253,7 @@ def _prune_runs(
             # Runs locked first, in id order, as event retention and writers lock them: a prune
             # of runs and one of events over the same run then wait for each other, never in
             # a cycle (progress rows locked by one, the run by the other).
-            runs = _lock_runs(connection, run_ids)
+            runs = lock_runs(connection, run_ids)
             progress = connection.execute(
                 select(PROGRESS).where(PROGRESS.c.run_id.in_(run_ids))
             ).all()
@@ -317,7 +320,7 @@ def _expire_progress(
         with db.get_session() as session:
             connection = session.connection()
             run_ids = sorted({row.run_id for row in chosen})
-            runs = _lock_runs(connection, run_ids)
+            runs = lock_runs(connection, run_ids)
             # Locking reads see the latest committed rows, whatever the isolation level.
             events = connection.execute(
                 select(PROGRESS)

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Select, Table, and_, or_, select
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.json_filters import JsonFilter, json_condition
 from cosmos_models.db.tables import PROMPTS, RUNS
-from cosmos_models.errors import RunNotFoundError
+from cosmos_models.errors import InvalidArgumentError, PromptNotFoundError, RunNotFoundError
 from cosmos_models.models.checks import check_iterable, check_statuses, check_str
 from cosmos_models.models.prompt import PromptRead
 from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail, run_read
@@ -43,12 +43,17 @@ PROMPT_JSON_COLUMNS: Final = {"inputs": "inputs", "parameters": "parameters"}
 MAX_CURSOR_LENGTH: Final = 1024
 
 
+def _one_row(db: DatabaseConnection, table: Table, row_id: str, name: str) -> Any:
+    """The row of ``table`` with id ``row_id`` (argument ``name``), or None."""
+    check_connection(db)
+    check_str(row_id, name)
+    with db.get_session(read_only=True) as session:
+        return session.execute(select(table).where(table.c.id == row_id)).one_or_none()
+
+
 def get_run(db: DatabaseConnection, run_id: str) -> RunRead:
     """Return one run. Raises ``RunNotFoundError``, ``ValueError`` naming a bad ``run_id``."""
-    check_connection(db)
-    check_str(run_id, "run_id")
-    with db.get_session(read_only=True) as session:
-        row = session.execute(select(RUNS).where(RUNS.c.id == run_id)).one_or_none()
+    row = _one_row(db, RUNS, run_id, "run_id")
     if row is None:
         raise RunNotFoundError(run_id)
     return run_read(row)
@@ -80,6 +85,14 @@ def get_run_detail(db: DatabaseConnection, run_id: str) -> RunDetail:
     return RunDetail(**run.model_dump(), prompt=prompt, latest_progress=latest)
 
 
+def get_prompt(db: DatabaseConnection, prompt_id: str) -> PromptRead:
+    """Return one prompt. Raises ``PromptNotFoundError``, ``InvalidArgumentError``."""
+    row = _one_row(db, PROMPTS, prompt_id, "prompt_id")
+    if row is None:
+        raise PromptNotFoundError(prompt_id)
+    return PromptRead.model_validate(dict(row._mapping))
+
+
 # -- cursors -----------------------------------------------------------------------------------
 
 
@@ -96,7 +109,7 @@ def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
     same listing in the same order.
     """
     if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_LENGTH:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"cursor: not a cursor returned by list_{kind} (a string of at most "
             f"{MAX_CURSOR_LENGTH} characters)"
         )
@@ -104,7 +117,7 @@ def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         document = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         if document["k"] != kind or document["o"] != order:
-            raise ValueError("from another listing or order")
+            raise InvalidArgumentError("from another listing or order")
         created_at = resolve_now(datetime.fromisoformat(document["t"]), "cursor")
         row_id = document["i"]
         if not isinstance(row_id, str):
@@ -118,7 +131,7 @@ def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
         AttributeError,
         RecursionError,  # [[[[…]]]]: json.loads recurses once per level
     ) as exc:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"cursor: not a cursor returned by list_{kind} with order={order!r} ({exc})"
         ) from None
     return created_at, row_id
@@ -159,7 +172,7 @@ def _page(
     check_connection(db)
     check_limit(limit)
     if order not in ("newest", "oldest"):
-        raise ValueError(f"order: must be 'newest' or 'oldest', got {order!r}")
+        raise InvalidArgumentError(f"order: must be 'newest' or 'oldest', got {order!r}")
     table = listing.table
     created, row_id = table.c.created_at, table.c.id
     created_after, created_before = window
@@ -169,7 +182,9 @@ def _page(
         conditions.append(created < resolve_now(created_before, "created_before"))
     for condition in check_iterable(json_filters, "json_filters", "JsonFilter objects"):
         if not isinstance(condition, JsonFilter):
-            raise ValueError(f"json_filters: expected JsonFilter objects, got {condition!r}")
+            raise InvalidArgumentError(
+                f"json_filters: expected JsonFilter objects, got {condition!r}"
+            )
         conditions.append(
             json_condition(table, listing.json_columns, condition, db.engine.dialect.name)
         )

@@ -1,0 +1,117 @@
+"""The app and its parts: a lifespan that opens the database, the dependency giving it, the app.
+
+``create_app()`` is the whole service. A host app mounts ``create_router()`` instead, with
+``cosmos_lifespan(...)`` as (or inside) its lifespan and ``add_exception_handlers(app)``. The
+lifespan opens an ``AsyncDatabase``, checks that its schema is at head (``check_schema``: run
+``cosmos-models db upgrade`` once per deploy, not in every worker) and reads the tokens.
+"""
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+
+from cosmos_models.aio import AsyncDatabase
+from cosmos_models.api.auth import AccessDependency, TokenStore, log
+from cosmos_models.api.errors import add_exception_handlers
+from cosmos_models.db.migrate import check_schema
+
+DEFAULT_KEEPALIVE = 15.0
+
+
+@dataclass(frozen=True)
+class ApiState:
+    """What the routes need, kept in the lifespan state as ``cosmos``."""
+
+    database: AsyncDatabase
+    tokens: TokenStore
+    keepalive: float
+
+
+def cosmos_lifespan(
+    database_url: Any = None,
+    *,
+    tokens: str | None = None,
+    keepalive: float = DEFAULT_KEEPALIVE,
+    require_current_schema: bool = True,
+) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
+    """A FastAPI lifespan: open the database (default ``COSMOS_DATABASE_URL``) for the app's life.
+
+    ``tokens`` as ``COSMOS_API_TOKENS`` (default: that variable). ``keepalive``: seconds between
+    SSE comments on an idle stream (when a stream also notices its run has finished). Startup
+    raises ``SchemaNotCurrentError`` naming the command to run when the schema is not at head
+    (unless ``require_current_schema=False``), ``InvalidArgumentError`` for a bad URL or token
+    list, ``DatabaseError`` if the database cannot be reached.
+    """
+    store = TokenStore.from_environment() if tokens is None else TokenStore.parse(tokens)
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncDatabase(database_url) as database:
+            if require_current_schema:
+                await database.run_sync(check_schema)
+            if not store.entries:
+                log.warning(
+                    "cosmos_models API is read-only: no COSMOS_API_TOKENS configured "
+                    "(writes answer 403)"
+                )
+            yield {"cosmos": ApiState(database, store, keepalive)}
+
+    return lifespan
+
+
+def state_of(request: Request) -> ApiState:
+    """The API state of the lifespan (``RuntimeError`` if the lifespan is not installed)."""
+    state = getattr(request.state, "cosmos", None)
+    if not isinstance(state, ApiState):
+        raise RuntimeError("cosmos_models API used without cosmos_lifespan() installed")
+    return state
+
+
+def get_database(request: Request) -> AsyncDatabase:
+    """The dependency giving a route the app's ``AsyncDatabase``."""
+    return state_of(request).database
+
+
+Database = Annotated[AsyncDatabase, Depends(get_database)]
+
+
+def create_app(
+    database_url: Any = None,
+    *,
+    tokens: str | None = None,
+    auth: AccessDependency | None = None,
+    cors_origins: Sequence[str] = (),
+    keepalive: float = DEFAULT_KEEPALIVE,
+    require_current_schema: bool = True,
+) -> FastAPI:
+    """The cosmos_models HTTP API as a FastAPI app (see ``cosmos_lifespan`` for the options).
+
+    ``auth``: the host's own dependency returning an ``Access``, instead of bearer tokens.
+    ``cors_origins``: origins allowed by CORS (none by default: CORS off).
+    """
+    from cosmos_models.api.routes import create_router
+
+    app = FastAPI(
+        title="cosmos_models",
+        summary="Prompts, runs and their progress for AI video models.",
+        lifespan=cosmos_lifespan(
+            database_url,
+            tokens=tokens,
+            keepalive=keepalive,
+            require_current_schema=require_current_schema,
+        ),
+    )
+    app.include_router(create_router(auth=auth))
+    add_exception_handlers(app)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        )
+    return app

@@ -1,0 +1,33 @@
+"""``cosmos-models serve``: the HTTP API (``cosmos_models.api``) under uvicorn."""
+
+from typing import Annotated
+
+import typer
+
+from cosmos_models.cli.app import DatabaseOption, app, err
+
+
+@app.command()
+def serve(
+    database: DatabaseOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="Allow this browser origin (repeatable; default none)."),
+    ] = None,
+) -> None:
+    """Serve the HTTP API; writes need a token from COSMOS_API_TOKENS (rw:TOKEN,ro:TOKEN).
+
+    The schema must be at head (run `cosmos-models db upgrade` first); without tokens the API
+    is read-only.
+    """
+    try:
+        import uvicorn
+
+        from cosmos_models.api import create_app
+    except ImportError:
+        raise RuntimeError("the API needs its extra: pip install 'cosmos-models[api]'") from None
+    application = create_app(database, cors_origins=cors_origin or ())
+    err.print(f"serving the cosmos_models API on http://{host}:{port} (Ctrl+C stops)")
+    uvicorn.run(application, host=host, port=port, log_level="info")
