@@ -7,6 +7,7 @@ from sqlalchemy import delete
 
 from cosmos_models import (
     DatabaseConnection,
+    Run,
     RunStatus,
     create_run,
     record_progress,
@@ -76,18 +77,17 @@ def test_deleted_runs_are_reported_as_removed(db: DatabaseConnection) -> None:
 
 def test_more_finished_runs_than_one_lookup_holds(db: DatabaseConnection) -> None:
     prompt_id = add_prompt(db)
-    rows = [
-        {"id": f"run-{i:04d}", "prompt_id": prompt_id, "model_type": "transfer"}
-        for i in range(ID_CHUNK + 3)
-    ]
-    for row in rows:
-        create_run(db, row)
+    with db.get_session() as session:  # one flush: a bulk insert
+        session.add_all(
+            Run(id=f"run-{i:04d}", prompt_id=prompt_id, model_type="transfer")
+            for i in range(ID_CHUNK + 3)
+        )
     feed = RunFeed(db)
-    assert len(feed.changes().changed) == len(rows)
+    assert len(feed.changes().changed) == ID_CHUNK + 3
     with db.engine.begin() as connection:
         connection.execute(RUNS.update().values(status="cancelled"))
     finished = feed.changes().changed
-    assert len(finished) == len(rows)
+    assert len(finished) == ID_CHUNK + 3
     assert {state.status for state in finished} == {RunStatus.CANCELLED}
 
 

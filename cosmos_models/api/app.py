@@ -87,12 +87,16 @@ def create_app(
     cors_origins: Sequence[str] = (),
     keepalive: float = DEFAULT_KEEPALIVE,
     require_current_schema: bool = True,
+    dashboard_actions: bool = False,
 ) -> FastAPI:
     """The cosmos_models HTTP API as a FastAPI app (see ``cosmos_lifespan`` for the options).
 
     ``auth``: the host's own dependency returning an ``Access``, instead of bearer tokens.
     ``cors_origins``: origins allowed by CORS (none by default: CORS off).
+    ``dashboard_actions``: the dashboard page (at ``/``) offers a cancel button (the cancel is
+    the API's, behind its token check); read-only otherwise.
     """
+    from cosmos_models.api.dashboard import mount_dashboard
     from cosmos_models.api.routes import create_router
 
     app = FastAPI(
@@ -107,6 +111,7 @@ def create_app(
     )
     app.include_router(create_router(auth=auth))
     add_exception_handlers(app)
+    mount_dashboard(app, actions=dashboard_actions)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -7,8 +7,8 @@ transition rules and its token check.
 """
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 

@@ -5,6 +5,8 @@ injected markup). Without chromium the browser tests are skipped and listed like
 on a laptop, and fail in CI (``COSMOS_REQUIRE_BACKENDS=1``).
 """
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,19 +15,30 @@ import pytest
 
 from cosmos_models import DatabaseConnection
 from cosmos_models.api.dashboard import DashboardSettings
+from tests.api_server import TOKENS, WRITER, serving
 from tests.backends import backends_required
 from tests.conftest import _unreachable
-from tests.dashboard.server import chromium_path, serving
+from tests.databases import URL_BACKENDS
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
+
+
+def chromium_path() -> str | None:
+    """The system browser Playwright launches (``COSMOS_CHROMIUM`` overrides), or None.
+
+    Nothing is downloaded at test time: ``playwright install`` is never run.
+    """
+    wanted = os.environ.get("COSMOS_CHROMIUM")
+    if wanted:
+        return wanted if os.access(wanted, os.X_OK) else None
+    found = (shutil.which(name) for name in CHROMIUM_NAMES)
+    return next((path for path in found if path), None)
 
 
 # The kit opens its own connections from a URL: an in-memory SQLite database of the test
-# process cannot be shared with it, so the API's backends are these three.
-API_BACKENDS = ("sqlite-file", "postgresql", "mariadb")
-
-
-@pytest.fixture(params=API_BACKENDS)
+# process cannot be named by one, so the API's backends are the three others.
+@pytest.fixture(params=URL_BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """The backends the HTTP kit serves (overrides the package-wide fixture here)."""
     return str(request.param)
@@ -41,11 +54,6 @@ def make_app(db: DatabaseConnection, *, actions: bool = False, tokens: str | Non
     return app
 
 
-WRITER_TOKEN = "dashboard-test-writer-token"
-READER_TOKEN = "dashboard-test-reader-token"
-TOKENS = f"rw:{WRITER_TOKEN},ro:{READER_TOKEN}"
-
-
 @pytest.fixture
 def server(db: DatabaseConnection) -> Iterator[str]:
     """The base URL of the app on ``db`` (every API backend), served by uvicorn; read-only page."""
@@ -58,7 +66,7 @@ def api(server: str) -> Iterator[Any]:
     """An HTTP client of ``server`` writing with a read-write token."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {WRITER_TOKEN}"}
+    headers = {"Authorization": f"Bearer {WRITER}"}
     with httpx.Client(base_url=server, headers=headers, timeout=10) as client:
         yield client
 

@@ -19,9 +19,9 @@ from cosmos_models import (
 )
 from cosmos_models.api.dashboard import mount_dashboard
 from cosmos_models.db.tables import RUNS
+from tests.api_server import serving
 from tests.dashboard.conftest import make_app
 from tests.dashboard.data import add_prompt
-from tests.dashboard.server import serving
 
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:

@@ -4,9 +4,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from cosmos_models.aio import AsyncDatabase
 
 from cosmos_models import DatabaseConnection, create_run
-from cosmos_models.aio import AsyncDatabase
 from cosmos_models.api import live
 from cosmos_models.api.live import LiveHub
 from cosmos_models.errors import DatabaseError

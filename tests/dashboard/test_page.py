@@ -8,7 +8,6 @@ without a reload. Stored text with markup must show literally, and no dialog may
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
