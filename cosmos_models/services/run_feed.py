@@ -84,31 +84,42 @@ class RunFeed:
         A run that left the unfinished set is reported once more with its final state, then
         forgotten; one that disappeared is reported in ``removed``. Raises ``DatabaseError``.
         """
+        unfinished = RUNS.c.status.in_(UNFINISHED_STATUSES)
         with self.db.get_session(read_only=True) as session:
-            rows = {
-                row.id: row
+            # Three narrow columns per unfinished run say what moved; only those are read whole.
+            keys = {
+                row.id: (_status_value(row.status), int(row.latest_seq))
                 for row in session.execute(
-                    select(*_STATE_COLUMNS).where(RUNS.c.status.in_(UNFINISHED_STATUSES))
+                    select(RUNS.c.id, RUNS.c.status, RUNS.c.latest_seq).where(unfinished)
                 )
             }
-            gone = sorted(set(self._seen) - set(rows))
-            finished = {
-                row.id: row
-                for chunk in _chunks(gone)
-                for row in session.execute(select(*_STATE_COLUMNS).where(RUNS.c.id.in_(chunk)))
-            }
+            moved = [run_id for run_id, key in keys.items() if self._seen.get(run_id) != key]
+            gone = sorted(set(self._seen) - set(keys))
+            wanted = moved + gone
+            rows = {}
+            if len(moved) > ID_CHUNK:  # a snapshot or a burst: one scan beats many lookups
+                rows = {
+                    row.id: row
+                    for row in session.execute(select(*_STATE_COLUMNS).where(unfinished))
+                }
+            # By id: the runs that finished (or moved, after a scan that no longer saw them).
+            missing = [run_id for run_id in wanted if run_id not in rows]
+            for chunk in _chunks(missing):
+                query = select(*_STATE_COLUMNS).where(RUNS.c.id.in_(chunk))
+                rows.update((row.id, row) for row in session.execute(query))
         result = FeedChanges()
-        for run_id, row in rows.items():
-            key = (_status_value(row.status), int(row.latest_seq))
-            if self._seen.get(run_id) != key:
-                self._seen[run_id] = key
-                result.changed.append(_state(row))
-        for run_id in gone:
-            del self._seen[run_id]
-            if run_id in finished:
-                result.changed.append(_state(finished[run_id]))
-            else:
+        for run_id in wanted:
+            row = rows.get(run_id)
+            if row is None:  # deleted (or, moved then deleted between the two reads)
+                self._seen.pop(run_id, None)
                 result.removed.append(run_id)
+                continue
+            state = _state(row)
+            if state.status.is_final:
+                self._seen.pop(run_id, None)
+            else:
+                self._seen[run_id] = (state.status.value, state.latest_seq)
+            result.changed.append(state)
         return result
 
 
