@@ -21,6 +21,7 @@ from tests.backends import (
     server_database,
     server_reason,
 )
+from tests.sides import BOTH_SIDES, async_side, calls_a_service_function
 
 # Property-based tests: a quick profile for `make test`, a thorough one for `make reliability`.
 settings.register_profile("default", max_examples=100, deadline=None)
@@ -105,13 +106,37 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The modules in BOTH_SIDES run their database tests that call a service function on the
+    # sync side and on cosmos_models.aio (see tests/sides.py).
+    if (
+        metafunc.module.__name__ in BOTH_SIDES
+        and "db" in metafunc.fixturenames
+        and calls_a_service_function(metafunc.function)
+    ):
+        metafunc.parametrize("side", ["sync", "async"], indirect=True)
+
+
 @pytest.fixture
-def db(backend: str, tmp_path: Path) -> Iterator[DatabaseConnection]:
-    """A connection with the schema in place, on each backend; leaves no rows behind."""
+def side(request: pytest.FixtureRequest) -> str:
+    """Which side the service functions of the test run on: ``sync`` or ``async``."""
+    return str(getattr(request, "param", "sync"))
+
+
+@pytest.fixture
+def db(
+    backend: str, tmp_path: Path, side: str, request: pytest.FixtureRequest
+) -> Iterator[DatabaseConnection]:
+    """A connection with the schema in place, on each backend; leaves no rows behind. On the
+    async side the test module's service functions call their ``cosmos_models.aio`` twins."""
     connection = connect(backend, tmp_path)
     try:
         connection.create_tables()
-        yield connection
+        if side == "async":
+            with async_side(request.module):
+                yield connection
+        else:
+            yield connection
     finally:
         if not connection._closed and backend in SERVER_BACKENDS:
             _empty_tables(connection)

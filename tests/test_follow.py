@@ -2,6 +2,7 @@
 
 import queue
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -98,21 +99,31 @@ def test_follow_resumes_from_a_cursor_and_includes_new_runs(db: DatabaseConnecti
     )
 
 
+def listeners(db: DatabaseConnection, expected: int) -> int:
+    """How many connections LISTEN on the database, waiting (at most 5 s) for ``expected``: a
+    backend closed by its client leaves pg_stat_activity a moment later, on a busy machine."""
+    query = text(
+        "SELECT COUNT(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
+    deadline = time.monotonic() + 5
+    while True:
+        with db.engine.connect() as connection:
+            count = int(connection.execute(query).scalar_one())
+        if count == expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.02)
+
+
 def test_closing_the_follower_releases_its_connection(db: DatabaseConnection) -> None:
     (run_id,) = pending_runs(db, 1)
     record_progress(db, run_id, "s", 1.0)
     events = follow_progress(db, [run_id], after={})
     assert next(events).seq == 1
     if db.engine.dialect.name == "postgresql":
-        listening = text(
-            "SELECT COUNT(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-        )
-        with db.engine.connect() as connection:
-            assert connection.execute(listening).scalar_one() == 1
+        assert listeners(db, 1) == 1
         events.close()
-        with db.engine.connect() as connection:
-            assert connection.execute(listening).scalar_one() == 0
+        assert listeners(db, 0) == 0
     else:
         events.close()
     with pytest.raises(StopIteration):

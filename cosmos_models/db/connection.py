@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -45,6 +45,18 @@ from cosmos_models.models.types import dumps_json
 # Where ``:memory:`` databases live when it exists and is writable (else the temp directory); only
 # ever the parent of a private ``mkdtemp`` directory, so the shared location is safe.
 MEMORY_FILESYSTEM: Final = Path("/dev/shm")  # noqa: S108
+
+
+class ConnectionOptions(TypedDict, total=False):
+    """The keyword options of ``DatabaseConnection`` (``AsyncDatabase`` takes the same)."""
+
+    pool_size: int
+    max_overflow: int
+    pool_recycle: int
+    busy_timeout_ms: int
+    sqlite_wal: bool
+    read_only: bool
+    echo: bool
 
 
 class DatabaseConnection:
@@ -138,7 +150,7 @@ class DatabaseConnection:
             for key, value in url.query.items()
             if is_secret_parameter(key)
         }
-        return create_engine(
+        return self._new_engine(
             url.difference_update_query(secrets),
             connect_args=secrets,
             echo=echo,
@@ -163,7 +175,7 @@ class DatabaseConnection:
             if not self.read_only:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             url = sqlite_engine_url(self.path, self.url.query, read_only=self.read_only)
-        engine = create_engine(url, **options)
+        engine = self._new_engine(url, **options)
         # The memory database always uses WAL: it is what lets readers work beside a writer.
         use_wal = (self._sqlite_wal or self.is_memory) and not self.read_only
         # Nothing survives the process anyway: no fsync for the memory database.
@@ -190,6 +202,12 @@ class DatabaseConnection:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
         return engine
+
+    def _new_engine(self, url: URL, **options: Any) -> Engine:
+        """Create the engine the options above were chosen for; the one hook a subclass may
+        replace (``cosmos_models.aio`` builds an async engine and returns its sync facade, so
+        the listeners above configure both sides)."""
+        return create_engine(url, **options)
 
     def _memory_url(self) -> URL:
         """Create the private directory of a ``:memory:`` database; return its file's URL.

@@ -37,10 +37,18 @@ _DRIVERS: Final[dict[str, str]] = {
     "mysql+pymysql": "mysql+pymysql",
     "mariadb": "mariadb+pymysql",
     "mariadb+pymysql": "mariadb+pymysql",
+    # Async spellings name the same databases: each side (sync, ``cosmos_models.aio``) picks its
+    # own driver, so one COSMOS_DATABASE_URL serves both.
+    "sqlite+aiosqlite": "sqlite",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+    "mysql+asyncmy": "mysql+pymysql",
+    "mysql+aiomysql": "mysql+pymysql",
+    "mariadb+asyncmy": "mariadb+pymysql",
+    "mariadb+aiomysql": "mariadb+pymysql",
 }
 
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9_+.\-]*)://")  # "_": psycopg_async
 
 
 _SEGMENT_SPLIT = re.compile(r"[/\\]")

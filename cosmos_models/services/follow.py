@@ -18,8 +18,7 @@ that something moved depends on the backend:
 
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Generator, Mapping
-from functools import partial
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from typing import Any, Final, Protocol, TypeVar
 
 from sqlalchemy import select
@@ -60,8 +59,12 @@ class _PollWaiter:
         return None
 
 
-class _SQLiteWaiter:
-    """Waits for ``PRAGMA data_version`` to change: another connection committed."""
+class SQLiteWaiter:
+    """Waits for ``PRAGMA data_version`` to change: another connection committed.
+
+    ``changed()`` is the check (microseconds; the async side runs it in a thread); ``wait`` is
+    the sync side's loop around it.
+    """
 
     def __init__(self, database: str, interval: float) -> None:
         self.interval = interval
@@ -72,20 +75,43 @@ class _SQLiteWaiter:
     def _version(self) -> int:
         return int(self.connection.execute("PRAGMA data_version").fetchone()[0])
 
+    def changed(self) -> bool:
+        """True once another connection committed since the last check that said so."""
+        version = self._version()
+        if version == self.version:
+            return False
+        self.version = version
+        return True
+
     def wait(self, seconds: float) -> set[str] | None:
         deadline = time.monotonic() + seconds
-        while True:
-            version = self._version()
-            if version != self.version:
-                self.version = version
-                return None
+        while not self.changed():
             left = deadline - time.monotonic()
             if left <= 0:
                 return set()
             time.sleep(min(self.interval, left))
+        return None
 
     def close(self) -> None:
         self.connection.close()
+
+
+def backoff_delays(deadline: float | None = None) -> Iterator[float]:
+    """The pauses between attempts to reach a database that is away: 50 ms, doubling up to
+    ``MAX_BACKOFF``; ``READ_RETRIES`` of them, or as many as fit before ``deadline``
+    (``time.monotonic()``)."""
+    delay, attempt = 0.05, 0
+    while True:
+        if deadline is None:
+            if attempt >= READ_RETRIES:
+                return
+            pause = delay
+        else:
+            pause = min(delay, deadline - time.monotonic())
+            if pause <= 0:
+                return
+        yield pause
+        attempt, delay = attempt + 1, min(delay * 2, MAX_BACKOFF)
 
 
 class _PostgresWaiter:
@@ -113,19 +139,14 @@ class _PostgresWaiter:
             self.raw = None
 
     def wait(self, seconds: float) -> set[str] | None:
-        deadline = time.monotonic() + seconds
-        backoff = 0.05
-        while self.raw is None:
-            try:
-                self._connect()
-            except Exception:  # the server is away: try again until the deadline
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                time.sleep(min(backoff, left))
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
-            return None  # back: notifications may have been missed, check every run
+        if self.raw is None:
+            for pause in backoff_delays(time.monotonic() + seconds):
+                try:
+                    self._connect()
+                    break
+                except Exception:  # the server is away: try again until the deadline
+                    time.sleep(pause)
+            return None  # back (notifications may have been missed) or not: check every run
         driver = self.raw.driver_connection
         try:
             woken = {n.payload for n in driver.notifies(timeout=seconds, stop_after=1)}
@@ -146,8 +167,62 @@ def _waiter(db: DatabaseConnection, interval: float) -> _Waiter:
     if dialect == "postgresql":
         return _PostgresWaiter(db)
     if dialect == "sqlite" and not db.is_memory:
-        return _SQLiteWaiter(db.url.database or "", interval)
+        return SQLiteWaiter(db.url.database or "", interval)
     return _PollWaiter()
+
+
+class FollowState:
+    """One follower's reading side, shared by the sync generator and ``cosmos_models.aio``:
+    what it follows, its cursor, and how long to wait next. Only the waiting differs by side."""
+
+    def __init__(
+        self,
+        db: DatabaseConnection,
+        run_ids: Collection[str] | None,
+        after: Mapping[str, int] | None,
+        poll_interval: float | None,
+        idle_timeout: float | None,
+    ) -> None:
+        check_connection(db)
+        self.db = db
+        self.wanted = None if run_ids is None else frozenset(check_str_iterable(run_ids, "run_ids"))
+        self.cursor = {} if after is None else check_seq_map(after, "after")
+        self.from_now = after is None
+        check_seconds(poll_interval, "poll_interval", allow_zero=False)
+        self.idle_timeout = check_seconds(idle_timeout, "idle_timeout", allow_zero=True)
+        self.interval = poll_interval or DEFAULT_POLL_INTERVAL.get(db.engine.dialect.name, 0.25)
+        self.hint: set[str] | None = None
+        self.more = self.delivered = False
+        self.idle_since = time.monotonic()
+
+    def start(self) -> None:
+        """Once listening: take the stored events as seen when following from now (an event
+        committed from here on is either counted in this snapshot or read after it)."""
+        if self.from_now:
+            self.cursor.update(_latest_seqs(self.db, self.wanted))
+        self.idle_since = time.monotonic()
+
+    def read(self) -> list[ProgressRead]:
+        """The next events to deliver (the cursor moves past them)."""
+        events, self.more = _read_new(self.db, self.wanted, self.cursor, self.hint)
+        for event in events:
+            self.cursor[event.run_id] = event.seq
+        self.delivered = bool(events)
+        return events
+
+    def next_wait(self) -> float | None:
+        """After the events were delivered: seconds to wait (0: read again at once), or None
+        when the follower has been idle for ``idle_timeout``."""
+        now = time.monotonic()
+        if self.delivered:
+            self.idle_since = now
+        if self.more:
+            self.hint = None
+            return 0.0
+        if self.idle_timeout is None:
+            return self.interval
+        left = self.idle_timeout - (now - self.idle_since)
+        return None if left <= 0 else min(self.interval, left)
 
 
 def follow_progress(
@@ -169,65 +244,32 @@ def follow_progress(
     connection. Raises ``ValueError`` naming a bad argument (at the call), ``DatabaseError`` if
     reads keep failing.
     """
-    check_connection(db)
-    wanted = None if run_ids is None else frozenset(check_str_iterable(run_ids, "run_ids"))
-    cursor = {} if after is None else check_seq_map(after, "after")
-    check_seconds(poll_interval, "poll_interval", allow_zero=False)
-    check_seconds(idle_timeout, "idle_timeout", allow_zero=True)
-    interval = poll_interval or DEFAULT_POLL_INTERVAL.get(db.engine.dialect.name, 0.25)
-    return _follow(db, wanted, cursor, after is None, interval, idle_timeout)
+    return _follow(FollowState(db, run_ids, after, poll_interval, idle_timeout))
 
 
-def _follow(  # noqa: PLR0917 - private; its one caller names nothing twice
-    db: DatabaseConnection,
-    wanted: frozenset[str] | None,
-    cursor: dict[str, int],
-    from_now: bool,
-    interval: float,
-    idle_timeout: float | None,
-) -> Generator[ProgressRead, None, None]:
-    waiter = _waiter(db, interval)
+def _follow(state: FollowState) -> Generator[ProgressRead, None, None]:
+    waiter = _waiter(state.db, state.interval)
     try:
-        if from_now:
-            # Listening already: an event committed from here on is either counted in this
-            # snapshot or read after it.
-            cursor.update(_with_retries(lambda: _latest_seqs(db, wanted)))
-        idle_since = time.monotonic()
-        hint: set[str] | None = None
+        _with_retries(state.start)
         while True:
-            events, more = _with_retries(partial(_read_new, db, wanted, cursor, hint))
-            for event in events:
-                cursor[event.run_id] = event.seq
-                yield event
-            now = time.monotonic()
-            if events:
-                idle_since = now
-            if more:
-                hint = None
-                continue
-            if idle_timeout is not None:
-                left = idle_timeout - (now - idle_since)
-                if left <= 0:
-                    return
-                hint = waiter.wait(min(interval, left))
-            else:
-                hint = waiter.wait(interval)
+            yield from _with_retries(state.read)
+            seconds = state.next_wait()
+            if seconds is None:
+                return
+            if seconds > 0:
+                state.hint = waiter.wait(seconds)
     finally:
         waiter.close()
 
 
 def _with_retries(read: Callable[[], T]) -> T:
     """Run a read, retrying with backoff while the database is away (a server restart)."""
-    backoff = 0.05
-    for attempt in range(READ_RETRIES + 1):
+    for pause in backoff_delays():
         try:
             return read()
         except DatabaseError:
-            if attempt == READ_RETRIES:
-                raise
-            time.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
-    raise AssertionError("unreachable")  # pragma: no cover
+            time.sleep(pause)
+    return read()
 
 
 def _latest_seqs(db: DatabaseConnection, wanted: Collection[str] | None) -> dict[str, int]:

@@ -1,0 +1,55 @@
+"""Async twins of the service functions: each is the sync function itself, awaited in a greenlet.
+
+``twin(fn)`` makes ``async def name(adb, *args, **kwargs)`` with ``fn``'s name, docstring and
+parameters (``functools.wraps``; typed with ``ParamSpec``, so ``aio.create_run(adb, …)`` takes
+exactly what ``create_run(db, …)`` takes). Statement building, validation, result mapping and
+error translation are the sync function's: there is no second copy. Adding a twin is one line
+in the table below (and its name in ``cosmos_models.aio.__all__``).
+"""
+
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy.util import greenlet_spawn
+
+from cosmos_models.aio.database import AsyncDatabase, sync_view
+from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.services import lifecycle, progress_queries, queries, tracking
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def twin(
+    fn: Callable[Concatenate[DatabaseConnection, P], R],
+) -> Callable[Concatenate[AsyncDatabase, P], Coroutine[Any, Any, R]]:
+    """The async twin of the service function ``fn`` (its first parameter is ``db``).
+
+    The twin raises ``ValueError`` naming ``db`` unless given an ``AsyncDatabase``, and then
+    exactly what ``fn`` raises.
+    """
+
+    @functools.wraps(fn)
+    async def run(adb: AsyncDatabase, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        db = sync_view(adb)
+        return await greenlet_spawn(lambda: fn(db, *args, **kwargs))
+
+    return run
+
+
+# The table: one line per service function.
+create_prompt = twin(lifecycle.create_prompt)
+create_run = twin(lifecycle.create_run)
+transition = twin(lifecycle.transition)
+claim_next_run = twin(lifecycle.claim_next_run)
+heartbeat = twin(lifecycle.heartbeat)
+reap_stale_runs = twin(lifecycle.reap_stale_runs)
+record_progress = twin(tracking.record_progress)
+record_progress_batch = twin(tracking.record_progress_batch)
+latest_progress = twin(progress_queries.latest_progress)
+progress_since = twin(progress_queries.progress_since)
+get_run = twin(queries.get_run)
+get_run_detail = twin(queries.get_run_detail)
+list_prompts = twin(queries.list_prompts)
+list_runs = twin(queries.list_runs)
