@@ -1,5 +1,6 @@
 """The real API app served by uvicorn in a thread, for tests over real HTTP (httpx)."""
 
+import contextlib
 import socket
 import threading
 import time
@@ -23,10 +24,9 @@ def serving(app: FastAPI) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
 
     def run() -> None:
-        try:
+        # uvicorn exits with SystemExit when the app's startup fails (the log says why).
+        with contextlib.suppress(SystemExit):
             server.run(sockets=[sock])
-        except SystemExit:  # uvicorn exits this way when the app's startup fails
-            pass
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

@@ -75,6 +75,10 @@ def test_events_stream_live_and_resume_after_last_event_id(url: str) -> None:
         assert [e["id"] for e in resumed[:-1]] == ["4", "5"]  # no gap, no duplicate
         assert resumed[-1]["event"] == "end"
         assert json.loads(resumed[-1]["data"])["status"] == "completed"
+        with httpx.stream(
+            "GET", f"{base}/runs/{run_id}/events", headers={"Last-Event-ID": str(2**63 - 1)}
+        ) as response:
+            assert [e["event"] for e in read_events(response.iter_lines())] == ["end"]
         bad = httpx.get(f"{base}/runs/{run_id}/events", headers={"Last-Event-ID": "x"})
         assert bad.status_code == 422
         assert httpx.get(f"{base}/runs/nope/events").status_code == 404

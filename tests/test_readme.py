@@ -28,3 +28,8 @@ def test_use_from_python_example_runs(tmp_path: Path, monkeypatch: pytest.Monkey
         assert run.status is RunStatus.RUNNING
         assert run.outputs == {"video": "/outputs/city.mp4"}
         assert len(run.progress) == 1
+
+
+def test_in_a_web_service_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COSMOS_DATABASE_URL", f"sqlite:///{tmp_path / 'web.db'}")
+    exec(compile(section_code("In a web service"), "README.md", "exec"), {})

@@ -19,6 +19,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from cosmos_models.db.connection import ConnectionOptions, DatabaseConnection
 from cosmos_models.db.locations import redact_url
+from cosmos_models.errors import InvalidArgumentError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -135,7 +136,7 @@ def sync_view(adb: Any, name: str = "db") -> DatabaseConnection:
     """The ``DatabaseConnection`` of ``adb``; ``ValueError`` naming ``name`` unless it is an
     ``AsyncDatabase``."""
     if not isinstance(adb, AsyncDatabase):
-        raise ValueError(f"{name}: must be an AsyncDatabase, got {type(adb).__name__}")
+        raise InvalidArgumentError(f"{name}: must be an AsyncDatabase, got {type(adb).__name__}")
     return adb.sync_db
 
 
@@ -149,7 +150,7 @@ async def init_database(database_url: "str | PathLike[str] | URL | None" = None)
     try:
         adb = AsyncDatabase(database_url)
     except ValueError as exc:
-        raise ValueError(f"database_url: {str(exc).removeprefix('location: ')}") from None
+        raise InvalidArgumentError(f"database_url: {str(exc).removeprefix('location: ')}") from None
     try:
         await adb.run_sync(DatabaseConnection.create_tables)
     except BaseException:

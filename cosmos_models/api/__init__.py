@@ -6,9 +6,10 @@ uvicorn). To mount it in an existing app: ``create_router()`` with ``cosmos_life
 ``AsyncDatabase``; ``Access`` is what a host's own ``auth`` dependency returns.
 """
 
-from cosmos_models.api.app import ApiState, cosmos_lifespan, create_app, get_database
+from cosmos_models.api.app import ApiState, cosmos_lifespan, get_database
 from cosmos_models.api.auth import Access, TokenStore
 from cosmos_models.api.errors import Problem, add_exception_handlers
+from cosmos_models.api.factory import create_app
 from cosmos_models.api.routes import create_router
 
 __all__ = [

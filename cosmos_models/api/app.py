@@ -1,22 +1,20 @@
-"""The app and its parts: a lifespan that opens the database, the dependency giving it, the app.
+"""The app's life: a lifespan that opens the database, and the dependency giving it to routes.
 
-``create_app()`` is the whole service. A host app mounts ``create_router()`` instead, with
-``cosmos_lifespan(...)`` as (or inside) its lifespan and ``add_exception_handlers(app)``. The
-lifespan opens an ``AsyncDatabase``, checks that its schema is at head (``check_schema``: run
+A host app mounting ``create_router()`` uses ``cosmos_lifespan(...)`` as (or inside) its
+lifespan; ``create_app()`` (api/factory.py) does that for the whole service. The lifespan
+opens an ``AsyncDatabase``, checks that its schema is at head (``check_schema``: run
 ``cosmos-models db upgrade`` once per deploy, not in every worker) and reads the tokens.
 """
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
+from fastapi import Depends, Request
 
 from cosmos_models.aio import AsyncDatabase
-from cosmos_models.api.auth import AccessDependency, TokenStore, log
-from cosmos_models.api.errors import add_exception_handlers
+from cosmos_models.api.auth import TokenStore, log
 from cosmos_models.db.migrate import check_schema
 
 DEFAULT_KEEPALIVE = 15.0
@@ -77,46 +75,3 @@ def get_database(request: Request) -> AsyncDatabase:
 
 
 Database = Annotated[AsyncDatabase, Depends(get_database)]
-
-
-def create_app(
-    database_url: Any = None,
-    *,
-    tokens: str | None = None,
-    auth: AccessDependency | None = None,
-    cors_origins: Sequence[str] = (),
-    keepalive: float = DEFAULT_KEEPALIVE,
-    require_current_schema: bool = True,
-    dashboard_actions: bool = False,
-) -> FastAPI:
-    """The cosmos_models HTTP API as a FastAPI app (see ``cosmos_lifespan`` for the options).
-
-    ``auth``: the host's own dependency returning an ``Access``, instead of bearer tokens.
-    ``cors_origins``: origins allowed by CORS (none by default: CORS off).
-    ``dashboard_actions``: the dashboard page (at ``/``) offers a cancel button (the cancel is
-    the API's, behind its token check); read-only otherwise.
-    """
-    from cosmos_models.api.dashboard import mount_dashboard
-    from cosmos_models.api.routes import create_router
-
-    app = FastAPI(
-        title="cosmos_models",
-        summary="Prompts, runs and their progress for AI video models.",
-        lifespan=cosmos_lifespan(
-            database_url,
-            tokens=tokens,
-            keepalive=keepalive,
-            require_current_schema=require_current_schema,
-        ),
-    )
-    app.include_router(create_router(auth=auth))
-    add_exception_handlers(app)
-    mount_dashboard(app, actions=dashboard_actions)
-    if cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(cors_origins),
-            allow_methods=["*"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-        )
-    return app

@@ -8,6 +8,7 @@ database error says only that the database is unavailable, and validation errors
 field's location and problem.
 """
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
@@ -68,13 +69,16 @@ PROBLEM_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
         "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
     for status, title in _TITLES.items()
-    if status not in (400, 405, 500)
+    if status not in (405, 500)
 }
 """The error responses every operation documents (OpenAPI), all as problem+json."""
 
 
 def problem(
-    status: int, detail: str, errors: list[FieldProblem] | None = None, **headers: str
+    status: int,
+    detail: str,
+    errors: list[FieldProblem] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """A problem+json response with ``status``, its title and ``detail``."""
     body = Problem(title=_TITLES.get(status, "Error"), status=status, detail=detail, errors=errors)
@@ -82,7 +86,7 @@ def problem(
         body.model_dump(exclude_none=True),
         status_code=status,
         media_type=PROBLEM_JSON,
-        headers=headers or None,
+        headers=dict(headers) if headers else None,
     )
 
 
@@ -149,7 +153,7 @@ async def _model_validation(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return problem(exc.status_code, str(exc.detail), **(exc.headers or {}))
+    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:

@@ -6,8 +6,9 @@ errors and results are exactly the library's. JSON shapes are the library's read
 (``PromptRead``, ``RunRead``, ``RunDetail``, ``Page``), documented in the OpenAPI schema.
 """
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -63,7 +64,7 @@ class Health(BaseModel):
     read_only: bool = Field(description="True when no token may write (none configured).")
 
 
-def _record_routes(router: APIRouter, write: object) -> None:
+def _record_routes(router: APIRouter, write: Callable[..., Any]) -> None:
     guarded = [Depends(write)]
 
     @router.post("/prompts", status_code=201, dependencies=guarded, tags=["prompts"])

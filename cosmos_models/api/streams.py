@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from cosmos_models.aio import AsyncDatabase, follow_progress
 from cosmos_models.api.app import Database, state_of
 from cosmos_models.errors import InvalidArgumentError, RunNotFoundError
-from cosmos_models.models.checks import MAX_INT
+from cosmos_models.models.checks import MAX_INT, MAX_SEQ
 from cosmos_models.models.progress import ProgressCreate, ProgressRead
 from cosmos_models.services.common import MAX_PAGE
 from cosmos_models.services.progress_queries import progress_since
@@ -55,7 +55,7 @@ def _resume_point(last_event_id: str | None) -> int:
     text = last_event_id.strip()
     if not text.isdecimal() or not text.isascii() or int(text) > MAX_INT:
         raise InvalidArgumentError("Last-Event-ID: must be the seq of an event (an integer ≥ 0)")
-    return int(text)
+    return min(int(text), MAX_SEQ)  # past any seq: nothing more to send but the end
 
 
 async def _stream(

@@ -16,6 +16,9 @@ from cosmos_models.models.types import _check_unicode
 
 # The largest integer every backend binds (a signed 64-bit integer: SQLite, BIGINT).
 MAX_INT: Final = 2**63 - 1
+# The largest seq a progress event can have: seq columns are INTEGER (32-bit on PostgreSQL and
+# MariaDB), where a larger bound parameter fails ("out of range") instead of matching nothing.
+MAX_SEQ: Final = 2**31 - 1
 
 
 def check_str(value: Any, name: str) -> str:

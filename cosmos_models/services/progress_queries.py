@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.tables import PROGRESS, RUNS
 from cosmos_models.errors import RunNotFoundError
-from cosmos_models.models.checks import check_int, check_str, check_str_iterable
+from cosmos_models.models.checks import MAX_SEQ, check_int, check_str, check_str_iterable
 from cosmos_models.models.progress import ProgressRead
 from cosmos_models.models.readmodels import progress_read, progress_with
 from cosmos_models.services.common import check_connection, check_limit
@@ -147,7 +147,7 @@ def progress_since(
     with db.get_session(read_only=True) as session:
         rows = session.execute(
             select(PROGRESS)
-            .where(PROGRESS.c.run_id == run_id, PROGRESS.c.seq > after)
+            .where(PROGRESS.c.run_id == run_id, PROGRESS.c.seq > min(after, MAX_SEQ))
             .order_by(PROGRESS.c.seq)
             .limit(limit)
         ).all()

@@ -1,0 +1,85 @@
+"""A host app mounts the router with its own routes, and ``cosmos-models serve`` runs the app."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+
+from cosmos_models import aio
+from cosmos_models.aio import AsyncDatabase
+from cosmos_models.api import add_exception_handlers, cosmos_lifespan, create_router, get_database
+from cosmos_models.cli import main
+from cosmos_models.db.migrate import upgrade
+from tests.api_server import TOKENS, WRITER
+from tests.databases import URL_BACKENDS, fresh_url
+
+
+@pytest.fixture(params=URL_BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with fresh_url(str(request.param), tmp_path) as url:
+        upgrade(url, report=lambda _: None)
+        yield url
+
+
+def test_a_host_app_mounts_the_router_beside_its_own_routes(url: str) -> None:
+    app = FastAPI(lifespan=cosmos_lifespan(url, tokens=TOKENS))
+    app.include_router(create_router(), prefix="/cosmos")
+    add_exception_handlers(app)
+
+    @app.get("/mine/{run_id}")
+    async def mine(run_id: str, database: Annotated[AsyncDatabase, Depends(get_database)]) -> Any:
+        run = await aio.get_run(database, run_id)
+        return {"status": run.status}
+
+    with TestClient(app) as client:
+        auth = {"Authorization": f"Bearer {WRITER}"}
+        prompt = client.post(
+            "/cosmos/prompts",
+            json={"model_type": "t", "prompt_text": "x", "inputs": {}, "parameters": {}},
+            headers=auth,
+        ).json()
+        run = client.post("/cosmos/runs", json={"prompt_id": prompt["id"]}, headers=auth).json()
+        assert client.get(f"/mine/{run['id']}").json() == {"status": "pending"}
+        missing = client.get("/mine/nope")  # the package's error, through the host's route
+        assert (missing.status_code, missing.headers["content-type"]) == (
+            404,
+            "application/problem+json",
+        )
+        paths = client.get("/openapi.json").json()["paths"]
+        assert "/cosmos/runs/{run_id}/events" in paths
+
+
+def test_routes_without_the_lifespan_fail_loudly() -> None:
+    app = FastAPI()
+    app.include_router(create_router())
+    add_exception_handlers(app)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/runs")
+    assert response.status_code == 500
+    assert response.json()["detail"] == "an unexpected error occurred"
+
+
+def test_serve_runs_uvicorn_with_the_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import uvicorn
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(app=app, **options))
+    with pytest.raises(SystemExit) as done:
+        main(
+            [
+                "serve",
+                "--database",
+                str(tmp_path / "s.db"),
+                "--port",
+                "8123",
+                "--cors-origin",
+                "https://a.example",
+            ]
+        )
+    assert done.value.code == 0
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
+    assert type(seen["app"]).__name__ == "FastAPI"
+    assert not (tmp_path / "s.db").exists()  # nothing opened before the server starts
