@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 
 from cosmos_models.aio import AsyncDatabase
 from cosmos_models.api.app import Database, state_of
+from cosmos_models.api.errors import PROBLEM_RESPONSES
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.errors import DatabaseError
 from cosmos_models.models.readmodels import Page
@@ -172,7 +173,7 @@ def hub_of(request: Request) -> LiveHub:
     return hub
 
 
-live_router = APIRouter(tags=["dashboard"])
+live_router = APIRouter(tags=["dashboard"], responses=PROBLEM_RESPONSES)
 
 
 @live_router.get("/stats", summary="Runs per status and progress events per second")
