@@ -3,6 +3,7 @@
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from cosmos_models import (
     transition,
 )
 from cosmos_models.api.dashboard import mount_dashboard
+from cosmos_models.cli import main
 from cosmos_models.db.tables import RUNS
 from tests.api_server import serving
 from tests.dashboard.conftest import make_app
@@ -113,3 +115,18 @@ def test_page_and_its_files_are_served(db: DatabaseConnection) -> None:
             assert httpx.get(f"{url}/dashboard/static/{name}").status_code == 200
         assert httpx.get(f"{url}/dashboard/static/../dashboard.py").status_code == 404
         assert httpx.get(f"{url}/dashboard/settings").json() == {"actions": True}
+
+
+@pytest.mark.parametrize(("flags", "actions"), [([], False), (["--allow-actions"], True)])
+def test_serve_mounts_the_dashboard_read_only_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: list[str], actions: bool
+) -> None:
+    import uvicorn
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(app=app, **options))
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--database", str(tmp_path / "s.db"), *flags])
+    assert done.value.code == 0
+    assert seen["app"].state.cosmos_dashboard.actions is actions
+    assert seen["timeout_graceful_shutdown"] == 3  # open dashboards do not hold a stop forever
