@@ -76,7 +76,7 @@ def browser() -> Iterator[Any]:
     """Debian's chromium driven by Playwright, headless, one per test session."""
     executable = chromium_path()
     if executable is None:
-        reason = "chromium not installed (apt-get install chromium): browser tests not run"
+        reason = "chromium not installed (make browser): browser tests not run"
         if backends_required():
             pytest.fail(f"browser required in CI but unavailable: {reason}", pytrace=False)
         _unreachable["chromium"] = reason

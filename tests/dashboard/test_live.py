@@ -130,3 +130,10 @@ def test_serve_mounts_the_dashboard_read_only_unless_asked(
     assert done.value.code == 0
     assert seen["app"].state.cosmos_dashboard.actions is actions
     assert seen["timeout_graceful_shutdown"] == 3  # open dashboards do not hold a stop forever
+
+
+def test_dashboard_runs_refuses_a_bad_cursor_or_limit(server: str) -> None:
+    for query in ("cursor=not-a-cursor", "limit=0", "status=exploded"):
+        response = httpx.get(f"{server}/dashboard/runs?{query}")
+        assert response.status_code == 422, query
+        assert response.headers["content-type"] == "application/problem+json"

@@ -212,6 +212,10 @@ def test_run_page_shows_prompt_json_timeline_and_chart(
     tab.wait_for_function(
         "[...document.querySelectorAll('#run-facts dd')].some(d => d.textContent === 'completed')"
     )
+    # An address that is not %-encoded text, and an unknown run: said on the page, no error.
+    tab.goto(f"{server}/#/runs/%E0%A4%A")
+    tab.wait_for_function("document.querySelector('#run-title').textContent.includes('404')")
+    problems.console[:] = [m for m in problems.console if "404 (Not Found)" not in m]
     problems.assert_none()
 
 

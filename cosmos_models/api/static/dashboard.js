@@ -399,8 +399,14 @@ async function cancelRun() {
 
 function route() {
   const match = /^#\/runs\/(.+)$/.exec(location.hash);
-  if (match) {
-    openRun(decodeURIComponent(match[1]));
+  let id = null;
+  try {
+    id = match ? decodeURIComponent(match[1]) : null;
+  } catch {
+    id = match[1]; // not %-encoded text: the id as typed
+  }
+  if (id !== null) {
+    openRun(id);
   } else {
     closeRun();
     $("run-view").hidden = true;
