@@ -13,6 +13,7 @@ reconnects to a snapshot).
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -37,6 +38,7 @@ from cosmos_models.services.stats import ActivityStats, activity_stats
 CLIENT_QUEUE: Final = 256
 KEEP_ALIVE_SECONDS: Final = 15.0
 _STATES: Final = TypeAdapter(list[RunState])
+log = logging.getLogger(__name__)
 
 
 def sse_message(event: str, data: str) -> str:
@@ -116,6 +118,11 @@ class LiveHub:
                         next_stats = time.monotonic() + self.stats_interval
                 except DatabaseError:
                     # The database is away (a restart): keep the clients, try again.
+                    await asyncio.sleep(self.retry_after)
+                    continue
+                except Exception:
+                    # Not expected: said in the log; the clients keep their streams meanwhile.
+                    log.exception("the dashboard's run feed failed to read; trying again")
                     await asyncio.sleep(self.retry_after)
                     continue
                 self._apply(changes)

@@ -4,9 +4,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from cosmos_models.aio import AsyncDatabase
 
 from cosmos_models import DatabaseConnection, create_run
+from cosmos_models.aio import AsyncDatabase
 from cosmos_models.api import live
 from cosmos_models.api.live import LiveHub
 from cosmos_models.errors import DatabaseError
@@ -67,16 +67,17 @@ def test_a_client_too_slow_is_disconnected_others_go_on(
     asyncio.run(scenario())
 
 
-def test_database_errors_keep_the_clients(
-    db: DatabaseConnection, monkeypatch: pytest.MonkeyPatch
+def test_failed_reads_keep_the_clients(
+    db: DatabaseConnection, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     run_id = _add_run(db)
-    failures = iter([True, False])
+    failures = iter([DatabaseError("server closed the connection"), RuntimeError("a bug")])
     real = RunFeed.changes
 
     def flaky(feed: RunFeed) -> FeedChanges:
-        if next(failures, False):
-            raise DatabaseError("server closed the connection")
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
         return real(feed)
 
     monkeypatch.setattr(RunFeed, "changes", flaky)
@@ -87,6 +88,7 @@ def test_database_errors_keep_the_clients(
         stream = hub.stream()
         assert run_id in await asyncio.wait_for(anext(stream), 5)
         await hub.close()
+        assert "run feed failed to read" in caplog.text  # the unexpected one is logged
         await database.close()
 
     asyncio.run(scenario())
