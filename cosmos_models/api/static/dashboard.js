@@ -167,7 +167,11 @@ function appendRuns(runs) {
 // A pushed run not on the page yet: shown at the top if it is newer than every row there.
 function insertNew(run) {
   const first = state.order.length ? state.rows.get(state.order[0]).run : null;
-  if (first && (run.created_at < first.created_at || (run.created_at === first.created_at && run.id < first.id))) return;
+  if (first) {
+    // By time (not by text: "…:14Z" sorts after "…:14.5Z"), then id, as the listing orders.
+    const mine = Date.parse(run.created_at), theirs = Date.parse(first.created_at);
+    if (mine < theirs || (mine === theirs && run.id < first.id)) return;
+  }
   const row = makeRow(run);
   state.rows.set(run.id, row);
   state.order.unshift(run.id);
