@@ -23,7 +23,15 @@ from cosmos_models.errors import DatabaseError
 from tests.factories import pending_runs
 
 # Functions of ``cosmos_models`` that take no database, and the class itself: no twin needed.
-NOT_SERVICES = {"get_database_url", "api_json_schemas", "DatabaseConnection", "JsonFilter"}
+NOT_SERVICES = {
+    "get_database_url",
+    "api_json_schemas",
+    "DatabaseConnection",
+    "JsonFilter",
+    "app_metadata",  # an app's tables: MetaData work, no database
+    "app_tables",
+    "include_app_object",
+}
 
 
 def service_functions() -> set[str]:

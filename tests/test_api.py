@@ -147,6 +147,13 @@ def test_client_errors_are_problems_never_500s(api: Api) -> None:
     )
     assert "cancelled" in str(finished["detail"])
     problem_of(api.client.post("/runs", json={"prompt_id": "nope"}), 404)
+    # Checked by the service (ProgressCreate), not by the route: the same 422 shape.
+    live = api.client.post("/runs", json={"prompt_id": prompt["id"]}).json()
+    out_of_range = problem_of(
+        api.client.post(f"/runs/{live['id']}/progress", json={"stage": "s", "percentage": 101}),
+        422,
+    )
+    assert [error["loc"] for error in out_of_range["errors"]] == [["body", "percentage"]]
     problem_of(api.client.get("/runs/x/progress", params={"after": -1}), 422)
     problem_of(api.client.get("/nowhere"), 404)
     assert get_run(api.db, run["id"]).status == "cancelled"

@@ -118,7 +118,9 @@ def test_without_tokens_the_api_is_read_only_and_says_so(
         assert list_runs(db).items == []
 
 
-def test_a_host_dependency_decides_instead_of_tokens(url: str) -> None:
+def test_a_host_dependency_decides_instead_of_tokens(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     def host_auth(request: Request) -> Access:
         return Access.WRITE if request.headers.get("x-user") == "admin" else Access.READ
 
@@ -131,8 +133,8 @@ def test_a_host_dependency_decides_instead_of_tokens(url: str) -> None:
             f"{base}/runs", json={"prompt_id": prompt_id}, headers={"x-user": "admin"}
         )
         assert created.status_code == 201
-        # The host's dependency replaces the tokens: a configured token means nothing here.
         assert len(list_runs(db).items) == 1
+    assert "read-only" not in caplog.text  # the host decides: not announced as read-only
 
 
 def test_tokens_are_kept_hashed_and_compared_without_early_exit(
@@ -171,3 +173,11 @@ def test_a_bad_token_list_is_refused_without_echoing_it(text: str) -> None:
     with pytest.raises(InvalidArgumentError, match="COSMOS_API_TOKENS: entry") as caught:
         TokenStore.parse(text)
     assert "0123456789abcdef" not in str(caught.value)
+
+
+def test_wrong_options_are_refused_when_the_app_is_made() -> None:
+    with pytest.raises(InvalidArgumentError, match="COSMOS_API_TOKENS: must be a string"):
+        create_app("sqlite://", tokens=b"rw:0123456789abcdef")  # type: ignore[arg-type]
+    for keepalive in (0, -1.0, float("nan"), "5", None):
+        with pytest.raises(InvalidArgumentError, match="keepalive"):
+            create_app("sqlite://", keepalive=keepalive)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from cosmos_models import (
     DatabaseConnection,
     SchemaNotCurrentError,
     create_run,
+    delete_run,
     record_progress,
     transition,
 )
@@ -82,6 +83,20 @@ def test_events_stream_live_and_resume_after_last_event_id(url: str) -> None:
         bad = httpx.get(f"{base}/runs/{run_id}/events", headers={"Last-Event-ID": "x"})
         assert bad.status_code == 422
         assert httpx.get(f"{base}/runs/nope/events").status_code == 404
+
+
+def test_a_stream_keeps_alive_then_ends_when_its_run_is_deleted(url: str) -> None:
+    with (
+        DatabaseConnection(url) as db,
+        serving(create_app(url, tokens=TOKENS, keepalive=0.1)) as base,
+    ):
+        run_id = create_run(db, new_prompt(db)).id
+        with httpx.stream("GET", f"{base}/runs/{run_id}/events", timeout=30) as response:
+            lines = response.iter_lines()
+            assert next(lines) == ": keep-alive"  # idle: a comment, the stream stays open
+            delete_run(db, run_id)
+            rest = list(lines)  # the server closes the stream: nothing more will come
+        assert [line for line in rest if line.startswith(("id:", "event:"))] == []
 
 
 def test_health_is_503_until_migrated_and_startup_refuses_an_old_schema(

@@ -83,3 +83,35 @@ def test_serve_runs_uvicorn_with_the_app(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
     assert type(seen["app"]).__name__ == "FastAPI"
     assert not (tmp_path / "s.db").exists()  # nothing opened before the server starts
+
+
+def test_operation_ids_are_stable_names_for_generated_clients() -> None:
+    from cosmos_models.api import create_app
+
+    schema = create_app("sqlite://", tokens="").openapi()
+    operations = {
+        operation["operationId"]: (method.upper(), path)
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    }
+    assert operations == {
+        "create_prompt": ("POST", "/prompts"),
+        "list_prompts": ("GET", "/prompts"),
+        "get_prompt": ("GET", "/prompts/{prompt_id}"),
+        "update_prompt": ("PATCH", "/prompts/{prompt_id}"),
+        "delete_prompt": ("DELETE", "/prompts/{prompt_id}"),
+        "create_run": ("POST", "/runs"),
+        "list_runs": ("GET", "/runs"),
+        "get_run": ("GET", "/runs/{run_id}"),
+        "transition_run": ("POST", "/runs/{run_id}/transition"),
+        "cancel_run": ("POST", "/runs/{run_id}/cancel"),
+        "delete_run": ("DELETE", "/runs/{run_id}"),
+        "record_progress": ("POST", "/runs/{run_id}/progress"),
+        "record_progress_batch": ("POST", "/progress"),
+        "list_progress": ("GET", "/runs/{run_id}/progress"),
+        "stream_events": ("GET", "/runs/{run_id}/events"),
+        "health": ("GET", "/health"),
+    }
+    created = schema["paths"]["/runs"]["post"]["responses"]["201"]
+    assert set(created["links"]) >= {"get_run", "transition_run", "record_progress"}
+    assert schema["components"]["schemas"]["Problem"]["required"] == ["title", "status", "detail"]

@@ -22,7 +22,6 @@ from cosmos_models import (
     list_runs,
     progress_since,
     record_progress,
-    transition,
     update_prompt,
 )
 from cosmos_models.db.tables import PROGRESS
@@ -143,7 +142,7 @@ def test_cancel_run_retries_when_a_worker_moved_the_run_first(
 
     def racing(*args: object, **kwargs: object) -> object:
         if not calls:
-            transition(db, run_id, "running", now=at(1))  # the worker, first
+            real(db, run_id, "running", now=at(1))  # the worker, first (sync on both sides)
             kwargs["expected_from"] = "pending"  # what the cancel had read
         calls.append(kwargs.get("expected_from"))
         return real(*args, **kwargs)  # type: ignore[arg-type]

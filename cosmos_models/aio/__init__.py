@@ -9,9 +9,15 @@ async iterator and ``init_database``.
 from cosmos_models.aio.database import AsyncDatabase, init_database
 from cosmos_models.aio.follow import follow_progress
 from cosmos_models.aio.twins import (
+    cancel_run,
+    check_schema,
     claim_next_run,
+    create_app_tables,
     create_prompt,
     create_run,
+    delete_prompt,
+    delete_run,
+    get_prompt,
     get_run,
     get_run_detail,
     heartbeat,
@@ -23,14 +29,21 @@ from cosmos_models.aio.twins import (
     record_progress,
     record_progress_batch,
     transition,
+    update_prompt,
 )
 
 __all__ = [
     "AsyncDatabase",
+    "cancel_run",
+    "check_schema",
     "claim_next_run",
+    "create_app_tables",
     "create_prompt",
     "create_run",
+    "delete_prompt",
+    "delete_run",
     "follow_progress",
+    "get_prompt",
     "get_run",
     "get_run_detail",
     "heartbeat",
@@ -43,4 +56,5 @@ __all__ = [
     "record_progress",
     "record_progress_batch",
     "transition",
+    "update_prompt",
 ]

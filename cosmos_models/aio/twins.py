@@ -14,8 +14,9 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy.util import greenlet_spawn
 
 from cosmos_models.aio.database import AsyncDatabase, sync_view
+from cosmos_models.db import apps, migrate
 from cosmos_models.db.connection import DatabaseConnection
-from cosmos_models.services import lifecycle, progress_queries, queries, tracking
+from cosmos_models.services import editing, lifecycle, progress_queries, queries, tracking
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,3 +54,10 @@ get_run = twin(queries.get_run)
 get_run_detail = twin(queries.get_run_detail)
 list_prompts = twin(queries.list_prompts)
 list_runs = twin(queries.list_runs)
+get_prompt = twin(queries.get_prompt)
+update_prompt = twin(editing.update_prompt)
+delete_prompt = twin(editing.delete_prompt)
+delete_run = twin(editing.delete_run)
+cancel_run = twin(editing.cancel_run)
+check_schema = twin(migrate.check_schema)
+create_app_tables = twin(apps.create_app_tables)

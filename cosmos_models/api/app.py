@@ -16,6 +16,8 @@ from fastapi import Depends, Request
 from cosmos_models.aio import AsyncDatabase
 from cosmos_models.api.auth import TokenStore, log
 from cosmos_models.db.migrate import check_schema
+from cosmos_models.errors import InvalidArgumentError
+from cosmos_models.models.checks import check_seconds
 
 DEFAULT_KEEPALIVE = 15.0
 
@@ -35,28 +37,34 @@ def cosmos_lifespan(
     tokens: str | None = None,
     keepalive: float = DEFAULT_KEEPALIVE,
     require_current_schema: bool = True,
+    host_auth: bool = False,
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """A FastAPI lifespan: open the database (default ``COSMOS_DATABASE_URL``) for the app's life.
 
     ``tokens`` as ``COSMOS_API_TOKENS`` (default: that variable). ``keepalive``: seconds between
     SSE comments on an idle stream (when a stream also notices its run has finished). Startup
     raises ``SchemaNotCurrentError`` naming the command to run when the schema is not at head
-    (unless ``require_current_schema=False``), ``InvalidArgumentError`` for a bad URL or token
-    list, ``DatabaseError`` if the database cannot be reached.
+    (unless ``require_current_schema=False``), ``DatabaseError`` if the database cannot be
+    reached; the call raises ``InvalidArgumentError`` for a bad token list or ``keepalive``.
+    ``host_auth=True``: the routes use the host's own ``auth`` dependency, so a missing token
+    list does not make the API read-only (and is not announced as such).
     """
     store = TokenStore.from_environment() if tokens is None else TokenStore.parse(tokens)
+    seconds = check_seconds(keepalive, "keepalive", allow_zero=False)
+    if seconds is None:
+        raise InvalidArgumentError("keepalive: must be a number of seconds, got None")
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
         async with AsyncDatabase(database_url) as database:
             if require_current_schema:
                 await database.run_sync(check_schema)
-            if not store.entries:
+            if not store.entries and not host_auth:
                 log.warning(
                     "cosmos_models API is read-only: no COSMOS_API_TOKENS configured "
                     "(writes answer 403)"
                 )
-            yield {"cosmos": ApiState(database, store, keepalive)}
+            yield {"cosmos": ApiState(database, store, seconds)}
 
     return lifespan
 

@@ -51,6 +51,8 @@ class TokenStore:
 
         Raises ``InvalidArgumentError`` naming the entry's position, never the token.
         """
+        if text is not None and not isinstance(text, str):
+            raise InvalidArgumentError(f"{ENV_VAR}: must be a string, got {type(text).__name__}")
         entries: list[tuple[bytes, Access]] = []
         for position, item in enumerate((text or "").split(","), start=1):
             if not item.strip():

@@ -38,6 +38,7 @@ def create_app(
             tokens=tokens,
             keepalive=keepalive,
             require_current_schema=require_current_schema,
+            host_auth=auth is not None,
         ),
     )
     app.include_router(create_router(auth=auth))

@@ -8,7 +8,7 @@ errors and results are exactly the library's. JSON shapes are the library's read
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -42,6 +42,24 @@ After = Annotated[datetime | None, Query(description="Created at or after (aware
 Before = Annotated[datetime | None, Query(description="Created before (aware ISO-8601).")]
 
 
+def _links(parameter: str, operations: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        operation: {"operationId": operation, "parameters": {parameter: "$response.body#/id"}}
+        for operation in operations
+    }
+
+
+# OpenAPI links: where a created row's id goes next (clients and stateful fuzzing follow them).
+PROMPT_LINKS: Final = {
+    **_links("prompt_id", ("get_prompt", "update_prompt", "delete_prompt")),
+    "create_run": {"operationId": "create_run", "requestBody": {"prompt_id": "$response.body#/id"}},
+}
+RUN_LINKS: Final = _links(
+    "run_id",
+    ("get_run", "transition_run", "cancel_run", "delete_run", "record_progress", "list_progress"),
+)
+
+
 class TransitionRequest(BaseModel):
     """Move a run to ``to``; ``expected_from`` turns a lost race into a 409."""
 
@@ -67,12 +85,19 @@ class Health(BaseModel):
 def _record_routes(router: APIRouter, write: Callable[..., Any]) -> None:
     guarded = [Depends(write)]
 
-    @router.post("/prompts", status_code=201, dependencies=guarded, tags=["prompts"])
+    @router.post(
+        "/prompts",
+        status_code=201,
+        name="create_prompt",
+        responses={201: {"links": PROMPT_LINKS}},
+        dependencies=guarded,
+        tags=["prompts"],
+    )
     async def post_prompt(database: Database, prompt: PromptCreate) -> PromptRead:
         """Create a prompt (its id generated when absent)."""
         return await database.run_sync(create_prompt, prompt)
 
-    @router.get("/prompts", tags=["prompts"])
+    @router.get("/prompts", name="list_prompts", tags=["prompts"])
     async def get_prompts(
         database: Database,
         *,
@@ -94,30 +119,45 @@ def _record_routes(router: APIRouter, write: Callable[..., Any]) -> None:
             cursor=cursor,
         )
 
-    @router.get("/prompts/{prompt_id}", tags=["prompts"])
+    @router.get("/prompts/{prompt_id}", name="get_prompt", tags=["prompts"])
     async def get_one_prompt(database: Database, prompt_id: str) -> PromptRead:
         """One prompt."""
         return await database.run_sync(get_prompt, prompt_id)
 
-    @router.patch("/prompts/{prompt_id}", dependencies=guarded, tags=["prompts"])
+    @router.patch(
+        "/prompts/{prompt_id}", name="update_prompt", dependencies=guarded, tags=["prompts"]
+    )
     async def patch_prompt(database: Database, prompt_id: str, changes: PromptUpdate) -> PromptRead:
         """Change the fields given (others keep their values)."""
         return await database.run_sync(
             update_prompt, prompt_id, changes.model_dump(exclude_unset=True)
         )
 
-    @router.delete("/prompts/{prompt_id}", status_code=204, dependencies=guarded, tags=["prompts"])
+    @router.delete(
+        "/prompts/{prompt_id}",
+        name="delete_prompt",
+        status_code=204,
+        dependencies=guarded,
+        tags=["prompts"],
+    )
     async def remove_prompt(database: Database, prompt_id: str) -> Response:
         """Delete a prompt with its runs and their progress."""
         await database.run_sync(delete_prompt, prompt_id)
         return Response(status_code=204)
 
-    @router.post("/runs", status_code=201, dependencies=guarded, tags=["runs"])
+    @router.post(
+        "/runs",
+        status_code=201,
+        name="create_run",
+        responses={201: {"links": RUN_LINKS}},
+        dependencies=guarded,
+        tags=["runs"],
+    )
     async def post_run(database: Database, run: RunCreate) -> RunRead:
         """Create a pending run of a prompt (``model_type`` copied from it when absent)."""
         return await database.run_sync(create_run, run)
 
-    @router.get("/runs", tags=["runs"])
+    @router.get("/runs", name="list_runs", tags=["runs"])
     async def get_runs(
         database: Database,
         *,
@@ -143,12 +183,14 @@ def _record_routes(router: APIRouter, write: Callable[..., Any]) -> None:
             cursor=cursor,
         )
 
-    @router.get("/runs/{run_id}", tags=["runs"])
+    @router.get("/runs/{run_id}", name="get_run", tags=["runs"])
     async def get_one_run(database: Database, run_id: str) -> RunDetail:
         """One run with its prompt's summary and its latest progress event."""
         return await database.run_sync(get_run_detail, run_id)
 
-    @router.post("/runs/{run_id}/transition", dependencies=guarded, tags=["runs"])
+    @router.post(
+        "/runs/{run_id}/transition", name="transition_run", dependencies=guarded, tags=["runs"]
+    )
     async def post_transition(database: Database, run_id: str, move: TransitionRequest) -> RunRead:
         """Move a run along its lifecycle (409 if the lifecycle forbids it or a race lost)."""
         return await database.run_sync(
@@ -159,7 +201,7 @@ def _record_routes(router: APIRouter, write: Callable[..., Any]) -> None:
             expected_from=move.expected_from,
         )
 
-    @router.post("/runs/{run_id}/cancel", dependencies=guarded, tags=["runs"])
+    @router.post("/runs/{run_id}/cancel", name="cancel_run", dependencies=guarded, tags=["runs"])
     async def post_cancel(
         database: Database, run_id: str, cancel: CancelRequest | None = None
     ) -> RunRead:
@@ -167,7 +209,9 @@ def _record_routes(router: APIRouter, write: Callable[..., Any]) -> None:
         reason = None if cancel is None else cancel.error_message
         return await database.run_sync(cancel_run, run_id, error_message=reason)
 
-    @router.delete("/runs/{run_id}", status_code=204, dependencies=guarded, tags=["runs"])
+    @router.delete(
+        "/runs/{run_id}", name="delete_run", status_code=204, dependencies=guarded, tags=["runs"]
+    )
     async def remove_run(database: Database, run_id: str) -> Response:
         """Delete a run with its progress (its prompt stays)."""
         await database.run_sync(delete_run, run_id)
@@ -180,12 +224,15 @@ def create_router(*, auth: AccessDependency | None = None) -> APIRouter:
     ``auth``: the host's dependency returning an ``Access`` (default: ``COSMOS_API_TOKENS``).
     The host also installs ``cosmos_lifespan`` and ``add_exception_handlers``.
     """
-    router = APIRouter(responses=PROBLEM_RESPONSES)
+    # operationIds are the route names (create_run, get_run…): stable for generated clients.
+    router = APIRouter(
+        responses=PROBLEM_RESPONSES, generate_unique_id_function=lambda route: route.name
+    )
     write = write_guard(auth)
     _record_routes(router, write)
     add_progress_routes(router, write)
 
-    @router.get("/health", tags=["health"])
+    @router.get("/health", name="health", tags=["health"])
     async def health(request: Request) -> Health:
         """200 when the database answers and its schema is at head, else 503."""
         state = state_of(request)

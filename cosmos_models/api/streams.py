@@ -20,6 +20,7 @@ from cosmos_models.api.app import Database, state_of
 from cosmos_models.errors import InvalidArgumentError, RunNotFoundError
 from cosmos_models.models.checks import MAX_INT, MAX_SEQ
 from cosmos_models.models.progress import ProgressCreate, ProgressRead
+from cosmos_models.models.run import RunRead
 from cosmos_models.services.common import MAX_PAGE
 from cosmos_models.services.progress_queries import progress_since
 from cosmos_models.services.queries import get_run
@@ -62,27 +63,29 @@ async def _stream(
     database: AsyncDatabase, run_id: str, after: int, keepalive: float
 ) -> AsyncIterator[str]:
     last = after
+    finished: RunRead | None = None
     while True:
-        events = follow_progress(database, [run_id], after={run_id: last}, idle_timeout=keepalive)
+        # Once the run is final, one more pass without waiting sends what committed between
+        # the last idle wait and the status read (a final run takes no more events).
+        wait = 0.0 if finished is not None else keepalive
+        events = follow_progress(database, [run_id], after={run_id: last}, idle_timeout=wait)
         try:
             async for event in events:
                 last = event.seq
                 yield _sse("progress", event.model_dump_json(), event.seq)
         finally:
             await events.aclose()
+        if finished is not None:
+            yield _sse("end", finished.model_dump_json())
+            return
         try:
             run = await database.run_sync(get_run, run_id)
         except RunNotFoundError:
             return  # deleted meanwhile: nothing more will come
         if run.status.is_final:
-            # Events committed between the idle end above and the status read: send them too.
-            while page := await database.run_sync(progress_since, run_id, last, MAX_PAGE):
-                for event in page:
-                    last = event.seq
-                    yield _sse("progress", event.model_dump_json(), event.seq)
-            yield _sse("end", run.model_dump_json())
-            return
-        yield ": keep-alive\n\n"
+            finished = run
+        else:
+            yield ": keep-alive\n\n"
 
 
 def add_progress_routes(router: APIRouter, write: Callable[..., Any]) -> None:
@@ -90,7 +93,11 @@ def add_progress_routes(router: APIRouter, write: Callable[..., Any]) -> None:
     guarded = [Depends(write)]
 
     @router.post(
-        "/runs/{run_id}/progress", status_code=201, dependencies=guarded, tags=["progress"]
+        "/runs/{run_id}/progress",
+        name="record_progress",
+        status_code=201,
+        dependencies=guarded,
+        tags=["progress"],
     )
     async def post_progress(database: Database, run_id: str, event: ProgressPost) -> ProgressRead:
         """Record one progress event (409 when the run is finished)."""
@@ -103,13 +110,19 @@ def add_progress_routes(router: APIRouter, write: Callable[..., Any]) -> None:
             timestamp=event.timestamp,
         )
 
-    @router.post("/progress", status_code=201, dependencies=guarded, tags=["progress"])
+    @router.post(
+        "/progress",
+        name="record_progress_batch",
+        status_code=201,
+        dependencies=guarded,
+        tags=["progress"],
+    )
     async def post_progress_batch(database: Database, events: list[ProgressCreate]) -> Recorded:
         """Record many events (of one run or many): all of them, or none."""
         count = await database.run_sync(record_progress_batch, events)
         return Recorded(recorded=count)
 
-    @router.get("/runs/{run_id}/progress", tags=["progress"])
+    @router.get("/runs/{run_id}/progress", name="list_progress", tags=["progress"])
     async def get_progress(
         database: Database,
         run_id: str,
@@ -121,6 +134,7 @@ def add_progress_routes(router: APIRouter, write: Callable[..., Any]) -> None:
 
     @router.get(
         "/runs/{run_id}/events",
+        name="stream_events",
         tags=["progress"],
         response_class=StreamingResponse,
         responses={200: {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}}},
