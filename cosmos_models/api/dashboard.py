@@ -56,6 +56,7 @@ def mount_dashboard(app: FastAPI, *, actions: bool = False, interval: float = 0.
     app.add_api_route(
         "/dashboard/settings",
         dashboard_settings,
+        operation_id="dashboard_settings",
         summary="What the dashboard page may offer (actions: a cancel button)",
         tags=["dashboard"],
     )

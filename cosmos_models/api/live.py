@@ -180,11 +180,16 @@ def hub_of(request: Request) -> LiveHub:
     return hub
 
 
-live_router = APIRouter(tags=["dashboard"], responses=PROBLEM_RESPONSES)
+# operationIds are the functions' names, like the API's (stable names for generated clients).
+live_router = APIRouter(
+    tags=["dashboard"],
+    responses=PROBLEM_RESPONSES,
+    generate_unique_id_function=lambda route: route.name,
+)
 
 
 @live_router.get("/stats", summary="Runs per status and progress events per second")
-async def get_stats(database: Database) -> dict[str, Any]:
+async def dashboard_stats(database: Database) -> dict[str, Any]:
     """Runs per status (every status) and progress events in the last minute, per second."""
     stats = await database.run_sync(activity_stats)
     body: dict[str, Any] = json.loads(_stats_json(stats))
@@ -197,7 +202,7 @@ async def get_stats(database: Database) -> dict[str, Any]:
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def get_events(request: Request) -> StreamingResponse:
+async def stream_run_states(request: Request) -> StreamingResponse:
     """Stream ``snapshot``, ``runs``, ``removed`` and ``stats`` events (see the module)."""
     return StreamingResponse(
         hub_of(request).stream(),
@@ -218,7 +223,7 @@ def _states_page(
 
 
 @live_router.get("/dashboard/runs", summary="One page of runs as the dashboard shows them")
-async def get_run_states(
+async def list_run_states(
     database: Database,
     status: Annotated[list[RunStatus] | None, Query()] = None,
     model_type: Annotated[str | None, Query(max_length=100)] = None,
