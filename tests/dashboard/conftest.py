@@ -71,9 +71,13 @@ def api(server: str) -> Iterator[Any]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's chromium driven by Playwright, headless, one per test session."""
+    """Debian's chromium driven by Playwright, headless, one per test module.
+
+    Not one per session: Playwright's sync API runs an event loop in the main thread while it is
+    open, and every later ``asyncio.run`` (the async side's tests) would refuse to start.
+    """
     executable = chromium_path()
     if executable is None:
         reason = "chromium not installed (make browser): browser tests not run"
