@@ -208,3 +208,43 @@ def test_a_claim_waiting_for_a_lock_does_not_block_the_event_loop(db: DatabaseCo
             assert ticks >= 5  # … while the loop kept running
 
     run(scenario())
+
+
+def test_the_async_engine_has_the_sync_engines_listeners(db: DatabaseConnection) -> None:
+    async def scenario() -> None:
+        async with adb_for(db) as adb:
+            async with adb.engine.connect() as connection:
+                if db.is_sqlite:  # the connect listener ran on the aiosqlite connection too
+                    pragma = await connection.exec_driver_sql("PRAGMA foreign_keys")
+                    assert pragma.scalar_one() == 1
+                count = await connection.execute(text("SELECT COUNT(*) FROM runs"))
+                assert count.scalar_one() == 0
+            assert adb.engine is adb.engine  # made once
+
+    run(scenario())
+
+
+def test_the_readme_async_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_readme import section_code
+
+    monkeypatch.setenv("COSMOS_DATABASE_URL", str(tmp_path / "readme.db"))
+    exec(compile(section_code("Async"), "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "1 inference 50.0"
+    assert printed[1:] == ["uploading transfer 50.0"]
+
+
+def test_a_failed_init_closes_what_it_opened(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+
+    async def scenario() -> None:
+        with pytest.raises(cosmos_models.CosmosModelsError, match="not a database"):
+            await aio.init_database(garbage)
+
+    run(scenario())
+    adb = AsyncDatabase("postgresql://app:s3cr3t@db.invalid/cosmos")
+    assert repr(adb.sync_db).startswith("AsyncBackedConnection('postgresql+psycopg://app:***@")
+    run(adb.close())

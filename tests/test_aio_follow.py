@@ -16,6 +16,7 @@ from cosmos_models import DatabaseConnection, ProgressRead, aio, record_progress
 from cosmos_models.aio import AsyncDatabase
 from cosmos_models.aio import follow as async_follow
 from cosmos_models.services.follow import FollowState
+from tests.conftest import _empty_tables as empty_tables
 from tests.conftest import connect
 from tests.factories import pending_runs
 from tests.test_aio import adb_for, ticking_while
@@ -185,6 +186,7 @@ def test_a_follower_resumes_across_a_dropped_listener_without_gap_or_duplicate(
 
         assert asyncio.run(scenario()) == [1, 2, 3, 4, 5, 6]
     finally:
+        empty_tables(db)  # the server database is shared by the session's tests
         db.close()
 
 
@@ -197,3 +199,23 @@ def test_follow_refuses_what_is_not_an_async_database() -> None:
             aio.follow_progress(adb, poll_interval=-1)
     finally:
         asyncio.run(adb.close())
+
+
+def test_a_listener_that_cannot_listen_is_not_left_in_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = connect("postgresql", tmp_path)
+    monkeypatch.setattr(async_follow, "NOTIFY_CHANNEL", "1 not an identifier")
+
+    async def scenario() -> None:
+        async with adb_for(db) as adb:
+            waiter = async_follow._PostgresWaiter(adb.sync_db)
+            with pytest.raises(Exception, match="syntax"):
+                await waiter.connect()
+            assert waiter.raw is None
+            assert adb.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        db.close()

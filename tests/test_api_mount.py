@@ -62,27 +62,25 @@ def test_routes_without_the_lifespan_fail_loudly() -> None:
     assert response.json()["detail"] == "an unexpected error occurred"
 
 
-def test_serve_runs_uvicorn_with_the_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_serve_runs_uvicorn_with_the_app(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import uvicorn
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(app=app, **options))
+    location = str(tmp_path / "s.db")
+    with pytest.raises(SystemExit) as refused:
+        main(["serve", "--database", location])
+    assert refused.value.code == 1
+    assert capsys.readouterr().err.count("\n") == 1  # one line, no traceback
+    assert not (tmp_path / "s.db").exists()  # nothing created
+    upgrade(location, report=lambda _: None)
     with pytest.raises(SystemExit) as done:
-        main(
-            [
-                "serve",
-                "--database",
-                str(tmp_path / "s.db"),
-                "--port",
-                "8123",
-                "--cors-origin",
-                "https://a.example",
-            ]
-        )
+        main(["serve", "-d", location, "--port", "8123", "--cors-origin", "https://a.example"])
     assert done.value.code == 0
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
     assert type(seen["app"]).__name__ == "FastAPI"
-    assert not (tmp_path / "s.db").exists()  # nothing opened before the server starts
 
 
 def test_operation_ids_are_stable_names_for_generated_clients() -> None:

@@ -23,7 +23,7 @@ from cosmos_models import (
     delete_run,
     include_app_object,
 )
-from cosmos_models.db.migrate import schema_differences, upgrade
+from cosmos_models.db.migrate import downgrade, schema_differences, upgrade
 from cosmos_models.db.revisions import VERSION_TABLE
 from cosmos_models.models.types import EXACT_TEXT_TABLE_OPTIONS
 from tests.databases import URL_BACKENDS, fresh_url
@@ -78,6 +78,13 @@ def test_the_example_app_history_lives_beside_ours(
                 session.add(RunReview(run_id=run_id, reviewer="ana", stars=4))
             with pytest.raises(IntegrityViolation), db.get_session() as session:
                 session.add(RunReview(run_id="no-such-run", reviewer="ana", stars=4))
+        # Our migrations, down a step and back up, leave the app's table and rows alone.
+        downgrade(url, "0004", report=lambda _: None)
+        upgrade(url, report=lambda _: None)
+        with DatabaseConnection(url) as db:
+            with db.connect(read_only=True) as connection:
+                reviews_left = connection.execute(select(RunReview.__table__)).all()  # type: ignore[attr-defined]
+            assert [(row.run_id, row.stars) for row in reviews_left] == [(run_id, 4)]
             delete_run(db, run_id)  # the review goes with its run (ON DELETE CASCADE)
             with db.connect(read_only=True) as connection:
                 assert connection.execute(select(RunReview.__table__)).all() == []  # type: ignore[attr-defined]

@@ -52,6 +52,7 @@ def _command_args(places: Places) -> dict[str, list[str]]:
         "prune events": ["prune", "--progress-older-than", "30d"],
         "restore": ["restore", str(places.archive)],
         "demo": ["demo", "--seconds", "0.5", "--workers", "1", "--runs-per-prompt", "1"],
+        "serve": ["serve", "--port", "8765"],  # uvicorn.run is replaced: the checks before it
     }
 
 
@@ -72,6 +73,7 @@ BAD_ARGUMENTS: dict[str, list[str]] = {
     "prune events": ["prune"],  # neither --older-than nor --progress-older-than
     "restore": ["restore"],
     "demo": ["demo", "--workers", "0"],
+    "serve": ["serve", "--port", "0"],
 }
 
 READS = {
@@ -84,6 +86,7 @@ READS = {
     "db history",
     "db check",
     "db backup",  # reads the database, writes the copy elsewhere
+    "serve",  # a read-only database is served read-only
 }
 # Where a kind of database is not a failure for a command: (command, kind) -> why.
 SUCCEEDS = {
@@ -165,6 +168,9 @@ def test_every_command_against_every_failure(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
     places = Places(work=tmp_path / "work", out=tmp_path / "out", archive=archive)
     places.work.mkdir()
     places.out.mkdir()

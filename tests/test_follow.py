@@ -211,3 +211,51 @@ def test_postgres_listener_reconnects_with_backoff(
         waiter.close()
     finally:
         db.close()
+
+
+def test_sqlite_waiter_times_out_with_nothing_and_wakes_on_a_commit(tmp_path: Path) -> None:
+    db = DatabaseConnection(tmp_path / "w.db")
+    try:
+        db.create_tables()
+        waiter = follow.SQLiteWaiter(str(db.path), 0.01)
+        assert waiter.wait(0.03) == set()  # nothing committed: no run to read
+        pending_runs(db, 1)
+        assert waiter.wait(5) is None  # another connection committed: check every run
+        waiter.close()
+    finally:
+        db.close()
+
+
+def test_postgres_listener_lets_go_of_a_connection_the_server_dropped(tmp_path: Path) -> None:
+    db = connect("postgresql", tmp_path)
+    try:
+        db.create_tables()
+        waiter = follow._PostgresWaiter(db)
+        with db.engine.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+            connection.commit()
+        assert waiter.wait(5) is None  # the drop is noticed: check every run …
+        assert waiter.raw is None  # … and the listener is opened again at the next wait
+        assert waiter.wait(0.01) is None
+        assert waiter.raw is not None
+        waiter.close()
+    finally:
+        db.close()
+
+
+def test_a_listener_that_cannot_listen_goes_back_to_no_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = connect("postgresql", tmp_path)
+    monkeypatch.setattr(follow, "NOTIFY_CHANNEL", "1 not an identifier")
+    try:
+        with pytest.raises(Exception, match="syntax"):
+            follow._PostgresWaiter(db)
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        db.close()

@@ -9,7 +9,9 @@ on that view inside ``greenlet_spawn``; each database round trip then awaits the
 (aiosqlite, psycopg 3 async, asyncmy), so the event loop keeps running while a query waits.
 """
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar, Unpack
 
@@ -18,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from cosmos_models.db.connection import ConnectionOptions, DatabaseConnection
-from cosmos_models.db.locations import redact_url
+from cosmos_models.db.locations import get_database_url, parse_location, redact_url
 from cosmos_models.errors import InvalidArgumentError
 
 P = ParamSpec("P")
@@ -68,6 +70,11 @@ class AsyncDatabase:
     ``await aio.init_database()`` or run ``cosmos-models db upgrade`` first. Raises what
     ``DatabaseConnection`` raises: ``ValueError`` naming the location's problem,
     ``DatabaseError`` for a read-only SQLite file that does not exist.
+
+    How calls run: on PostgreSQL and MariaDB in a greenlet over the async driver (psycopg 3,
+    asyncmy). On SQLite in a worker thread over the sync driver: aiosqlite hops to its thread
+    for every statement, which measured at 0.4x the sync throughput, while one hop per call
+    keeps up (``bench/bench_async.py``); a cancelled call then finishes in its thread.
     """
 
     def __init__(
@@ -75,13 +82,28 @@ class AsyncDatabase:
         database_url: "str | PathLike[str] | URL | None" = None,
         **options: Unpack[ConnectionOptions],
     ) -> None:
-        self.sync_db = AsyncBackedConnection(database_url, **options)
-        """The ``DatabaseConnection`` view over the same engine (use it inside ``run_sync``)."""
+        self._options = options
+        self._async_view: AsyncBackedConnection | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        if _is_sqlite(database_url):
+            self.sync_db: DatabaseConnection = DatabaseConnection(database_url, **options)
+            workers = options.get("pool_size", 5) + max(options.get("max_overflow", 10), 0)
+            self._threads = ThreadPoolExecutor(workers, thread_name_prefix="cosmos-sqlite")
+        else:
+            self._async_view = AsyncBackedConnection(database_url, **options)
+            self.sync_db = self._async_view
+        """The ``DatabaseConnection`` the calls run on (use it inside ``run_sync`` only)."""
 
     @property
     def engine(self) -> AsyncEngine:
-        """The ``AsyncEngine`` (for an app's own ``AsyncSession``s and Core statements)."""
-        return self.sync_db.async_engine
+        """An ``AsyncEngine`` on this database, with the sync engine's options and listeners
+        (for an app's own ``AsyncSession``s; on SQLite an aiosqlite engine made on first use)."""
+        if self._async_view is None:
+            db = self.sync_db
+            self._async_view = AsyncBackedConnection(
+                db.engine.url if db.is_memory else db.url, **self._options
+            )
+        return self._async_view.async_engine
 
     @property
     def url(self) -> URL:
@@ -104,20 +126,29 @@ class AsyncDatabase:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> R:
-        """Await ``fn(sync_db, *args, **kwargs)``: sync code over the async driver, in a greenlet.
+        """Await ``fn(sync_db, *args, **kwargs)`` run as the class docstring says.
 
         Every twin in ``cosmos_models.aio`` is this call; an app can pass its own function using
         ``db.get_session()``. Raises what ``fn`` raises.
         """
         db = self.sync_db
-        return await greenlet_spawn(lambda: fn(db, *args, **kwargs))
+        if self._threads is None:
+            return await greenlet_spawn(lambda: fn(db, *args, **kwargs))
+        if self.closed:  # its threads are gone; say what the sync side says
+            raise RuntimeError("Connection is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, lambda: fn(db, *args, **kwargs))
 
     async def close(self) -> None:
         """Close every pooled connection (and remove a ``:memory:`` database); idempotent.
 
         Later calls through this database raise ``RuntimeError("Connection is closed")``.
         """
-        await greenlet_spawn(self.sync_db.close)
+        if self._async_view is not None:
+            await greenlet_spawn(self._async_view.close)
+        if self._threads is not None and not self.closed:
+            await self.run_sync(DatabaseConnection.close)
+            self._threads.shutdown(wait=False)
 
     async def __aenter__(self) -> "AsyncDatabase":
         return self
@@ -130,6 +161,16 @@ class AsyncDatabase:
         return f"AsyncDatabase({redact_url(self.url)!r}, {state})"
 
     __str__ = __repr__
+
+
+def _is_sqlite(location: "str | PathLike[str] | URL | None") -> bool:
+    """True when ``location`` is a SQLite database (or so broken the connection will say so)."""
+    try:
+        return parse_location(get_database_url() if location is None else location).drivername == (
+            "sqlite"
+        )
+    except ValueError:
+        return True
 
 
 def sync_view(adb: Any, name: str = "db") -> DatabaseConnection:

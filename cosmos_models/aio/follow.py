@@ -142,15 +142,15 @@ def follow_progress(
     ``DatabaseError`` when reads keep failing.
     """
     state = FollowState(sync_view(adb), run_ids, after, poll_interval, idle_timeout)
-    return _follow(state)
+    return _follow(adb, state)
 
 
-async def _follow(state: FollowState) -> AsyncGenerator[ProgressRead, None]:
+async def _follow(adb: AsyncDatabase, state: FollowState) -> AsyncGenerator[ProgressRead, None]:
     waiter = await _waiter(state)
     try:
-        await _with_retries(lambda: greenlet_spawn(state.start))
+        await _with_retries(lambda: adb.run_sync(lambda _: state.start()))
         while True:
-            for event in await _with_retries(lambda: greenlet_spawn(state.read)):
+            for event in await _with_retries(lambda: adb.run_sync(lambda _: state.read())):
                 yield event
             seconds = state.next_wait()
             if seconds is None:

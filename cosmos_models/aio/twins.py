@@ -11,8 +11,6 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy.util import greenlet_spawn
-
 from cosmos_models.aio.database import AsyncDatabase, sync_view
 from cosmos_models.db import apps, migrate
 from cosmos_models.db.connection import DatabaseConnection
@@ -33,8 +31,8 @@ def twin(
 
     @functools.wraps(fn)
     async def run(adb: AsyncDatabase, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        db = sync_view(adb)
-        return await greenlet_spawn(lambda: fn(db, *args, **kwargs))
+        sync_view(adb)
+        return await adb.run_sync(fn, *args, **kwargs)
 
     return run
 

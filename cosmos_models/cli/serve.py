@@ -4,7 +4,9 @@ from typing import Annotated
 
 import typer
 
-from cosmos_models.cli.app import DatabaseOption, app, err
+from cosmos_models.cli.app import NOT_MIGRATED, DatabaseOption, app, describe, opened, out
+from cosmos_models.db.migrate import check_schema
+from cosmos_models.errors import CosmosModelsError, SchemaNotCurrentError
 
 
 @app.command()
@@ -36,9 +38,18 @@ def serve(
         from cosmos_models.api import create_app
     except ImportError:
         raise RuntimeError("the API needs its extra: pip install 'cosmos-models[api]'") from None
+    # Checked here first, so that a database that is unreachable or not migrated is one line
+    # on stderr (exit 1) rather than uvicorn's startup traceback.
+    with opened(database, read_only=True) as db:
+        try:
+            check_schema(db)
+        except SchemaNotCurrentError as exc:
+            if exc.current is None:
+                raise CosmosModelsError(f"{NOT_MIGRATED} ({describe(database)})") from None
+            raise
     application = create_app(
         database, cors_origins=cors_origin or (), dashboard_actions=allow_actions
     )
-    err.print(f"serving the cosmos_models API and dashboard on http://{host}:{port} (Ctrl+C stops)")
+    out.print(f"serving the cosmos_models API and dashboard on http://{host}:{port} (Ctrl+C stops)")
     # Open dashboards hold event streams: a stop waits this long for them, then ends them.
     uvicorn.run(application, host=host, port=port, log_level="info", timeout_graceful_shutdown=3)

@@ -20,6 +20,7 @@ from cosmos_models import (
 )
 from cosmos_models.api.dashboard import mount_dashboard
 from cosmos_models.cli import main
+from cosmos_models.db.migrate import upgrade
 from cosmos_models.db.tables import RUNS
 from tests.api_server import serving
 from tests.dashboard.conftest import make_app
@@ -123,10 +124,12 @@ def test_serve_mounts_the_dashboard_read_only_unless_asked(
 ) -> None:
     import uvicorn
 
+    location = str(tmp_path / "s.db")
+    upgrade(location, report=lambda _: None)  # serve checks the schema first
     seen: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(app=app, **options))
     with pytest.raises(SystemExit) as done:
-        main(["serve", "--database", str(tmp_path / "s.db"), *flags])
+        main(["serve", "--database", location, *flags])
     assert done.value.code == 0
     assert seen["app"].state.cosmos_dashboard.actions is actions
     assert seen["timeout_graceful_shutdown"] == 3  # open dashboards do not hold a stop forever
