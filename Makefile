@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo bench bench-check reliability migrate downgrade current migrations-check revision test coverage lint format clean
+.PHONY: help install browser demo bench bench-check reliability migrate downgrade current migrations-check revision test coverage lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv with the package (editable) and the dev tools
+
+# The dashboard's browser tests drive Debian's chromium (never a browser Playwright downloads);
+# without it `make test` skips them and lists them like a down server.
+browser: ## install Debian's chromium for the dashboard's browser tests (needs root; once)
+	@command -v chromium >/dev/null 2>&1 && echo "chromium: $$(command -v chromium)" || \
+	  { apt-get update -qq && apt-get install -y --no-install-recommends chromium; }
 
 migrate: $(STAMP) ## bring COSMOS_DATABASE_URL (default outputs/cosmos_workflow.db) to the newest schema
 	$(BIN)/cosmos-models db upgrade

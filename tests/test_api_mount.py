@@ -109,6 +109,11 @@ def test_operation_ids_are_stable_names_for_generated_clients() -> None:
         "list_progress": ("GET", "/runs/{run_id}/progress"),
         "stream_events": ("GET", "/runs/{run_id}/events"),
         "health": ("GET", "/health"),
+        # the dashboard's
+        "dashboard_stats": ("GET", "/stats"),
+        "stream_run_states": ("GET", "/events"),
+        "list_run_states": ("GET", "/dashboard/runs"),
+        "dashboard_settings": ("GET", "/dashboard/settings"),
     }
     created = schema["paths"]["/runs"]["post"]["responses"]["201"]
     assert set(created["links"]) >= {"get_run", "transition_run", "record_progress"}

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cosmos_models"
 # Each layer may import only the layers below it (and itself); cli and aio are peers on top.
 LAYERS = {"models": 0, "db": 1, "services": 2, "cli": 3, "aio": 3, "api": 3}
 BASE = {"errors"}  # foundations every layer uses
-READS = {"services.queries", "services.progress_queries", "services.follow"}
+READS = {"services.queries", "services.progress_queries", "services.follow", "services.run_feed"}
 WRITES = {
     "services.claims",
     "services.editing",

@@ -8,6 +8,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from cosmos_models.api.app import DEFAULT_KEEPALIVE, cosmos_lifespan
 from cosmos_models.api.auth import AccessDependency
+from cosmos_models.api.dashboard import mount_dashboard
 from cosmos_models.api.errors import add_exception_handlers
 from cosmos_models.api.routes import create_router
 
@@ -20,11 +21,14 @@ def create_app(
     cors_origins: Sequence[str] = (),
     keepalive: float = DEFAULT_KEEPALIVE,
     require_current_schema: bool = True,
+    dashboard_actions: bool = False,
 ) -> FastAPI:
     """The cosmos_models HTTP API as a FastAPI app (see ``cosmos_lifespan`` for the options).
 
     ``auth``: the host's own dependency returning an ``Access``, instead of bearer tokens.
     ``cors_origins``: origins allowed by CORS (none by default: CORS off).
+    The dashboard page is served at ``/``; ``dashboard_actions`` gives it a cancel button (the
+    cancel is the API's, behind its token check), read-only otherwise.
     """
     app = FastAPI(
         title="cosmos_models",
@@ -39,6 +43,7 @@ def create_app(
     )
     app.include_router(create_router(auth=auth))
     add_exception_handlers(app)
+    mount_dashboard(app, actions=dashboard_actions)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -18,11 +18,19 @@ def serve(
         list[str] | None,
         typer.Option("--cors-origin", help="Allow this browser origin (repeatable; default none)."),
     ] = None,
+    allow_actions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-actions",
+            help="The dashboard offers a cancel button (the cancel still needs a rw token).",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the HTTP API; writes need a token from COSMOS_API_TOKENS (rw:TOKEN,ro:TOKEN).
+    """Serve the HTTP API and its dashboard (open http://HOST:PORT/); writes need a token from
+    COSMOS_API_TOKENS (rw:TOKEN,ro:TOKEN).
 
     The schema must be at head (run `cosmos-models db upgrade` first); without tokens the API
-    is read-only.
+    is read-only. The dashboard is read-only unless --allow-actions.
     """
     try:
         import uvicorn
@@ -39,6 +47,9 @@ def serve(
             if exc.current is None:
                 raise CosmosModelsError(f"{NOT_MIGRATED} ({describe(database)})") from None
             raise
-    application = create_app(database, cors_origins=cors_origin or ())
-    out.print(f"serving the cosmos_models API on http://{host}:{port} (Ctrl+C stops)")
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    application = create_app(
+        database, cors_origins=cors_origin or (), dashboard_actions=allow_actions
+    )
+    out.print(f"serving the cosmos_models API and dashboard on http://{host}:{port} (Ctrl+C stops)")
+    # Open dashboards hold event streams: a stop waits this long for them, then ends them.
+    uvicorn.run(application, host=host, port=port, log_level="info", timeout_graceful_shutdown=3)

@@ -1,8 +1,9 @@
-"""Statistics of a database: rows per table, runs per status, size on disk, time span."""
+"""Statistics of a database: rows per table, runs per status, size on disk, time span, activity."""
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 from sqlalchemy import Connection, func, select, text
 
@@ -10,6 +11,10 @@ from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.tables import PROGRESS, PROMPTS, RUNS, TABLES
 from cosmos_models.models.status import RunStatus
 from cosmos_models.models.types import backend_family
+from cosmos_models.services.common import check_connection, resolve_now
+
+ACTIVITY_WINDOW: Final = timedelta(minutes=1)
+"""How far back ``activity_stats`` counts progress events."""
 
 
 @dataclass
@@ -55,12 +60,7 @@ def database_stats(db: DatabaseConnection) -> DatabaseStats:
             name: int(connection.execute(select(func.count()).select_from(table)).scalar_one())
             for name, table in TABLES.items()
         }
-        by_status = {
-            str(RunStatus(status).value): int(count)
-            for status, count in connection.execute(
-                select(RUNS.c.status, func.count()).group_by(RUNS.c.status)
-            )
-        }
+        by_status = _runs_by_status(connection)
         oldest: dict[str, datetime | None] = {}
         newest: dict[str, datetime | None] = {}
         for name, column in (
@@ -81,3 +81,45 @@ def _as_utc(value: datetime | str | None) -> datetime | None:
         return None
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _runs_by_status(connection: Connection) -> dict[str, int]:
+    """Runs per status value (statuses without runs absent); one GROUP BY on the status index."""
+    return {
+        str(RunStatus(status).value): int(count)
+        for status, count in connection.execute(
+            select(RUNS.c.status, func.count()).group_by(RUNS.c.status)
+        )
+    }
+
+
+@dataclass
+class ActivityStats:
+    """What a dashboard's header shows: runs per status (every status, zeros included) and
+    progress events per second over ``ACTIVITY_WINDOW`` up to ``at``."""
+
+    runs_by_status: dict[str, int]
+    events_last_minute: int
+    events_per_second: float
+    at: datetime
+
+
+def activity_stats(db: DatabaseConnection, *, now: datetime | None = None) -> ActivityStats:
+    """Count runs per status and the progress events stamped in the minute before ``now``.
+
+    Events are counted by their own timestamp (``now`` included, a minute before excluded) on
+    the timestamp index. Raises ``ValueError`` naming ``db`` or a naive ``now``,
+    ``DatabaseError`` like every reader.
+    """
+    check_connection(db)
+    at = resolve_now(now)
+    with db.connect(read_only=True) as connection:
+        by_status = _runs_by_status(connection)
+        recent = connection.execute(
+            select(func.count())
+            .select_from(PROGRESS)
+            .where(PROGRESS.c.timestamp > at - ACTIVITY_WINDOW, PROGRESS.c.timestamp <= at)
+        ).scalar_one()
+    counts = {status.value: by_status.get(status.value, 0) for status in RunStatus}
+    seconds = ACTIVITY_WINDOW.total_seconds()
+    return ActivityStats(counts, int(recent), round(int(recent) / seconds, 3), at)
