@@ -53,16 +53,32 @@ MAX_CURSOR_LENGTH: Final = 1024
 
 _GET_RUN: Final = LeanSelect(select(RUNS).where(RUNS.c.id == bindparam("run_id")))
 _read_run: Final = run_reader(_GET_RUN.columns)
+_GET_PROMPT: Final = LeanSelect(select(PROMPTS).where(PROMPTS.c.id == bindparam("prompt_id")))
+_read_prompt: Final = row_reader(PromptRead, _GET_PROMPT.columns)
+
+
+def _by_id(
+    db: DatabaseConnection,
+    found: LeanSelect,
+    read: Callable[[Sequence[Any]], ReadT],
+    row_id: str,
+    *,
+    name: str,
+    missing: Callable[[str], Exception],
+) -> ReadT:
+    """The one row ``found`` selects for the id ``row_id`` (argument and parameter ``name``)."""
+    check_connection(db)
+    check_str(row_id, name)
+    rows = found.rows(db, {name: row_id})
+    if not rows:
+        raise missing(row_id)
+    return read(rows[0])
 
 
 def get_run(db: DatabaseConnection, run_id: str) -> RunRead:
-    """Return one run. Raises ``RunNotFoundError``, ``ValueError`` naming a bad ``run_id``."""
-    check_connection(db)
-    check_str(run_id, "run_id")
-    rows = _GET_RUN.rows(db, {"run_id": run_id})
-    if not rows:
-        raise RunNotFoundError(run_id)
-    return _read_run(rows[0])
+    """Return one run. Raises ``RunNotFoundError``, ``InvalidArgumentError`` naming a bad
+    ``run_id``."""
+    return _by_id(db, _GET_RUN, _read_run, run_id, name="run_id", missing=RunNotFoundError)
 
 
 def get_run_detail(db: DatabaseConnection, run_id: str) -> RunDetail:
@@ -93,16 +109,9 @@ def get_run_detail(db: DatabaseConnection, run_id: str) -> RunDetail:
 
 def get_prompt(db: DatabaseConnection, prompt_id: str) -> PromptRead:
     """Return one prompt. Raises ``PromptNotFoundError``, ``InvalidArgumentError``."""
-    check_connection(db)
-    check_str(prompt_id, "prompt_id")
-    rows = _GET_PROMPT.rows(db, {"prompt_id": prompt_id})
-    if not rows:
-        raise PromptNotFoundError(prompt_id)
-    return _read_prompt(rows[0])
-
-
-_GET_PROMPT: Final = LeanSelect(select(PROMPTS).where(PROMPTS.c.id == bindparam("prompt_id")))
-_read_prompt: Final = row_reader(PromptRead, _GET_PROMPT.columns)
+    return _by_id(
+        db, _GET_PROMPT, _read_prompt, prompt_id, name="prompt_id", missing=PromptNotFoundError
+    )
 
 
 # -- cursors -----------------------------------------------------------------------------------
