@@ -24,6 +24,7 @@ from cosmos_models.aio.twins import (
     record_progress,
     record_progress_batch,
     transition,
+    transition_runs,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "record_progress",
     "record_progress_batch",
     "transition",
+    "transition_runs",
 ]

@@ -13,7 +13,14 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from cosmos_models.aio.database import AsyncDatabase, sync_view
 from cosmos_models.db.connection import DatabaseConnection
-from cosmos_models.services import claims, lifecycle, progress_queries, queries, tracking
+from cosmos_models.services import (
+    batch_transitions,
+    claims,
+    lifecycle,
+    progress_queries,
+    queries,
+    tracking,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -40,6 +47,7 @@ def twin(
 create_prompt = twin(lifecycle.create_prompt)
 create_run = twin(lifecycle.create_run)
 transition = twin(lifecycle.transition)
+transition_runs = twin(batch_transitions.transition_runs)
 claim_next_run = twin(claims.claim_next_run)
 claim_next_runs = twin(claims.claim_next_runs)
 heartbeat = twin(lifecycle.heartbeat)
