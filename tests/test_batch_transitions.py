@@ -15,6 +15,7 @@ from cosmos_models import (
     RunStatus,
     TransitionConflictError,
     claim_next_runs,
+    create_run,
     get_run,
     transition,
     transition_runs,
@@ -77,6 +78,13 @@ def test_every_refusal_moves_nothing_and_names_the_first_offender(db: DatabaseCo
     with pytest.raises(RunNotFoundError) as missing:
         transition_runs(db, [*ok, "rs_missing", run_ids[2]], "completed", expected_from="running")
     assert missing.value.run_id == "rs_missing"
+    # Exact ids: near misses of a stored id name no run (one cut to the column's 255 would).
+    longest = create_run(db, {"id": "rs_" + "a" * 252, "prompt_id": get_run(db, ok[0]).prompt_id})
+    for near in (longest.id + "b", longest.id + " ", longest.id.upper()):
+        with pytest.raises(RunNotFoundError) as missing:
+            transition_runs(db, [near], "running", expected_from="pending")
+        assert missing.value.run_id == near
+    assert get_run(db, longest.id) == longest
     with pytest.raises(InvalidTransitionError) as illegal:
         transition_runs(db, ok, "pending", expected_from="running")
     assert (illegal.value.run_id, illegal.value.from_status) == (run_ids[0], "running")

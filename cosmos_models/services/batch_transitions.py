@@ -31,7 +31,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import CursorResult, Select, Update, any_, bindparam, func, select, update
+from sqlalchemy import (
+    CursorResult,
+    Select,
+    String,
+    Update,
+    any_,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from cosmos_models.db.connection import DatabaseConnection
@@ -54,7 +64,9 @@ from cosmos_models.services.lifecycle import (
     transition_values,
 )
 
-_IDS: Final = bindparam("t_ids", type_=ARRAY(RUNS.c.id.type))
+# VARCHAR[] without the column's length: a cast to VARCHAR(255)[] would silently cut a longer
+# id down to one that may exist, and move that run instead.
+_IDS: Final = bindparam("t_ids", type_=ARRAY(String()))
 _LOCKED: Final = (
     select(RUNS.c.id, RUNS.c.status)
     .where(RUNS.c.id == any_(_IDS))
