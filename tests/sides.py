@@ -21,6 +21,7 @@ from cosmos_models import DatabaseConnection, aio
 BOTH_SIDES = frozenset(
     {
         "tests.test_arguments",
+        "tests.test_batch_transitions",
         "tests.test_follow",
         "tests.test_lifecycle",
         "tests.test_queries",
