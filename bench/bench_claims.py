@@ -12,7 +12,8 @@ Peers (PostgreSQL, 4 clients, claim + complete of every run, measured in the sam
 pgbench running ``claims_pgbench.sql`` (the same UPDATE … RETURNING claim, then the completing
 UPDATE; skipped with a note where pgbench is absent), PgQueuer with 4 consumer processes at batch
 1 and 10 (the ``bench`` extra; skipped with a note if not installed), and 4 processes calling
-``claim_next_runs(limit=1 or 10, to="running")`` then ``transition(…, "completed")`` for each run.
+``claim_next_runs(limit=1 or 10, to="running")`` then completing what they took: ``transition(…,
+"completed")`` at batch 1, one ``transition_runs(…, "completed")`` for the batch at batch 10.
 Ratios: ours / pgbench (target >= 0.5), ours / PgQueuer at the same batch (target >= 1.0).
 
     .venv/bin/python bench/bench_claims.py [--quick] [--runs 10000] [--backends ...] [--no-peers]
@@ -52,6 +53,7 @@ from cosmos_models import (  # noqa: E402
     claim_next_runs,
     create_prompt,
     transition,
+    transition_runs,
 )
 from cosmos_models.db.migrate import upgrade  # noqa: E402
 from cosmos_models.db.tables import RUNS  # noqa: E402
@@ -67,7 +69,8 @@ def _worker(url: str, worker_id: str, batch: int, barrier: Any, results: Any) ->
     """One worker process: connect, wait for the others, claim until the queue is empty.
 
     ``batch=0``: claim one at a time (``claim_next_runs`` with limit 1) and stop there; else
-    claim ``batch`` at a time into ``running`` and complete each run with ``transition``.
+    claim ``batch`` at a time into ``running`` and complete them: ``transition`` for a batch of
+    one, else one ``transition_runs`` call for the whole batch.
     """
     conn = DatabaseConnection(url)
     try:
@@ -79,9 +82,12 @@ def _worker(url: str, worker_id: str, batch: int, barrier: Any, results: Any) ->
             while runs := claim_next_runs(conn, worker_id):
                 claimed.append(runs[0].id)
         while batch and (runs := claim_next_runs(conn, worker_id, limit=batch, to="running")):
-            for run in runs:
-                transition(conn, run.id, "completed", expected_from="running")
-                claimed.append(run.id)
+            ids = [run.id for run in runs]
+            if batch == 1:
+                transition(conn, ids[0], "completed", expected_from="running")
+            else:
+                transition_runs(conn, ids, "completed", expected_from="running")
+            claimed.extend(ids)
         results.put((worker_id, claimed, None))
     except Exception as exc:  # reported: an error must fail the benchmark, not hang it
         results.put((worker_id, [], f"{type(exc).__name__}: {exc}"))

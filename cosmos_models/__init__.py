@@ -28,6 +28,7 @@ from cosmos_models.models.readmodels import Page, PromptSummary, RunDetail, api_
 from cosmos_models.models.run import Run, RunCreate, RunRead
 from cosmos_models.models.status import ACTIVE_STATUSES, ALLOWED_TRANSITIONS, RunStatus
 from cosmos_models.models.types import metadata
+from cosmos_models.services.batch_transitions import transition_runs
 from cosmos_models.services.claims import claim_next_run, claim_next_runs
 from cosmos_models.services.editing import cancel_run, delete_prompt, delete_run, update_prompt
 from cosmos_models.services.follow import follow_progress
@@ -111,5 +112,6 @@ __all__ = [
     "record_progress",
     "record_progress_batch",
     "transition",
+    "transition_runs",
     "update_prompt",
 ]

@@ -22,6 +22,7 @@ BOTH_SIDES = frozenset(
     {
         "tests.test_arguments",
         "tests.test_editing",
+        "tests.test_batch_transitions",
         "tests.test_follow",
         "tests.test_lifecycle",
         "tests.test_queries",

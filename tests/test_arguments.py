@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -44,6 +45,7 @@ from cosmos_models import (
     record_progress,
     record_progress_batch,
     transition,
+    transition_runs,
     update_prompt,
 )
 from cosmos_models.errors import InvalidArgumentError
@@ -54,6 +56,7 @@ NAIVE = datetime(2025, 1, 4, 12, 0)
 HUGE = 10**30
 PROMPT = {"model_type": "transfer", "prompt_text": "x", "inputs": {}, "parameters": {}}
 A_FILTER = JsonFilter("outputs", ("k",), "==", 1)
+FROM: dict[str, Any] = {"expected_from": "pending"}
 
 Call = Callable[[DatabaseConnection, str, str], object]
 
@@ -140,6 +143,49 @@ CASES: list[tuple[str, str, Call]] = [
         lambda db, p, r: transition(db, r, "failed", error_message="\udc00"),
     ),
     ("transition", "now", lambda db, p, r: transition(db, r, "failed", now=NAIVE)),
+    ("transition_runs", "db", lambda db, p, r: transition_runs(None, [r], "failed", **FROM)),  # type: ignore[arg-type]
+    ("transition_runs", "run_ids", lambda db, p, r: transition_runs(db, r, "failed", **FROM)),
+    ("transition_runs", "run_ids", lambda db, p, r: transition_runs(db, None, "failed", **FROM)),  # type: ignore[arg-type]
+    ("transition_runs", "run_ids", lambda db, p, r: transition_runs(db, [5], "failed", **FROM)),  # type: ignore[list-item]
+    ("transition_runs", "run_ids", lambda db, p, r: transition_runs(db, {r: 1}, "failed", **FROM)),
+    (
+        "transition_runs",
+        "run_ids",
+        lambda db, p, r: transition_runs(db, ["\ud800"], "failed", **FROM),
+    ),
+    ("transition_runs", "run_ids", lambda db, p, r: transition_runs(db, [r, r], "failed", **FROM)),
+    (
+        "transition_runs",
+        "run_ids",
+        lambda db, p, r: transition_runs(db, [r] * 1001, "cancelled", **FROM),
+    ),
+    ("transition_runs", "to", lambda db, p, r: transition_runs(db, [r], 5, **FROM)),  # type: ignore[arg-type]
+    ("transition_runs", "to", lambda db, p, r: transition_runs(db, [r], "bogus", **FROM)),
+    (
+        "transition_runs",
+        "expected_from",
+        lambda db, p, r: transition_runs(db, [r], "failed", expected_from=None),
+    ),  # type: ignore[arg-type]
+    (
+        "transition_runs",
+        "expected_from",
+        lambda db, p, r: transition_runs(db, [r], "failed", expected_from=[]),
+    ),  # type: ignore[arg-type]
+    (
+        "transition_runs",
+        "error_message",
+        lambda db, p, r: transition_runs(db, [r], "failed", error_message=b"x", **FROM),
+    ),  # type: ignore[arg-type]
+    (
+        "transition_runs",
+        "error_message",
+        lambda db, p, r: transition_runs(db, [r], "running", error_message="x", **FROM),
+    ),
+    (
+        "transition_runs",
+        "now",
+        lambda db, p, r: transition_runs(db, [r], "failed", now=NAIVE, **FROM),
+    ),
     ("claim_next_run", "db", lambda db, p, r: claim_next_run("db", "w")),  # type: ignore[arg-type]
     ("claim_next_run", "worker_id", lambda db, p, r: claim_next_run(db, 5)),  # type: ignore[arg-type]
     ("claim_next_run", "worker_id", lambda db, p, r: claim_next_run(db, None)),  # type: ignore[arg-type]
@@ -399,6 +445,7 @@ def test_right_shaped_arguments_still_work(db: DatabaseConnection) -> None:
     assert claimed is not None
     assert claimed.id == run_id
     assert claim_next_runs(db, "w", ["transfer"], limit=MAX_PAGE, now=at(1)) == []
+    assert transition_runs(db, (), "running", expected_from="uploading") == []
     heartbeat(db, run_id, "w", now=at(2))
     record_progress_batch(
         db, (event for event in [{"run_id": run_id, "stage": "s", "percentage": 5}])

@@ -21,6 +21,7 @@ WRITES = {
     "services.partition_retention",
     "services.prune_rows",
     "services.lifecycle",
+    "services.batch_transitions",
     "services.tracking",
     "services.maintenance",
     "services.restore",

@@ -30,6 +30,7 @@ from cosmos_models.aio.twins import (
     record_progress,
     record_progress_batch,
     transition,
+    transition_runs,
     update_prompt,
 )
 
@@ -58,5 +59,6 @@ __all__ = [
     "record_progress",
     "record_progress_batch",
     "transition",
+    "transition_runs",
     "update_prompt",
 ]

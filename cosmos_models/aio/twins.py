@@ -15,6 +15,7 @@ from cosmos_models.aio.database import AsyncDatabase, sync_view
 from cosmos_models.db import apps, migrate
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.services import (
+    batch_transitions,
     claims,
     editing,
     lifecycle,
@@ -48,6 +49,7 @@ def twin(
 create_prompt = twin(lifecycle.create_prompt)
 create_run = twin(lifecycle.create_run)
 transition = twin(lifecycle.transition)
+transition_runs = twin(batch_transitions.transition_runs)
 claim_next_run = twin(claims.claim_next_run)
 claim_next_runs = twin(claims.claim_next_runs)
 heartbeat = twin(lifecycle.heartbeat)

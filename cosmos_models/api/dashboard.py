@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from cosmos_models.api.live import LiveHub, live_router
+from cosmos_models.errors import InvalidArgumentError
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 """Where the page's files live inside the package (shipped in the wheel)."""
@@ -42,7 +43,9 @@ def mount_dashboard(app: FastAPI, *, actions: bool = False, interval: float = 0.
     ``ValueError`` naming ``interval``.
     """
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
-        raise ValueError(f"interval: must be a positive number of seconds, got {interval!r}")
+        raise InvalidArgumentError(
+            f"interval: must be a positive number of seconds, got {interval!r}"
+        )
     settings = DashboardSettings(actions=bool(actions), interval=float(interval))
     app.state.cosmos_dashboard = settings
 

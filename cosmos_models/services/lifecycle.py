@@ -131,9 +131,10 @@ def create_run(
 # -- transitions -------------------------------------------------------------------------------
 
 
-def _transition_values(
+def transition_values(
     source: RunStatus, target: RunStatus, moment: datetime, error_message: str | None
 ) -> dict[str, Any]:
+    """What a move from ``source`` to ``target`` at ``moment`` writes: column name → value."""
     values: dict[str, Any] = {"status": target, "updated_at": moment}
     # A run starts when work begins; one failed or cancelled while still pending never started,
     # so its started_at stays empty and queue-wait statistics are not skewed by it.
@@ -146,26 +147,51 @@ def _transition_values(
     return values
 
 
+# The bind parameter each column a move writes takes its value from (names differ from columns).
+_SET_PARAMETER: Final = {
+    "status": "t_to",
+    "updated_at": "t_now",
+    "started_at": "t_now",
+    "completed_at": "t_now",
+    "error_message": "t_error",
+}
+
+
 @functools.cache
-def _transition_statement(
-    *, sets_started: bool, final: bool, records_error: bool, returning: bool
-) -> Update:
-    """The compare-and-set UPDATE of a transition, built once per shape."""
-    moment = bindparam("t_now", type_=RUNS.c.updated_at.type)
-    values: dict[str, Any] = {
-        "status": bindparam("t_to", type_=RUNS.c.status.type),
-        "updated_at": moment,
+def transition_sets(columns: tuple[str, ...]) -> dict[str, Any]:
+    """The SET clause of a move writing ``columns`` (``tuple(transition_values(…))``).
+
+    Each column is given its bind parameter, so that statements are built once per shape.
+    """
+    return {
+        column: bindparam(_SET_PARAMETER[column], type_=RUNS.c[column].type) for column in columns
     }
-    if sets_started:
-        values["started_at"] = moment
-    if final:
-        values["completed_at"] = moment
-    if records_error:
-        values["error_message"] = bindparam("t_error", type_=RUNS.c.error_message.type)
+
+
+def transition_parameters(values: dict[str, Any]) -> dict[str, Any]:
+    """The bind parameters of ``transition_sets`` for the ``transition_values`` of one move."""
+    return {_SET_PARAMETER[column]: value for column, value in values.items()}
+
+
+def check_error_message(target: RunStatus, error_message: Any) -> None:
+    """Raise ``InvalidArgumentError`` naming ``error_message`` unless it is None, or text for a run
+    moving to failed or cancelled."""
+    if error_message is None:
+        return
+    if target not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise InvalidArgumentError(
+            f"error_message: only a failed or cancelled run records one, not {target.value!r}"
+        )
+    _checked(_REQUIRED_TEXT, error_message, "error_message")
+
+
+@functools.cache
+def _transition_statement(columns: tuple[str, ...], *, returning: bool) -> Update:
+    """The compare-and-set UPDATE of a transition, built once per shape."""
     statement = (
         update(RUNS)
         .where(RUNS.c.id == bindparam("t_id"), RUNS.c.status == bindparam("t_from"))
-        .values(values)
+        .values(transition_sets(columns))
     )
     return statement.returning(*RUN_READ_COLUMNS) if returning else statement
 
@@ -206,16 +232,9 @@ def _move(
         raise InvalidTransitionError(run_id, source.value, target.value)
     if locked is not None and locked.status != source:
         raise TransitionConflictError(run_id, source.value, locked.status.value, target.value)
-    values = _transition_values(source, target, moment, error_message)
-    statement = _transition_statement(
-        sets_started="started_at" in values,
-        final=target.is_final,
-        records_error=error_message is not None,
-        returning=returning,
-    )
-    parameters = {"t_id": run_id, "t_from": source, "t_to": target, "t_now": moment}
-    if error_message is not None:
-        parameters["t_error"] = error_message
+    values = transition_values(source, target, moment, error_message)
+    statement = _transition_statement(tuple(values), returning=returning)
+    parameters = {"t_id": run_id, "t_from": source, **transition_parameters(values)}
     result = unit.write(statement, parameters)
     if locked is not None:
         return run_from({**locked._mapping, **values})
@@ -250,12 +269,7 @@ def transition(
     check_str(run_id, "run_id")
     target = check_status(to, "to")
     source = None if expected_from is None else check_status(expected_from, "expected_from")
-    if error_message is not None:
-        if target not in (RunStatus.FAILED, RunStatus.CANCELLED):
-            raise InvalidArgumentError(
-                f"error_message: only a failed or cancelled run records one, not {target.value!r}"
-            )
-        _checked(_REQUIRED_TEXT, error_message, "error_message")
+    check_error_message(target, error_message)
     moment = resolve_now(now)
     return db.run_unit(
         lambda unit: _move(
