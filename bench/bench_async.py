@@ -25,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import best_of, report  # noqa: E402
+from common import best_of, record_ratio, report  # noqa: E402
 
 from cosmos_models import (  # noqa: E402
     DatabaseConnection,
@@ -136,6 +136,7 @@ def bench_backend(backend: str, runs: int, rounds: int) -> list[dict[str, Any]]:
             ids = seed(db, runs)
             for path, workloads in contenders(db, adb, runner, ids).items():
                 best = best_of(workloads, rounds)
+                record_ratio(f"async/{backend}/{path} async vs sync", best["async"] / best["sync"])
                 rows.append(
                     {
                         "backend": backend,

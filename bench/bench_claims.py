@@ -44,7 +44,7 @@ from claims_peers import (  # noqa: E402
     pgqueuer_version,
     run_pgbench,
 )
-from common import report  # noqa: E402
+from common import record_ratio, report  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
 from cosmos_models import (  # noqa: E402
@@ -205,6 +205,7 @@ def measure(backend: str, runs: int) -> list[dict[str, Any]]:
         print(f"{backend}: {processes} processes claimed {queue:,} runs in {seconds:.2f} s")
     rows[1]["vs_1_process"] = rows[1]["claims_per_s"] / rows[0]["claims_per_s"]
     rows[0]["vs_1_process"] = 1.0
+    record_ratio(f"claims/{backend}/{rows[1]['processes']} processes vs 1", rows[1]["vs_1_process"])
     return rows
 
 
@@ -278,6 +279,7 @@ def measure_peers(runs: int) -> list[dict[str, Any]]:
                 {"what": f"ours / {what}", "batch": batch, "ratio": ratio, "target": target}
             )
             verdict = "met" if ratio >= target else "MISSED"
+            record_ratio(f"claims/postgresql/ours vs {what.split()[0]} batch {batch}", ratio)
             print(f"ours / {what} at batch {batch}: {ratio:.2f}x (target >= {target}x: {verdict})")
     return rows
 
