@@ -156,10 +156,10 @@ def bench_backend(backend: str, runs: int, rounds: int) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs and rounds")
+    parser.add_argument("--quick", action="store_true", help="100 runs instead of 200")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     arguments = parser.parse_args()
-    runs, rounds = (50, 3) if arguments.quick else (200, 5)
+    runs, rounds = (100, 5) if arguments.quick else (200, 5)
     rows: list[dict[str, Any]] = []
     for backend in arguments.backends.split(","):
         if backend in SERVERS and (reason := server_reason(backend)) is not None:

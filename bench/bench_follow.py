@@ -5,7 +5,9 @@ a follower thread in the same process receives them. Latency is the time from th
 ``record_progress`` returned (its transaction committed) to the moment the follower yielded the
 event. Targets: median under 20 ms on PostgreSQL (LISTEN/NOTIFY), under 100 ms on SQLite
 (``PRAGMA data_version``); p95 reported too. MariaDB (summary polling) with ``--backends``.
-Recorded for ``make bench-check``: the target over the median (higher is better).
+Recorded for ``make bench-check``: the target over the median (higher is better), counted up to
+``HEADROOM_CAP``: below a quarter of the target, what is left is scheduler noise on a shared
+machine (a 1 ms median on PostgreSQL moves by half between runs), not a regression.
 
     .venv/bin/python bench/bench_follow.py [--events 200] [--quick] [--backends ...]
 """
@@ -36,6 +38,7 @@ from cosmos_models import (  # noqa: E402
 from tests.backends import server_database, server_reason  # noqa: E402
 
 TARGET_MS = {"postgresql": 20.0, "sqlite-file": 100.0}
+HEADROOM_CAP = 4.0
 
 
 @contextlib.contextmanager
@@ -83,7 +86,8 @@ def measure(backend: str, events: int) -> dict[str, Any]:
     target = TARGET_MS.get(backend)
     verdict = "-" if target is None else ("met" if median < target else "MISSED")
     if target is not None:
-        record_ratio(f"follow/{backend}/median latency vs target", target / median)
+        headroom = min(HEADROOM_CAP, target / median)
+        record_ratio(f"follow/{backend}/median latency vs target (capped at 4)", headroom)
     return {
         "backend": backend,
         "events": events,
