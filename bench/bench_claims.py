@@ -290,14 +290,14 @@ PEER_COLUMNS += ["lost", "ratio", "target", "note"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2,000 runs")
+    parser.add_argument("--quick", action="store_true", help="5,000 runs")
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument(
         "--backends", default="postgresql,sqlite-file", help="add mariadb (about 90 s more)"
     )
     parser.add_argument("--no-peers", action="store_true", help="skip pgbench and PgQueuer")
     args = parser.parse_args()
-    runs = 2_000 if args.quick else args.runs
+    runs = 5_000 if args.quick else args.runs
     if not args.no_peers:
         if reason := server_reason("postgresql"):
             print(f"peers skipped: {reason}")
