@@ -86,7 +86,7 @@ def measure(backend: str, events: int) -> dict[str, Any]:
     target = TARGET_MS.get(backend)
     verdict = "-" if target is None else ("met" if median < target else "MISSED")
     if target is not None:
-        headroom = min(HEADROOM_CAP, target / median)
+        headroom = min(HEADROOM_CAP, target / median) if median > 0 else HEADROOM_CAP
         record_ratio(f"follow/{backend}/median latency vs target (capped at 4)", headroom)
     return {
         "backend": backend,
