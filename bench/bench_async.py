@@ -25,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import best_of, report  # noqa: E402
+from common import best_of, record_ratio, report  # noqa: E402
 
 from cosmos_models import (  # noqa: E402
     DatabaseConnection,
@@ -136,6 +136,7 @@ def bench_backend(backend: str, runs: int, rounds: int) -> list[dict[str, Any]]:
             ids = seed(db, runs)
             for path, workloads in contenders(db, adb, runner, ids).items():
                 best = best_of(workloads, rounds)
+                record_ratio(f"async/{backend}/{path} async vs sync", best["async"] / best["sync"])
                 rows.append(
                     {
                         "backend": backend,
@@ -155,10 +156,10 @@ def bench_backend(backend: str, runs: int, rounds: int) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs and rounds")
+    parser.add_argument("--quick", action="store_true", help="100 runs instead of 200")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     arguments = parser.parse_args()
-    runs, rounds = (50, 3) if arguments.quick else (200, 5)
+    runs, rounds = (100, 5) if arguments.quick else (200, 5)
     rows: list[dict[str, Any]] = []
     for backend in arguments.backends.split(","):
         if backend in SERVERS and (reason := server_reason(backend)) is not None:

@@ -45,7 +45,7 @@ from claims_peers import (  # noqa: E402
     pgqueuer_version,
     run_pgbench,
 )
-from common import report  # noqa: E402
+from common import record_ratio, report  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
 from cosmos_models import (  # noqa: E402
@@ -211,6 +211,7 @@ def measure(backend: str, runs: int) -> list[dict[str, Any]]:
         print(f"{backend}: {processes} processes claimed {queue:,} runs in {seconds:.2f} s")
     rows[1]["vs_1_process"] = rows[1]["claims_per_s"] / rows[0]["claims_per_s"]
     rows[0]["vs_1_process"] = 1.0
+    record_ratio(f"claims/{backend}/{rows[1]['processes']} processes vs 1", rows[1]["vs_1_process"])
     return rows
 
 
@@ -284,6 +285,7 @@ def measure_peers(runs: int) -> list[dict[str, Any]]:
                 {"what": f"ours / {what}", "batch": batch, "ratio": ratio, "target": target}
             )
             verdict = "met" if ratio >= target else "MISSED"
+            record_ratio(f"claims/postgresql/ours vs {what.split()[0]} batch {batch}", ratio)
             print(f"ours / {what} at batch {batch}: {ratio:.2f}x (target >= {target}x: {verdict})")
     return rows
 
@@ -294,14 +296,14 @@ PEER_COLUMNS += ["lost", "ratio", "target", "note"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2,000 runs")
+    parser.add_argument("--quick", action="store_true", help="5,000 runs")
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument(
         "--backends", default="postgresql,sqlite-file", help="add mariadb (about 90 s more)"
     )
     parser.add_argument("--no-peers", action="store_true", help="skip pgbench and PgQueuer")
     args = parser.parse_args()
-    runs = 2_000 if args.quick else args.runs
+    runs = 5_000 if args.quick else args.runs
     if not args.no_peers:
         if reason := server_reason("postgresql"):
             print(f"peers skipped: {reason}")

@@ -1,17 +1,21 @@
 """Benchmark 2: building validated ``Progress`` objects vs a plain SQLAlchemy declarative class.
 
 Target: at least 0.8x the plain class's objects/second, with validation on (issue 12).
+
+    .venv/bin/python bench/bench_construction.py [--quick]
 """
 
+import argparse
 from datetime import UTC, datetime
 
-from common import best_of, report
+from common import best_of, record_ratio, report
 from sqlalchemy import DateTime, Float, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cosmos_models import Progress
 
 N = 20_000
+QUICK_N = 5_000
 TARGET = 0.8
 
 
@@ -32,36 +36,41 @@ class PlainProgress(Base):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_N:,} objects, 3 rounds")
+    quick = parser.parse_args().quick
+    n, rounds = (QUICK_N, 3) if quick else (N, 5)
     moment = datetime.now(UTC)
 
     def plain() -> int:
-        for i in range(N):
+        for i in range(n):
             PlainProgress(
                 run_id="rs_1", timestamp=moment, stage="inference", percentage=i % 100, message="m"
             )
-        return N
+        return n
 
     def validated() -> int:
-        for i in range(N):
+        for i in range(n):
             Progress(
                 run_id="rs_1", timestamp=moment, stage="inference", percentage=i % 100, message="m"
             )
-        return N
+        return n
 
-    rates = best_of({"plain": plain, "validated": validated})
+    rates = best_of({"plain": plain, "validated": validated}, rounds)
     ratio = rates["validated"] / rates["plain"]
+    record_ratio("construction/Progress vs plain declarative", ratio)
     report(
         "construction",
         [
             {
                 "what": "plain SQLAlchemy declarative",
-                "objects": N,
+                "objects": n,
                 "per_second": rates["plain"],
                 "ratio": 1.0,
             },
             {
                 "what": "cosmos_models.Progress (validated)",
-                "objects": N,
+                "objects": n,
                 "per_second": rates["validated"],
                 "ratio": ratio,
             },

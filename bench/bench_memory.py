@@ -4,9 +4,10 @@
 same pragmas and ``BEGIN`` handling); ``now`` is ``DatabaseConnection(":memory:")``; ``file`` is a
 SQLite file in the temp directory, for reference. Each does 2,000 ``record_progress`` calls (one
 transaction each) and one 10,000-event ``record_progress_batch``, taking turns round by round.
-Prints events/s and the ratio to ``before``; writes bench/results/memory.json.
+Prints events/s and the ratio to ``before``; writes bench/results/memory.json and records
+``now``'s two ratios for ``make bench-check``.
 
-    .venv/bin/python bench/bench_memory.py [--rounds 3]
+    .venv/bin/python bench/bench_memory.py [--rounds 3] [--quick]
 """
 
 import argparse
@@ -20,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import best_of, report  # noqa: E402
+from common import best_of, record_ratio, report  # noqa: E402
 from sqlalchemy import create_engine, event  # noqa: E402
 from sqlalchemy.pool import StaticPool  # noqa: E402
 
@@ -101,7 +102,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="500 calls, batches of 2,500")
     args = parser.parse_args()
+    if args.quick:
+        args.calls, args.batch = 500, 2_500
     with tempfile.TemporaryDirectory() as directory:
         databases = {
             "before": before(),
@@ -124,6 +128,8 @@ def main() -> None:
         for name in databases
     ]
     report("memory", rows, list(rows[0]))
+    record_ratio("memory/record_progress now vs before", singles["now"] / singles["before"])
+    record_ratio("memory/batch now vs before", batches["now"] / batches["before"])
 
 
 if __name__ == "__main__":

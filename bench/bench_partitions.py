@@ -19,9 +19,12 @@ partition per month, timed), the other stays plain.
   but does not give it back: the bloat a DELETE leaves).
 
 Sizes are reduced by default (N = 100,000, R = 1,000); ``COSMOS_BENCH_FULL=1`` (or
-``--events``) runs 1,000,000 events. Writes bench/results/partitions.json.
+``--events``) runs 1,000,000 events; ``--quick`` 50,000 events and 100 calls. Writes
+bench/results/partitions.json and records the read and ingest ratios (partitioned against plain,
+higher is better) for ``make bench-check``; the retention speed-up grows with N, so it is only
+printed.
 
-    .venv/bin/python bench/bench_partitions.py [--events N] [--runs R] [--calls 200]
+    .venv/bin/python bench/bench_partitions.py [--events N] [--runs R] [--calls 200] [--quick]
 """
 
 import argparse
@@ -40,7 +43,13 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from bench.common import best_of, interleaved_latencies, median_p95_ms, report  # noqa: E402
+from bench.common import (  # noqa: E402
+    best_of,
+    interleaved_latencies,
+    median_p95_ms,
+    record_ratio,
+    report,
+)
 from cosmos_models import (  # noqa: E402
     DatabaseConnection,
     latest_progress,
@@ -173,6 +182,9 @@ def _reads(
                 "target": "<= 1.20",
             }
         )
+        record_ratio(
+            f"partitions/{label.split(' (')[0]} plain vs partitioned", plain_ms[0] / parted_ms[0]
+        )
     return rows
 
 
@@ -232,6 +244,9 @@ def _ingest(
                 "ratio": rates["partitioned"] / rates["plain"],
             }
         )
+        record_ratio(
+            f"partitions/{label} partitioned vs plain", rates["partitioned"] / rates["plain"]
+        )
     return rows
 
 
@@ -259,7 +274,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=FULL_EVENTS if full else REDUCED_EVENTS)
     parser.add_argument("--runs", type=int, default=1_000)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="50,000 events, 100 calls")
     args = parser.parse_args()
+    if args.quick:
+        args.events, args.calls = 50_000, 100
     reason = server_reason("postgresql")
     if reason is not None:
         print(f"skipped: {reason}")

@@ -7,7 +7,7 @@ PostgreSQL the driver is measured twice: psycopg's ``executemany`` and ``COPY`` 
 (what record_progress_batch uses for large batches). ``--threshold-scan`` times COPY against
 the multi-row INSERT per batch size, which is how ingest.COPY_THRESHOLD was chosen.
 
-    .venv/bin/python bench/bench_progress.py [--events 20000] [--repeat 7] [--cpu]
+    .venv/bin/python bench/bench_progress.py [--events 20000] [--repeat 7] [--cpu] [--quick]
     .venv/bin/python bench/bench_progress.py --threshold-scan
 """
 
@@ -25,6 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import RESULTS, record_ratio  # noqa: E402
 from sqlalchemy import URL, delete, update  # noqa: E402
 
 from cosmos_models import DatabaseConnection, create_prompt, create_run, record_progress_batch  # noqa: E402
@@ -32,7 +33,6 @@ from cosmos_models.db.tables import PROGRESS, RUNS  # noqa: E402
 from cosmos_models.services import ingest  # noqa: E402
 from tests.backends import server_database, server_reason  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 T0 = datetime(2025, 1, 4, 12, 0, tzinfo=UTC)
 
 
@@ -206,7 +206,10 @@ def main() -> None:
     parser.add_argument(
         "--cpu", action="store_true", help="time CPU of this process (SQLite on a busy machine)"
     )
+    parser.add_argument("--quick", action="store_true", help="5,000 events, 3 repeats")
     args = parser.parse_args()
+    if args.quick:
+        args.events, args.repeat = 5_000, 3
     clock = time.process_time if args.cpu else time.perf_counter
     if args.threshold_scan:
         threshold_scan([1, 10, 50, 100, 500, 2000], args.repeat)
@@ -218,6 +221,8 @@ def main() -> None:
             continue
         for result in measure(backend, args.events, args.repeat, clock):
             results.append({**result, "clock": "cpu" if args.cpu else "wall"})
+            name = f"progress/{backend}/record_progress_batch vs {result['driver']}"
+            record_ratio(name, result["ratio"])
             print(
                 f"{backend:12} {result['events']} events: driver {result['driver']} "
                 f"{result['driver_s']:.3f}s, record_progress_batch "

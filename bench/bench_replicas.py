@@ -3,9 +3,10 @@
 A private primary + streaming replica (tests/pg_cluster.py) on this machine. With replicas a
 write takes the primary's WAL position after its commit (one more round trip), and a read
 checks the chosen replica's replay position before it starts (one more round trip, plus any
-wait for replay). Printed: median and p95 per call, and the ratio replicas/no replicas.
+wait for replay). Printed: median and p95 per call, and the ratio replicas/no replicas;
+recorded for ``make bench-check``: its inverse (no replicas over replicas, higher is better).
 
-Usage: python bench/bench_replicas.py [--calls 300]
+Usage: python bench/bench_replicas.py [--calls 300] [--quick]
 """
 
 import argparse
@@ -15,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import interleaved_latencies, median_p95_ms, report  # noqa: E402
+from common import interleaved_latencies, median_p95_ms, record_ratio, report  # noqa: E402
 
 from cosmos_models import (  # noqa: E402
     DatabaseConnection,
@@ -33,7 +34,9 @@ PROMPT = {"model_type": "transfer", "prompt_text": "bench", "inputs": {}, "param
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
-    calls = parser.parse_args().calls
+    parser.add_argument("--quick", action="store_true", help="100 calls")
+    args = parser.parse_args()
+    calls = 100 if args.quick else args.calls
     reason = cluster_unavailable()
     if reason is not None:
         sys.exit(f"bench_replicas: cannot make a private cluster here: {reason}")
@@ -81,6 +84,8 @@ def main() -> None:
     rows = []
     for what, samples in (("record_progress", writes), ("get_run", reads)):
         base, _ = median_p95_ms(samples["no replicas"])
+        median, _ = median_p95_ms(samples["replicas"])
+        record_ratio(f"replicas/{what} without vs with replicas", base / median)
         for name, latencies in samples.items():
             median, p95 = median_p95_ms(latencies)
             rows.append({"call": what, "setup": name, "median_ms": median, "p95_ms": p95,

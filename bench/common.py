@@ -68,10 +68,15 @@ def median_p95_ms(samples: list[float]) -> tuple[float, float]:
 
 
 def machine() -> str:
-    """A one-line description of where the numbers were measured."""
-    import os
+    """A one-line description of where the numbers were measured, with the load at that moment.
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    The dev machine is shared: the 1/5/15-minute load averages say how busy it was.
+    """
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, load average {load}"
+    )
 
 
 def report(name: str, rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -1,5 +1,6 @@
 """The benchmarks' regression guard (bench/check.py, bench/common.record_ratio), timing nothing."""
 
+import ast
 import importlib.util
 import json
 import sys
@@ -113,3 +114,44 @@ def test_record_ratio_keeps_other_ratios_and_names_its_script(
     assert {name: entry["value"] for name, entry in written.items()} == {"a": 0.5, "b": 2.0}
     assert written["a"]["script"] == "bench_reads.py"
     assert check.load(tmp_path / "ratios.json") == written
+
+
+def _calls(script: Path) -> list[ast.Call]:
+    return [node for node in ast.walk(ast.parse(script.read_text())) if isinstance(node, ast.Call)]
+
+
+def _is_quick_option(call: ast.Call) -> bool:
+    return (
+        isinstance(call.func, ast.Attribute)
+        and call.func.attr == "add_argument"
+        and any(isinstance(arg, ast.Constant) and arg.value == "--quick" for arg in call.args)
+    )
+
+
+SCRIPTS = sorted(BENCH.glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[script.name for script in SCRIPTS])
+def test_every_bench_script_accepts_quick_and_records_a_ratio(script: Path) -> None:
+    calls = _calls(script)
+    assert any(_is_quick_option(call) for call in calls), f"{script.name} has no --quick"
+    assert any(
+        isinstance(call.func, ast.Name) and call.func.id == "record_ratio" for call in calls
+    ), f"{script.name} records no ratio for make bench-check"
+
+
+def test_the_quick_option_check_sees_a_script_without_one(tmp_path: Path) -> None:
+    script = tmp_path / "bench_x.py"
+    script.write_text("parser.add_argument('--rows', type=int)\nparser.add_argument('-q')\n")
+    assert not any(_is_quick_option(call) for call in _calls(script))
+    script.write_text("parser.add_argument('--quick', action='store_true')\n")
+    assert any(_is_quick_option(call) for call in _calls(script))
+
+
+def test_the_stored_baseline_names_existing_scripts_and_the_machine_load() -> None:
+    stored = check.load(check.STORED)
+    assert stored, "bench/results/ratios.json is committed: the baseline make bench-check uses"
+    for name, entry in stored.items():
+        assert (BENCH / entry["script"]).is_file(), name
+        assert entry["value"] > 0, name
+        assert "load average" in entry["machine"], name
