@@ -90,6 +90,8 @@ def test_follow_resumes_from_a_cursor_and_includes_new_runs(db: DatabaseConnecti
     resumed = list(follow_progress(db, [old], after={old: 2}, idle_timeout=0))
     assert [e.seq for e in resumed] == [3, 4, 5]
     assert list(follow_progress(db, [old], after={old: 5}, idle_timeout=0)) == []
+    # Past any seq a run can have (the column is 32-bit): nothing, and no error on any backend.
+    assert list(follow_progress(db, [old], after={old: 2**40}, idle_timeout=0)) == []
     (new,) = pending_runs(db, 1)
     record_progress_batch(db, progress_events(new, 1, 0, 3))
     # Every run: a run missing from the cursor is read from its first event.

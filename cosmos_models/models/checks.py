@@ -107,7 +107,9 @@ def check_seconds(value: Any, name: str, *, allow_zero: bool) -> float | None:
 
 
 def check_seq_map(value: Any, name: str) -> dict[str, int]:
-    """A mapping of run ids to seqs (integers ≥ 0), e.g. a follower's resume point."""
+    """A mapping of run ids to seqs (integers ≥ 0), e.g. a follower's resume point; a seq past
+    the largest a run can have (``MAX_SEQ``, the 32-bit column's limit) means "after all of
+    them" and is clamped to it, so no statement ever binds a value its column cannot hold."""
     if not isinstance(value, Mapping):
         raise InvalidArgumentError(f"{name}: must map run ids to seqs, got {type(value).__name__}")
     checked: dict[str, int] = {}
@@ -116,5 +118,5 @@ def check_seq_map(value: Any, name: str) -> dict[str, int]:
             raise InvalidArgumentError(
                 f"{name}: the seq of {run_id!r} must be an integer ≥ 0, got {seq!r}"
             )
-        checked[check_str(run_id, name)] = seq
+        checked[check_str(run_id, name)] = min(seq, MAX_SEQ)
     return checked
