@@ -20,6 +20,7 @@ from cosmos_models import (
     create_run,
     get_run,
     get_run_detail,
+    latest_progress,
     list_prompts,
     list_runs,
     record_progress,
@@ -335,6 +336,9 @@ def test_run_detail_has_the_prompt_summary_and_latest_progress(db: DatabaseConne
     detail = get_run_detail(db, run_id)
     assert detail.latest_progress is not None
     assert detail.latest_progress.stage == "inference"
+    # Read from the run's own row: the same event, field for field, as latest_progress gives.
+    assert detail.latest_progress == latest_progress(db, [run_id])[run_id]
+    assert detail.latest_progress.timestamp == at(4)
     assert (detail.worker_id, detail.prompt.prompt_text) == ("w", "cyberpunk city at night")
     with pytest.raises(RunNotFoundError):
         get_run_detail(db, "rs_missing")

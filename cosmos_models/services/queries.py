@@ -23,6 +23,7 @@ from cosmos_models.db.lean import LeanSelect
 from cosmos_models.db.tables import PROMPTS, RUNS
 from cosmos_models.errors import InvalidArgumentError, PromptNotFoundError, RunNotFoundError
 from cosmos_models.models.checks import check_iterable, check_statuses, check_str
+from cosmos_models.models.progress import ProgressRead
 from cosmos_models.models.prompt import PromptRead
 from cosmos_models.models.readmodels import (
     Page,
@@ -31,11 +32,11 @@ from cosmos_models.models.readmodels import (
     row_reader,
     run_read,
     run_reader,
+    trusted,
 )
 from cosmos_models.models.run import RunRead
 from cosmos_models.models.status import RunStatus
 from cosmos_models.services.common import check_connection, check_limit, resolve_now
-from cosmos_models.services.progress_queries import latest_progress
 
 Order = Literal["newest", "oldest"]
 ReadT = TypeVar("ReadT", bound=BaseModel)
@@ -103,7 +104,21 @@ def get_run_detail(db: DatabaseConnection, run_id: str) -> RunDetail:
         prompt_text=row.prompt_text,
         created_at=row.prompt_created_at,
     )
-    latest = latest_progress(db, [run_id]).get(run_id)
+    # The run's summary, read with it in the same row: one query, one snapshot.
+    latest = None
+    if row.latest_seq > 0:
+        latest = trusted(
+            ProgressRead,
+            {
+                "id": row.latest_progress_id,
+                "run_id": run.id,
+                "seq": row.latest_seq,
+                "stage": row.latest_stage,
+                "percentage": row.latest_percentage,
+                "message": row.latest_message,
+                "timestamp": row.latest_at,
+            },
+        )
     return RunDetail(**run.model_dump(), prompt=prompt, latest_progress=latest)
 
 
