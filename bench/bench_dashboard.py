@@ -47,7 +47,10 @@ from sqlalchemy import URL, bindparam, create_engine, text  # noqa: E402
 
 from cosmos_models import DatabaseConnection, latest_progress, list_runs  # noqa: E402
 from cosmos_models.db.migrate import upgrade  # noqa: E402
-from cosmos_models.services.progress_queries import latest_progress_query  # noqa: E402
+from cosmos_models.services.progress_queries import (  # noqa: E402
+    _latest_progress_sql,
+    latest_progress_query,
+)
 from tests.backends import server_database, server_reason  # noqa: E402
 
 LEGACY_SCHEMA = ROOT / "tests" / "data" / "legacy_v0" / "schema_v0_sqlite.sql"
@@ -359,19 +362,15 @@ def _compare(
         with db.engine.connect() as connection:
             return len(connection.execute(statement).all())
 
-    # The same SQL through the driver alone, on a connection held open, into plain tuples.
-    compiled = statement.compile(
-        dialect=db.engine.dialect, compile_kwargs={"render_postcompile": True}
-    )
-    positions = compiled.positiontup
-    parameters: Any = (
-        tuple(compiled.params[name] for name in positions) if positions else compiled.params
-    )
+    # The SQL and parameters latest_progress sends, through the driver alone, on a connection
+    # held open, into plain tuples (in binary on PostgreSQL, as latest_progress asks psycopg).
+    sql, parameters = _latest_progress_sql(sorted(asked), db.engine.dialect.name)
+    options: dict[str, Any] = {"binary": True} if backend == "postgresql" else {}
     raw = db.engine.raw_connection()
 
     def driver_only() -> int:
         cursor = raw.cursor()
-        cursor.execute(compiled.string, parameters)
+        cursor.execute(sql, parameters, **options)
         found = cursor.fetchall()
         cursor.close()
         raw.rollback()

@@ -116,20 +116,22 @@ def populate(db: DatabaseConnection) -> list[str]:
 class _Recorder:
     """A cursor that records what it is asked to execute, then executes it."""
 
-    def __init__(self, cursor: Any, sent: list[tuple[str, Any]]) -> None:
+    def __init__(self, cursor: Any, sent: list[tuple[str, Any, dict[str, Any]]]) -> None:
         self.cursor, self.sent = cursor, sent
 
-    def execute(self, sql: str, parameters: Any) -> Any:
-        self.sent.append((sql, parameters))
-        return self.cursor.execute(sql, parameters)
+    def execute(self, sql: str, parameters: Any, **options: Any) -> Any:
+        # options: what the package asks of the driver beyond the SQL (psycopg's binary=True)
+        self.sent.append((sql, parameters, options))
+        return self.cursor.execute(sql, parameters, **options)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.cursor, name)
 
 
-def captured_sql(call: Callable[[], object]) -> tuple[str, Any]:
-    """The one SELECT a call sends to the driver's cursor (the package's lean reads use one)."""
-    sent: list[tuple[str, Any]] = []
+def captured_sql(call: Callable[[], object]) -> tuple[str, Any, dict[str, Any]]:
+    """The one SELECT a call sends to the driver's cursor (the package's lean reads use one),
+    with its parameters and the options the call gave ``execute``."""
+    sent: list[tuple[str, Any, dict[str, Any]]] = []
     real = lean.driver_cursor
 
     @contextlib.contextmanager
@@ -180,10 +182,10 @@ def _compare(
     sql = {name: captured_sql(call) for name, call in ours.items()}
     raw = db.engine.raw_connection()
 
-    def driver(statement: str, parameters: Any) -> Callable[[], object]:
+    def driver(statement: str, parameters: Any, options: dict[str, Any]) -> Callable[[], object]:
         def call() -> int:
             cursor = raw.cursor()
-            cursor.execute(statement, parameters)
+            cursor.execute(statement, parameters, **options)
             found = cursor.fetchall()
             cursor.close()
             raw.rollback()

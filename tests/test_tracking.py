@@ -288,6 +288,31 @@ def test_latest_progress_reads_runs_by_key_and_no_event_row(db: DatabaseConnecti
         assert "SEARCH runs USING INDEX sqlite_autoindex_runs_1 (id=?)" in plan, plan
 
 
+# Ids that mean something in PostgreSQL's array syntax (latest_progress sends the ids as one
+# array literal there): each must stay one whole id, never split, unquoted or read as NULL.
+ARRAY_SYNTAX_IDS = ("a,b", 'q"d', "b\\s", "{x}", " sp ", "NULL", 'é\\"', "x\\")
+
+
+def test_latest_progress_with_ids_that_look_like_array_syntax(db: DatabaseConnection) -> None:
+    prompt = create_prompt(
+        db, {"model_type": "transfer", "prompt_text": "t", "inputs": {}, "parameters": {}}
+    )
+    stored = [*ARRAY_SYNTAX_IDS, "a", "b", "x", "sp"]
+    for index, run_id in enumerate(stored):
+        create_run(db, {"id": run_id, "prompt_id": prompt.id})
+        record_progress(db, run_id, "s", float(index), timestamp=at(index))
+    # Unknown ids a misread of the others would produce, and ones that need escaping.
+    unknown = ["", "q", "d", "NUL", '"', "\\", ",", "{}", "x}", "b\\\\s"]
+    found = latest_progress(db, [*ARRAY_SYNTAX_IDS, *unknown])
+    assert set(found) == set(ARRAY_SYNTAX_IDS)
+    for index, run_id in enumerate(stored[: len(ARRAY_SYNTAX_IDS)]):
+        (event,) = progress_since(db, run_id)
+        assert found[run_id] == event
+        assert (found[run_id].percentage, found[run_id].timestamp) == (float(index), at(index))
+        assert found[run_id].timestamp.tzinfo is UTC
+    assert latest_progress(db, unknown) == {}
+
+
 def test_batch_checks_event_objects_again(db: DatabaseConnection) -> None:
     (run_id,) = runs(db, 1)
     event = ProgressCreate(run_id=run_id, stage="inference", percentage=50)

@@ -35,7 +35,13 @@ def latest_progress(db: DatabaseConnection, run_ids: Iterable[str]) -> dict[str,
     # the query. The SQL is latest_progress_query's, written for each driver's paramstyle; the
     # timestamps go through their column type's own result processor, nothing else needs one.
     with driver_cursor(db) as cursor:
-        cursor.execute(sql, parameters)
+        if dialect.driver == "psycopg" and not dialect.is_async:
+            # Rows in binary: psycopg loads integers, floats and timestamps from their binary
+            # form in C, a quarter of the driver's CPU time for this query (text parses them).
+            # SQLAlchemy's adapter of the async driver (aio's twin) takes no such option.
+            cursor.execute(sql, parameters, binary=True)  # type: ignore[call-arg]
+        else:
+            cursor.execute(sql, parameters)
         rows = cursor.fetchall()
     stamp = _timestamp_processor(dialect)
     # trusted() unrolled: this loop runs once per run asked, 1,000 times per dashboard refresh.
@@ -76,12 +82,26 @@ def _latest_progress_sql(run_ids: list[str], dialect: str) -> tuple[str, Any]:
     """latest_progress_query as driver SQL and parameters."""
     if dialect == "postgresql":
         where = "id = ANY(%s::VARCHAR[])"
-        parameters: Any = (run_ids,)
+        # The array's text form, not a list: psycopg dumps a list element by element in Python
+        # (1.3-1.7 ms of CPU for 1,000 ids, more than the server spends on the lookups).
+        parameters: Any = (_array_literal(run_ids),)
     else:
         mark = "?" if dialect == "sqlite" else "%s"
         where = f"id IN ({', '.join([mark] * len(run_ids))})"
         parameters = tuple(run_ids)
     return f"SELECT {_LATEST_COLUMNS} FROM runs WHERE {where} AND latest_seq > 0", parameters
+
+
+def _array_literal(values: list[str]) -> str:
+    """PostgreSQL's text form of an array of these strings (``array_in`` reads it back exactly).
+
+    Every element is quoted, so commas, braces, spaces and ``NULL`` stay data; inside quotes
+    only ``"`` and ``\\`` need a backslash. Strings hold no NUL (check_str refuses it).
+    """
+    plain = "".join(values)  # one C-level pass tells whether any element needs escaping
+    if '"' in plain or "\\" in plain:
+        values = [value.replace("\\", "\\\\").replace('"', '\\"') for value in values]
+    return '{"' + '","'.join(values) + '"}'
 
 
 def _timestamp_processor(dialect: Dialect) -> Callable[[Any], Any] | None:
