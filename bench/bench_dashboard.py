@@ -399,6 +399,7 @@ def _compare(
         contenders,
         {name: legacy_calls if name == "earlier schema" else calls for name in contenders},
     )
+    server = _server_times(raw, sql, parameters, calls) if backend == "postgresql" else None
     raw.close()
     assert driver_only_count == ASKED_RUNS
     ours_median, ours_p95 = median_p95_ms(samples["latest_progress"])
@@ -455,6 +456,17 @@ def _compare(
             "median_ms": BACKFILL.get(backend, 0.0) * 1000,
         }
     )
+    if server is not None:
+        rows.append(
+            {
+                "backend": backend,
+                "query": "  the server's part: EXPLAIN ANALYZE execution",
+                "rows": f"{progress:,} progress / {PROGRESS_RUNS:,} runs",
+                "calls": calls,
+                "median_ms": server[0],
+                "p95_ms": server[1],
+            }
+        )
     median, p95 = median_p95_ms(samples["statement only"])
     rows.append(
         {
@@ -485,6 +497,19 @@ def _compare(
             }
         )
     return rows
+
+
+def _server_times(raw: Any, sql: str, parameters: Any, calls: int) -> tuple[float, float]:
+    """Median and p95 (ms) of the server's execution of latest_progress's SQL, what EXPLAIN
+    ANALYZE reports (per-row timing off): the rest of a call is the client's and the wire's."""
+    cursor = raw.cursor()
+    seconds = []
+    for _ in range(calls):
+        cursor.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + sql, parameters)
+        seconds.append(cursor.fetchone()[0][0]["Execution Time"] / 1000)
+        raw.rollback()
+    cursor.close()
+    return median_p95_ms(seconds)
 
 
 def _verdict(met: bool, ratio: float, median: float) -> str:
