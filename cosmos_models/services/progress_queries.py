@@ -83,7 +83,7 @@ def _latest_progress_sql(run_ids: list[str], dialect: str) -> tuple[str, Any]:
     if dialect == "postgresql":
         where = "id = ANY(%s::VARCHAR[])"
         # The array's text form, not a list: psycopg dumps a list element by element in Python
-        # (1.3-1.7 ms of CPU for 1,000 ids, more than the server spends on the lookups).
+        # (1.3-1.7 ms of CPU for 1,000 ids, about what the server spends on the lookups).
         parameters: Any = (_array_literal(run_ids),)
     else:
         mark = "?" if dialect == "sqlite" else "%s"
