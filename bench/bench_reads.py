@@ -4,7 +4,8 @@ For ``get_run``, a ``list_runs`` page (first, and the next by cursor), ``progres
 of 100 events) and ``latest_progress`` (1,000 runs), the SQL the package sends to the driver's
 cursor is captured from one call, then replayed by the driver alone (sqlite3, psycopg, PyMySQL) on
 a connection held open in autocommit, as the package's reads run, fetched into tuples (the
-package's own conversions, checks and connection handling are its cost). Calls are interleaved; medians are compared.
+package's own conversions, checks and connection handling are its cost). Each read and its replay
+take turns, each first in half the calls; medians are compared.
 Target: the package's call costs at most 1.5x the driver's (its speed ≥ 0.67 of the driver's):
 in CPU time on SQLite (all its work is in this process), in wall time on the servers (theirs
 is not); both are printed. CPU time is only this process's: on the servers it leaves out the
@@ -119,9 +120,11 @@ def captured_sql(call: Callable[[], object]) -> tuple[str, Any]:
     sent: list[tuple[str, Any]] = []
     real = lean.fetch
 
-    def recording(db: DatabaseConnection, sql: str, parameters: Any) -> tuple[list[Any], Any]:
+    def recording(
+        db: DatabaseConnection, sql: str, parameters: Any, *, describe: bool = False
+    ) -> tuple[list[Any], Any]:
         sent.append((sql, parameters))
-        return real(db, sql, parameters)
+        return real(db, sql, parameters, describe=describe)
 
     modules = (lean, progress_queries)
     for module in modules:
@@ -181,18 +184,25 @@ def _compare(
 
         return call
 
-    contenders: dict[str, Callable[[], object]] = {}
-    for name, call in ours.items():
-        contenders[name] = call
-        contenders[f"{name} raw"] = driver(*sql[name])
+    # Each read against its replay alone, taking turns, and each side first in half the rounds:
+    # a call right after a long one (a 1,000-row read) pays for it (the server's process and
+    # the caches are still busy with it), so a fixed order would charge one side only.
+    samples: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    try:
+        for name, call in ours.items():
+            pair = {name: call, f"{name} raw": driver(*sql[name])}
+            for order in (list(pair), list(reversed(pair))):
+                turns = {key: pair[key] for key in order}
+                rounds = dict.fromkeys(turns, calls // 2)
+                for found, timer in ((samples, time.perf_counter), (cpu, time.process_time)):
+                    for key, values in interleaved_latencies(turns, rounds, timer).items():
+                        found.setdefault(key, []).extend(values)
+    finally:
+        pooled.close()
     # SQLite works in this process: its CPU time is the whole cost, and unlike wall time it is
     # not inflated when a loaded machine preempts the longer of two calls (see common.py).
     clock = time.process_time if backend == "sqlite-file" else time.perf_counter
-    try:
-        samples = interleaved_latencies(contenders, dict.fromkeys(contenders, calls))
-        cpu = interleaved_latencies(contenders, dict.fromkeys(contenders, calls), time.process_time)
-    finally:
-        pooled.close()
     rows = []
     for name in ours:
         median, p95 = median_p95_ms(samples[name])

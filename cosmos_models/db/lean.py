@@ -117,8 +117,9 @@ class LeanSelect:
             if compiled.positions is None
             else tuple([processed[name] for name in compiled.positions])
         )
-        found, description = fetch(db, compiled.sql, parameters)
-        if not compiled.results:
+        described = not compiled.results  # psycopg builds a description on each request
+        found, description = fetch(db, compiled.sql, parameters, describe=described)
+        if described:
             compiled.results.append(self._processors(dialect, description))
         return compiled, found
 
@@ -154,9 +155,11 @@ def typed(rows: Sequence[Sequence[Any]], processors: Sequence[Processor | None])
     return converted
 
 
-def fetch(db: "DatabaseConnection", sql: str, parameters: Any) -> tuple[list[Any], Any]:
-    """Run one SELECT on a driver cursor; return its rows (as the driver gives them) and the
-    cursor's description.
+def fetch(
+    db: "DatabaseConnection", sql: str, parameters: Any, *, describe: bool = False
+) -> tuple[list[Any], Any]:
+    """Run one SELECT on a driver cursor; return its rows (as the driver gives them) and, if
+    ``describe``, the cursor's description (else None).
 
     It runs in autocommit on one of ``db``'s reader connections (``readers.py``): one statement
     needs no transaction of its own and sees what was committed when it ran. With all readers
@@ -169,7 +172,7 @@ def fetch(db: "DatabaseConnection", sql: str, parameters: Any) -> tuple[list[Any
     driver_error = db.engine.dialect.loaded_dbapi.Error
     if db.routes_reads:
         with db.connect(read_only=True) as routed:
-            return _run(routed.connection, sql, parameters, db, driver_error)
+            return _run(routed.connection, sql, parameters, db, driver_error, describe=describe)
     readers = db.readers
     try:
         loan = readers.acquire()
@@ -181,13 +184,13 @@ def fetch(db: "DatabaseConnection", sql: str, parameters: Any) -> tuple[list[Any
         except driver_error as exc:
             raise _translated(db, exc, driver_error) from None
         try:
-            return _run(pooled, sql, parameters, db, driver_error)
+            return _run(pooled, sql, parameters, db, driver_error, describe=describe)
         finally:
             # Back to the pool, whose reset on return rolls the transaction back (once: PyMySQL
             # sends every ROLLBACK to the server) and which drops a broken connection.
             pooled.close()
     try:
-        found = _run(loan[0], sql, parameters, db, driver_error)
+        found = _run(loan[0], sql, parameters, db, driver_error, describe=describe)
     except BaseException:
         readers.discard(loan)  # its state is unknown: never lent again
         raise
@@ -196,12 +199,18 @@ def fetch(db: "DatabaseConnection", sql: str, parameters: Any) -> tuple[list[Any
 
 
 def _run(
-    connection: Any, sql: str, parameters: Any, db: "DatabaseConnection", driver_error: Any
+    connection: Any,
+    sql: str,
+    parameters: Any,
+    db: "DatabaseConnection",
+    driver_error: Any,
+    *,
+    describe: bool,
 ) -> tuple[list[Any], Any]:
     cursor = connection.cursor()
     try:
         cursor.execute(sql, parameters)
-        return cursor.fetchall(), cursor.description
+        return cursor.fetchall(), cursor.description if describe else None
     except driver_error as exc:
         raise _translated(db, exc, driver_error) from None
     finally:

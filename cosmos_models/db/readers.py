@@ -54,7 +54,7 @@ class Readers:
         self._count = 0  # opened and not yet closed, idle or lent
         self._lock = threading.Lock()  # for opening and closing only; lending is list.pop
         self._closed = False
-        self._pid = os.getpid()
+        self._forks = _forks[0]
         self._server = engine.dialect.name != "sqlite"
         self._recycle = float("inf") if recycle < 0 else float(recycle)
         self._inherited: list[Loan] = []  # a parent process's connections, never touched
@@ -64,7 +64,7 @@ class Readers:
 
         Raises the driver's error when a new connection cannot be opened.
         """
-        if self._pid != os.getpid():
+        if self._forks != _forks[0]:
             self._forked()
         while True:
             try:
@@ -125,4 +125,16 @@ class Readers:
             self._inherited.extend(self._idle)
             self._idle = []
             self._count = 0
-            self._pid = os.getpid()
+            self._forks = _forks[0]
+
+
+# How many forks led to this process: a child sees a count its readers were not opened under
+# (an int compared per read; getpid() is a system call).
+_forks = [0]
+
+
+def _count_fork() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
