@@ -4,7 +4,9 @@ For a read returning many rows, SQLAlchemy's per-call work (cache key, execution
 object, a processor call per value) costs more than the query. ``LeanSelect`` does that work once
 per dialect: the SQL text, the order of its parameters with their bind processors, and each
 column's result processor (the same ones Core would apply: aware UTC datetimes, JSON documents as
-dicts, enums as members). A call then checks a connection out of the pool, executes, converts.
+dicts, enums as members; their faster equivalents, ``lean_result_processor``). A call then runs
+on one of the database's reader connections (``readers.py``) and converts, building read models
+in one pass where asked (``models``).
 """
 
 from collections.abc import Callable, Mapping, Sequence
