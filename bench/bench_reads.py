@@ -2,8 +2,10 @@
 
 For ``get_run``, a ``list_runs`` page (first, and the next by cursor), ``progress_since`` (a page
 of 100 events) and ``latest_progress`` (1,000 runs), the SQL the package sends to the driver's
-cursor is captured from one call, then replayed by the driver alone (sqlite3, psycopg, PyMySQL) on a connection held open,
-fetched into tuples and the transaction ended (the package's own conversions are its cost). Calls are interleaved; medians are compared.
+cursor is captured from one call, then replayed by the driver alone (sqlite3, psycopg, PyMySQL) on
+a connection held open in autocommit, as the package's reads run, fetched into tuples (the
+package's own conversions, checks and connection handling are its cost). Each read and its replay
+take turns, each first in half the calls; medians are compared.
 Target: the package's call costs at most 1.5x the driver's (its speed ≥ 0.67 of the driver's):
 in CPU time on SQLite (all its work is in this process), in wall time on the servers (theirs
 is not); both are printed. CPU time is only this process's: on the servers it leaves out the
@@ -113,40 +115,31 @@ def populate(db: DatabaseConnection) -> list[str]:
     return ids
 
 
-class _Recorder:
-    """A cursor that records what it is asked to execute, then executes it."""
-
-    def __init__(self, cursor: Any, sent: list[tuple[str, Any, dict[str, Any]]]) -> None:
-        self.cursor, self.sent = cursor, sent
-
-    def execute(self, sql: str, parameters: Any, **options: Any) -> Any:
-        # options: what the package asks of the driver beyond the SQL (psycopg's binary=True)
-        self.sent.append((sql, parameters, options))
-        return self.cursor.execute(sql, parameters, **options)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.cursor, name)
-
-
 def captured_sql(call: Callable[[], object]) -> tuple[str, Any, dict[str, Any]]:
     """The one SELECT a call sends to the driver's cursor (the package's lean reads use one),
-    with its parameters and the options the call gave ``execute``."""
+    with its parameters and the options the call gives ``execute`` (psycopg's binary=True)."""
     sent: list[tuple[str, Any, dict[str, Any]]] = []
-    real = lean.driver_cursor
+    real = lean.fetch
 
-    @contextlib.contextmanager
-    def recording(db: DatabaseConnection) -> Iterator[Any]:
-        with real(db) as cursor:
-            yield _Recorder(cursor, sent)
+    def recording(
+        db: DatabaseConnection,
+        sql: str,
+        parameters: Any,
+        *,
+        describe: bool = False,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[list[Any], Any]:
+        sent.append((sql, parameters, options or {}))
+        return real(db, sql, parameters, describe=describe, options=options)
 
     modules = (lean, progress_queries)
     for module in modules:
-        module.driver_cursor = recording  # type: ignore[attr-defined]
+        module.fetch = recording  # type: ignore[attr-defined]
     try:
         call()
     finally:
         for module in modules:
-            module.driver_cursor = real  # type: ignore[attr-defined]
+            module.fetch = real  # type: ignore[attr-defined]
     assert len(sent) == 1, sent
     return sent[0]
 
@@ -180,7 +173,12 @@ def _compare(
         f"latest_progress ({ASKED:,} runs)": lambda: latest_progress(db, asked),
     }
     sql = {name: captured_sql(call) for name, call in ours.items()}
-    raw = db.engine.raw_connection()
+    # The driver alone on a connection held open, in the mode the package reads in (autocommit:
+    # the SELECT is the whole exchange, no BEGIN or ROLLBACK on either side).
+    pooled = db.engine.raw_connection()
+    pooled.detach()
+    raw = pooled.dbapi_connection
+    db.engine.dialect.set_isolation_level(raw, "AUTOCOMMIT")
 
     def driver(statement: str, parameters: Any, options: dict[str, Any]) -> Callable[[], object]:
         def call() -> int:
@@ -188,23 +186,29 @@ def _compare(
             cursor.execute(statement, parameters, **options)
             found = cursor.fetchall()
             cursor.close()
-            raw.rollback()
             return len(found)
 
         return call
 
-    contenders: dict[str, Callable[[], object]] = {}
-    for name, call in ours.items():
-        contenders[name] = call
-        contenders[f"{name} raw"] = driver(*sql[name])
+    # Each read against its replay alone, taking turns, and each side first in half the rounds:
+    # a call right after a long one (a 1,000-row read) pays for it (the server's process and
+    # the caches are still busy with it), so a fixed order would charge one side only.
+    samples: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    try:
+        for name, call in ours.items():
+            pair = {name: call, f"{name} raw": driver(*sql[name])}
+            for order in (list(pair), list(reversed(pair))):
+                turns = {key: pair[key] for key in order}
+                rounds = dict.fromkeys(turns, calls // 2)
+                for found, timer in ((samples, time.perf_counter), (cpu, time.process_time)):
+                    for key, values in interleaved_latencies(turns, rounds, timer).items():
+                        found.setdefault(key, []).extend(values)
+    finally:
+        pooled.close()
     # SQLite works in this process: its CPU time is the whole cost, and unlike wall time it is
     # not inflated when a loaded machine preempts the longer of two calls (see common.py).
     clock = time.process_time if backend == "sqlite-file" else time.perf_counter
-    try:
-        samples = interleaved_latencies(contenders, dict.fromkeys(contenders, calls))
-        cpu = interleaved_latencies(contenders, dict.fromkeys(contenders, calls), time.process_time)
-    finally:
-        raw.close()
     rows = []
     for name in ours:
         median, p95 = median_p95_ms(samples[name])

@@ -39,13 +39,9 @@ from cosmos_models.db.locations import (
     redact_url,
 )
 from cosmos_models.db.migrator import migrate_database
+from cosmos_models.db.readers import Readers
 from cosmos_models.db.recovery import Unit, discard_closed_on_checkout, run_unit, unit_engine
-from cosmos_models.db.replicas import (
-    ReadRoutingStats,
-    ReplicaRouter,
-    replica_locations,
-    seconds,
-)
+from cosmos_models.db.replicas import ReadRoutingStats, ReplicaRouter, replica_locations, seconds
 from cosmos_models.db.sqlite_files import (
     configure_sqlite_engine,
     on_read_only_file_system,
@@ -167,6 +163,7 @@ class DatabaseConnection:
                 wait=replica_wait,
                 retry=replica_retry,
             )
+        self.readers = Readers(self.engine, pool_recycle)  # lean reads' own connections
 
     # -- engine -------------------------------------------------------------------------------
 
@@ -386,6 +383,7 @@ class DatabaseConnection:
         """Release every pooled connection; later ``get_session()`` calls raise ``RuntimeError``."""
         if not self._closed:
             self._closed = True
+            self.readers.close()
             self.engine.dispose()
             if self._replicas is not None:
                 self._replicas.dispose()

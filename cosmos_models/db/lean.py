@@ -4,23 +4,29 @@ For a read returning many rows, SQLAlchemy's per-call work (cache key, execution
 object, a processor call per value) costs more than the query. ``LeanSelect`` does that work once
 per dialect: the SQL text, the order of its parameters with their bind processors, and each
 column's result processor (the same ones Core would apply: aware UTC datetimes, JSON documents as
-dicts, enums as members). A call then checks a connection out of the pool, executes, converts.
+dicts, enums as members; their faster equivalents, ``lean_result_processor``). A call then runs
+on one of the database's reader connections (``readers.py``) and converts, building read models
+in one pass where asked (``models``).
 """
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import Dialect, Select, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
-from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor
+from sqlalchemy.engine.interfaces import DBAPIConnection
+
+from cosmos_models.models.readmodels import typed_reader
+from cosmos_models.models.types import lean_result_processor
 
 if TYPE_CHECKING:  # connection.py imports utc_sessions from here
     from cosmos_models.db.connection import DatabaseConnection
 
 Processor = Callable[[Any], Any]
+ReadT = TypeVar("ReadT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class _Compiled:
     # Each column's result processor; some depend on the driver's type code, known once the
     # first cursor has a description (what Core caches the same way).
     results: list[tuple[Processor | None, ...]]
+    builders: dict[type[Any], Callable[[Sequence[Any]], Any]]  # read models, built once each
 
 
 class LeanSelect:
@@ -45,6 +52,7 @@ class LeanSelect:
         self.statement = statement
         self.columns: tuple[str, ...] = tuple(str(c.key) for c in statement.selected_columns)
         self._compiled: dict[tuple[Any, ...], _Compiled] = {}
+        self._last: tuple[Dialect | None, Any] = (None, None)
 
     def _for(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect_key(dialect))
@@ -65,8 +73,10 @@ class LeanSelect:
                     if value is not None
                 },
                 results=[],
+                builders={},
             )
             self._compiled[dialect_key(dialect)] = found
+        self._last = (dialect, found)
         return found
 
     def rows(self, db: "DatabaseConnection", values: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -74,25 +84,50 @@ class LeanSelect:
 
         Raises ``RuntimeError`` once ``db`` is closed, ``DatabaseError`` for driver errors.
         """
-        compiled = self._for(db.engine.dialect)
+        compiled, found = self._execute(db, values)
+        return typed(found, compiled.results[0])
+
+    def models(
+        self,
+        db: "DatabaseConnection",
+        values: dict[str, Any],
+        model: type[ReadT],
+        column_of: Mapping[str, str] | None = None,
+    ) -> list[ReadT]:
+        """Execute like ``rows``; return each row as ``model`` (see ``typed_reader``), built
+        from the driver's values in one pass. Raises like ``rows``."""
+        compiled, found = self._execute(db, values)
+        build = compiled.builders.get(model)
+        if build is None:
+            build = typed_reader(model, self.columns, compiled.results[0], column_of)
+            compiled.builders[model] = build
+        return list(map(build, found))
+
+    def _execute(
+        self, db: "DatabaseConnection", values: dict[str, Any]
+    ) -> tuple[_Compiled, list[Any]]:
+        dialect = db.engine.dialect
+        # The last dialect asked: one identity test instead of building the key on every call.
+        compiled = self._last[1] if self._last[0] is dialect else self._for(dialect)
+        binds = compiled.binds
         processed = dict(compiled.defaults)
         for name, value in values.items():
-            processed[name] = _processed(compiled.binds[name], value)
+            bind = binds[name]
+            processed[name] = value if bind is None or value is None else bind(value)
         parameters: Any = (
             processed
             if compiled.positions is None
-            else tuple(processed[name] for name in compiled.positions)
+            else tuple([processed[name] for name in compiled.positions])
         )
-        with driver_cursor(db) as cursor:
-            cursor.execute(compiled.sql, parameters)
-            found = cursor.fetchall()
-            if not compiled.results:
-                compiled.results.append(self._processors(db.engine.dialect, cursor.description))
-        return typed(found, compiled.results[0])
+        described = not compiled.results  # psycopg builds a description on each request
+        found, description = fetch(db, compiled.sql, parameters, describe=described)
+        if described:
+            compiled.results.append(self._processors(dialect, description))
+        return compiled, found
 
     def _processors(self, dialect: Dialect, description: Any) -> tuple[Processor | None, ...]:
         return tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, described[1])
+            lean_result_processor(column.type, dialect, described[1])
             for column, described in zip(self.statement.selected_columns, description, strict=True)
         )
 
@@ -115,51 +150,84 @@ def typed(rows: Sequence[Sequence[Any]], processors: Sequence[Processor | None])
     for row in rows:
         values = list(row)
         for index, process in active:
-            values[index] = process(values[index])
+            value = values[index]
+            if value is not None:  # NULL is None whatever the column's type
+                values[index] = process(value)
         converted.append(tuple(values))
     return converted
 
 
-@contextmanager
-def driver_cursor(db: "DatabaseConnection") -> Iterator[DBAPICursor]:
-    """Yield a driver cursor on a pooled connection; end its transaction and give it back.
+def fetch(
+    db: "DatabaseConnection",
+    sql: str,
+    parameters: Any,
+    *,
+    describe: bool = False,
+    options: dict[str, Any] | None = None,
+) -> tuple[list[Any], Any]:
+    """Run one SELECT on a driver cursor; return its rows (as the driver gives them) and, if
+    ``describe``, the cursor's description (else None). ``options`` go to the cursor's
+    ``execute`` as keywords (psycopg's ``binary=True``).
 
-    One statement needs no transaction of its own: SQLite runs it in autocommit mode (a
-    consistent snapshot), servers in the driver's implicit transaction, which the pool rolls
-    back when the connection returns to it (so the next read sees a fresh snapshot).
+    It runs in autocommit on one of ``db``'s reader connections (``readers.py``): one statement
+    needs no transaction of its own and sees what was committed when it ran. With all readers
+    busy it runs on a pooled connection, whose reset on return ends the driver's transaction;
+    with replicas, on the connection the router picks (read-your-writes included).
     Raises ``RuntimeError`` once ``db`` is closed, ``DatabaseError`` for driver errors
     (the server down included).
     """
     db._check_open()
     driver_error = db.engine.dialect.loaded_dbapi.Error
     if db.routes_reads:
-        # With replicas, the router picks the server (read-your-writes included); the read
-        # still runs on that connection's driver cursor.
         with db.connect(read_only=True) as routed:
-            cursor = routed.connection.cursor()
-            try:
-                yield cursor
-            except driver_error as exc:
-                wrapped = sa_exc.DBAPIError.instance("", None, exc, driver_error)
-                raise db.translate_error(wrapped) from None
-            finally:
-                cursor.close()
-        return
+            return _run(routed.connection, sql, parameters, db, driver_error, describe, options)
+    readers = db.readers
     try:
-        connection = db.engine.raw_connection()  # the pool's errors are the driver's own
+        loan = readers.acquire()
+    except driver_error as exc:
+        raise _translated(db, exc, driver_error) from None
+    if loan is None:  # every reader is busy: a pooled connection
         try:
-            cursor = connection.cursor()
-            try:
-                yield cursor
-            finally:
-                cursor.close()
+            pooled = db.engine.raw_connection()  # the pool's errors are the driver's own
+        except driver_error as exc:
+            raise _translated(db, exc, driver_error) from None
+        try:
+            return _run(pooled, sql, parameters, db, driver_error, describe, options)
         finally:
             # Back to the pool, whose reset on return rolls the transaction back (once: PyMySQL
             # sends every ROLLBACK to the server) and which drops a broken connection.
-            connection.close()
+            pooled.close()
+    try:
+        found = _run(loan[0], sql, parameters, db, driver_error, describe, options)
+    except BaseException:
+        readers.discard(loan)  # its state is unknown: never lent again
+        raise
+    readers.release(loan)
+    return found
+
+
+def _run(
+    connection: Any,
+    sql: str,
+    parameters: Any,
+    db: "DatabaseConnection",
+    driver_error: Any,
+    describe: bool,
+    options: dict[str, Any] | None,
+) -> tuple[list[Any], Any]:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, parameters, **(options or {}))
+        return cursor.fetchall(), cursor.description if describe else None
     except driver_error as exc:
-        wrapped = sa_exc.DBAPIError.instance("", None, exc, driver_error)
-        raise db.translate_error(wrapped) from None
+        raise _translated(db, exc, driver_error) from None
+    finally:
+        cursor.close()
+
+
+def _translated(db: "DatabaseConnection", exc: Exception, driver_error: Any) -> Exception:
+    wrapped = sa_exc.DBAPIError.instance("", None, exc, driver_error)
+    return db.translate_error(wrapped)
 
 
 def utc_sessions(engine: Engine) -> None:

@@ -6,6 +6,7 @@ that a row written on SQLite reads back the same on PostgreSQL or MariaDB.
 """
 
 import enum
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, TypeVar
@@ -134,6 +135,10 @@ Percentage = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
 # --------------------------------------------------------------------------------------------
 
 
+Processor = Callable[[Any], Any]
+"""A column's result processor: the driver's value in, the column's value out."""
+
+
 class _SQLiteUTCText(sqlite.DATETIME):
     """SQLite's DATETIME column, with values converted by ``UTCDateTime`` alone.
 
@@ -225,8 +230,49 @@ class UTCDateTime(TypeDecorator[datetime]):
             return datetime.combine(value, value.time(), UTC)  # 4x faster than replace(tzinfo=)
         return value if value.tzinfo is UTC else value.astimezone(UTC)
 
+    def lean_processor(
+        self, dialect: Dialect, coltype: Any, standard: Processor | None
+    ) -> Processor | None:
+        """``process_result_value`` with its common cases inline (see ``lean_result_processor``):
+        the stored text, an aware UTC value (psycopg in a UTC session), a naive one (PyMySQL)."""
+        if standard is None or self.impl_instance.result_processor(dialect, coltype) is not None:
+            return standard
+        general = self.process_result_value
+        combine, from_text = datetime.combine, datetime.fromisoformat
+
+        def process(value: Any) -> datetime | None:
+            kind = value.__class__
+            if kind is str and len(value) == _STORED_TEXT_LENGTH:
+                return from_text(value + "+00:00")
+            if kind is datetime:
+                if value.tzinfo is UTC:
+                    return value  # type: ignore[no-any-return]
+                if value.tzinfo is None:
+                    return combine(value, value.time(), UTC)
+            return general(value, dialect)
+
+        return process
+
 
 _STORED_TEXT_LENGTH = len("2025-01-04 12:00:00.000000")
+# One decoder for the documents read on the lean path (the standard settings of json.loads).
+_decode_json: Final = json.JSONDecoder().raw_decode
+
+
+def lean_result_processor(
+    column_type: TypeEngine[Any], dialect: Dialect, coltype: Any
+) -> Processor | None:
+    """The result processor of ``column_type`` on ``dialect``, faster for the package's types.
+
+    The same values out for the same values in as ``result_processor`` (what Core applies; a
+    differential test compares them): SQLAlchemy's chain of a type decorator around its
+    implementation costs a call or two per value, and ``json.loads`` checks and scans for
+    whitespace around a document, where reads convert thousands of values per call.
+    """
+    implementation = column_type.dialect_impl(dialect)
+    standard = implementation.result_processor(dialect, coltype)
+    lean = getattr(implementation, "lean_processor", None)
+    return standard if lean is None else lean(dialect, coltype, standard)
 
 
 class JSONDocument(TypeDecorator[Any]):
@@ -239,6 +285,29 @@ class JSONDocument(TypeDecorator[Any]):
         if dialect.name == "postgresql":
             return dialect.type_descriptor(postgresql.JSONB())
         return dialect.type_descriptor(JSON())
+
+    def lean_processor(
+        self, dialect: Dialect, coltype: Any, standard: Processor | None
+    ) -> Processor | None:
+        """``standard`` (the driver gives text: SQLite, PyMySQL) with a complete document
+        decoded in one scan (see ``lean_result_processor``); anything else goes to ``standard``
+        (whitespace around it, numbers, bytes, invalid text: its result or its error)."""
+        custom = getattr(dialect, "_json_deserializer", None)
+        if standard is None or custom not in (None, json.loads):
+            return standard
+        decode = _decode_json
+
+        def process(value: Any) -> Any:
+            if value.__class__ is str:
+                try:
+                    document, end = decode(value)
+                except ValueError:
+                    return standard(value)
+                if end == len(value):
+                    return document
+            return standard(value)
+
+        return process
 
 
 def json_column_type() -> TypeEngine[Any]:
@@ -277,3 +346,19 @@ class StrEnumType(TypeDecorator[E]):
         if value is None:
             return None
         return self.enum_class(value)
+
+    def lean_processor(
+        self, dialect: Dialect, coltype: Any, standard: Processor | None
+    ) -> Processor | None:
+        """Members found by value in a table (see ``lean_result_processor``); a value that is
+        no member's goes to ``process_result_value`` (which refuses it)."""
+        if standard is None or self.impl_instance.result_processor(dialect, coltype) is not None:
+            return standard
+        member = {item.value: item for item in self.enum_class}.get
+        general = self.process_result_value
+
+        def process(value: Any) -> E | None:
+            found = member(value)
+            return general(value, dialect) if found is None else found
+
+        return process

@@ -7,12 +7,12 @@ from sqlalchemy import Dialect, Integer, Select, String, any_, bindparam, select
 from sqlalchemy.dialects import postgresql
 
 from cosmos_models.db.connection import DatabaseConnection
-from cosmos_models.db.lean import LeanSelect, dialect_key, driver_cursor
+from cosmos_models.db.lean import LeanSelect, dialect_key, fetch
 from cosmos_models.db.tables import PROGRESS, RUNS
 from cosmos_models.errors import RunNotFoundError
 from cosmos_models.models.checks import MAX_SEQ, check_int, check_str, check_str_iterable
 from cosmos_models.models.progress import ProgressRead
-from cosmos_models.models.readmodels import row_reader
+from cosmos_models.models.types import lean_result_processor
 from cosmos_models.services.common import check_connection, check_limit
 
 
@@ -34,15 +34,11 @@ def latest_progress(db: DatabaseConnection, run_ids: Iterable[str]) -> dict[str,
     # The driver's cursor: for 1,000 runs, SQLAlchemy's row and type processing cost more than
     # the query. The SQL is latest_progress_query's, written for each driver's paramstyle; the
     # timestamps go through their column type's own result processor, nothing else needs one.
-    with driver_cursor(db) as cursor:
-        if dialect.driver == "psycopg" and not dialect.is_async:
-            # Rows in binary: psycopg loads integers, floats and timestamps from their binary
-            # form in C, a quarter of the driver's CPU time for this query (text parses them).
-            # SQLAlchemy's adapter of the async driver (aio's twin) takes no such option.
-            cursor.execute(sql, parameters, binary=True)  # type: ignore[call-arg]
-        else:
-            cursor.execute(sql, parameters)
-        rows = cursor.fetchall()
+    # Rows in binary on psycopg: it loads integers, floats and timestamps from their binary
+    # form in C, a quarter of the driver's CPU time for this query (text parses them).
+    # SQLAlchemy's adapter of the async driver takes no such option.
+    binary = dialect.driver == "psycopg" and not dialect.is_async
+    rows, _ = fetch(db, sql, parameters, options={"binary": True} if binary else None)
     stamp = _timestamp_processor(dialect)
     # trusted() unrolled: this loop runs once per run asked, 1,000 times per dashboard refresh.
     latest: dict[str, ProgressRead] = {}
@@ -108,8 +104,7 @@ def _timestamp_processor(dialect: Dialect) -> Callable[[Any], Any] | None:
     """The result processor of the summary's timestamp column (aware UTC out of any driver)."""
     key = dialect_key(dialect)
     if key not in _PROCESSORS:
-        column_type = RUNS.c.latest_at.type.dialect_impl(dialect)
-        _PROCESSORS[key] = column_type.result_processor(dialect, None)
+        _PROCESSORS[key] = lean_result_processor(RUNS.c.latest_at.type, dialect, None)
     return _PROCESSORS[key]
 
 
@@ -153,10 +148,11 @@ def progress_since(
     check_int(after, "after", 0)
     check_limit(limit)
     # Past the largest seq a run can have: nothing (PostgreSQL refuses a bigger integer here).
-    rows = _SINCE.rows(db, {"run_id": run_id, "after": min(after, MAX_SEQ), "limit": limit})
-    if not rows and not _RUN_EXISTS.rows(db, {"run_id": run_id}):
+    values = {"run_id": run_id, "after": min(after, MAX_SEQ), "limit": limit}
+    events = _SINCE.models(db, values, ProgressRead)
+    if not events and not _RUN_EXISTS.rows(db, {"run_id": run_id}):
         raise RunNotFoundError(run_id)
-    return [_read_event(row) for row in rows]
+    return events
 
 
 _SINCE: Final = LeanSelect(
@@ -166,4 +162,3 @@ _SINCE: Final = LeanSelect(
     .limit(bindparam("limit", type_=Integer()))
 )
 _RUN_EXISTS: Final = LeanSelect(select(RUNS.c.id).where(RUNS.c.id == bindparam("run_id")))
-_read_event: Final = row_reader(ProgressRead, _SINCE.columns)

@@ -26,6 +26,7 @@ from cosmos_models.models.checks import check_iterable, check_statuses, check_st
 from cosmos_models.models.progress import ProgressRead
 from cosmos_models.models.prompt import PromptRead
 from cosmos_models.models.readmodels import (
+    RUN_COLUMN_OF,
     Page,
     PromptSummary,
     RunDetail,
@@ -53,33 +54,17 @@ MAX_CURSOR_LENGTH: Final = 1024
 
 
 _GET_RUN: Final = LeanSelect(select(RUNS).where(RUNS.c.id == bindparam("run_id")))
-_read_run: Final = run_reader(_GET_RUN.columns)
 _GET_PROMPT: Final = LeanSelect(select(PROMPTS).where(PROMPTS.c.id == bindparam("prompt_id")))
-_read_prompt: Final = row_reader(PromptRead, _GET_PROMPT.columns)
-
-
-def _by_id(
-    db: DatabaseConnection,
-    found: LeanSelect,
-    read: Callable[[Sequence[Any]], ReadT],
-    row_id: str,
-    *,
-    name: str,
-    missing: Callable[[str], Exception],
-) -> ReadT:
-    """The one row ``found`` selects for the id ``row_id`` (argument and parameter ``name``)."""
-    check_connection(db)
-    check_str(row_id, name)
-    rows = found.rows(db, {name: row_id})
-    if not rows:
-        raise missing(row_id)
-    return read(rows[0])
 
 
 def get_run(db: DatabaseConnection, run_id: str) -> RunRead:
     """Return one run. Raises ``RunNotFoundError``, ``InvalidArgumentError`` naming a bad
     ``run_id``."""
-    return _by_id(db, _GET_RUN, _read_run, run_id, name="run_id", missing=RunNotFoundError)
+    check_connection(db)
+    found = _GET_RUN.models(db, {"run_id": check_str(run_id, "run_id")}, RunRead, RUN_COLUMN_OF)
+    if not found:
+        raise RunNotFoundError(run_id)
+    return found[0]
 
 
 def get_run_detail(db: DatabaseConnection, run_id: str) -> RunDetail:
@@ -124,9 +109,11 @@ def get_run_detail(db: DatabaseConnection, run_id: str) -> RunDetail:
 
 def get_prompt(db: DatabaseConnection, prompt_id: str) -> PromptRead:
     """Return one prompt. Raises ``PromptNotFoundError``, ``InvalidArgumentError``."""
-    return _by_id(
-        db, _GET_PROMPT, _read_prompt, prompt_id, name="prompt_id", missing=PromptNotFoundError
-    )
+    check_connection(db)
+    found = _GET_PROMPT.models(db, {"prompt_id": check_str(prompt_id, "prompt_id")}, PromptRead)
+    if not found:
+        raise PromptNotFoundError(prompt_id)
+    return found[0]
 
 
 # -- cursors -----------------------------------------------------------------------------------
@@ -181,16 +168,25 @@ class _Listing(Generic[ReadT]):
     kind: str
     table: Table
     json_columns: dict[str, str]
-    to_item: Callable[[Sequence[Any]], ReadT]  # from a row of select(table), by position
+    model: type[ReadT]
+    column_of: dict[str, str]  # the table's column of a field, where the two names differ
+    to_item: Callable[[Sequence[Any]], ReadT]  # from a Core row of select(table), by position
 
 
 _RUN_LISTING: Final = _Listing(
-    "runs", RUNS, RUN_JSON_COLUMNS, run_reader([c.key for c in RUNS.columns])
+    "runs",
+    RUNS,
+    RUN_JSON_COLUMNS,
+    RunRead,
+    RUN_COLUMN_OF,
+    run_reader([c.key for c in RUNS.columns]),
 )
 _PROMPT_LISTING: Final = _Listing(
     "prompts",
     PROMPTS,
     PROMPT_JSON_COLUMNS,
+    PromptRead,
+    {},
     row_reader(PromptRead, [c.key for c in PROMPTS.columns]),
 )
 
@@ -240,15 +236,16 @@ def _page(
     if json_conditions:  # their SQL holds their values: built and executed per call
         query = _listing_query(listing, filters, values, order).where(*json_conditions)
         with db.get_session(read_only=True) as session:
-            rows: Sequence[Sequence[Any]] = session.execute(query, values).all()
+            rows = session.execute(query, values).all()
+        items = [listing.to_item(row) for row in rows]
     else:
         lean = _LEAN_PAGES.get(shape)
         if lean is None:
             lean = _LEAN_PAGES[shape] = LeanSelect(_listing_query(listing, filters, values, order))
-        rows = lean.rows(db, values)
-    items = [listing.to_item(row) for row in rows[:limit]]
+        items = lean.models(db, values, listing.model, listing.column_of)
     next_cursor = None
-    if len(rows) > limit:
+    if len(items) > limit:
+        del items[limit:]
         last = items[-1]
         created_at: datetime = last.created_at  # type: ignore[attr-defined]
         row_id: str = last.id  # type: ignore[attr-defined]
