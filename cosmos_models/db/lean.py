@@ -180,7 +180,15 @@ def fetch(
     driver_error = db.engine.dialect.loaded_dbapi.Error
     if db.routes_reads:
         with db.connect(read_only=True) as routed:
-            return _run(routed.connection, sql, parameters, db, driver_error, describe, options)
+            return _run(
+                routed.connection,
+                sql,
+                parameters,
+                db,
+                driver_error,
+                describe=describe,
+                options=options,
+            )
     readers = db.readers
     try:
         loan = readers.acquire()
@@ -192,13 +200,15 @@ def fetch(
         except driver_error as exc:
             raise _translated(db, exc, driver_error) from None
         try:
-            return _run(pooled, sql, parameters, db, driver_error, describe, options)
+            return _run(
+                pooled, sql, parameters, db, driver_error, describe=describe, options=options
+            )
         finally:
             # Back to the pool, whose reset on return rolls the transaction back (once: PyMySQL
             # sends every ROLLBACK to the server) and which drops a broken connection.
             pooled.close()
     try:
-        found = _run(loan[0], sql, parameters, db, driver_error, describe, options)
+        found = _run(loan[0], sql, parameters, db, driver_error, describe=describe, options=options)
     except BaseException:
         readers.discard(loan)  # its state is unknown: never lent again
         raise
@@ -212,6 +222,7 @@ def _run(
     parameters: Any,
     db: "DatabaseConnection",
     driver_error: Any,
+    *,
     describe: bool,
     options: dict[str, Any] | None,
 ) -> tuple[list[Any], Any]:
