@@ -17,6 +17,7 @@ from cosmos_models import (
     TransitionConflictError,
     claim_next_run,
     claim_next_runs,
+    complete_and_claim_runs,
     latest_progress,
     list_runs,
     progress_since,
@@ -71,14 +72,31 @@ def claim_all(conn: DatabaseConnection, worker_id: str, batch: int = 0) -> list[
     return claimed
 
 
+def hand_off_all(conn: DatabaseConnection, worker_id: str, batch: int) -> list[str]:
+    """Claim ``batch`` runs into running, then complete each batch with the hand-off that claims
+    the next, until the queue is empty; return the ids this worker completed."""
+    completed: list[str] = []
+    runs = claim_next_runs(conn, worker_id, limit=batch, to="running")
+    while runs:
+        assert len(runs) <= batch
+        assert {run.worker_id for run in runs} == {worker_id}
+        ids = [run.id for run in runs]
+        runs = complete_and_claim_runs(conn, worker_id, ids, limit=batch, to="running")
+        completed.extend(ids)
+    return completed
+
+
 def _child(job: str, url: str, arg: str, barrier: Any, results: Any) -> None:
     conn = DatabaseConnection(url)
     try:
         barrier.wait(TIMEOUT)
-        if job == "move":
+        kind, _, size = job.partition(":")
+        if kind == "move":
             results.put(move_once(conn, arg))
+        elif kind == "hand-off":  # "hand-off:N", N at a time
+            results.put(hand_off_all(conn, arg, int(size)))
         else:  # "claim" one at a time, or "claim:N" N at a time
-            results.put(claim_all(conn, arg, int(job.partition(":")[2] or 0)))
+            results.put(claim_all(conn, arg, int(size or 0)))
     except Exception as exc:
         results.put(f"error:{type(exc).__name__}: {exc}")
     finally:
@@ -86,7 +104,8 @@ def _child(job: str, url: str, arg: str, barrier: Any, results: Any) -> None:
 
 
 def in_processes(job: str, url: str, args: list[str]) -> list[Any]:
-    """Run ``job`` ("move", "claim" or "claim:N") in one spawned process per arg, started together."""
+    """Run ``job`` ("move", "claim", "claim:N" or "hand-off:N") in one spawned process per arg,
+    started together."""
     return together([(_child, (job, url, arg)) for arg in args])
 
 
