@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from cosmos_models import (
     DatabaseConnection,
@@ -226,3 +227,48 @@ def in_threads(work: Callable[[int], Any], count: int) -> list[Any]:
     for thread in threads:
         thread.join(TIMEOUT)
     return outcomes
+
+
+def waiting_for_a_lock(db: DatabaseConnection) -> bool:
+    """True while a statement of this database's sessions waits for a row lock (servers only)."""
+    # This database's sessions only: other suites share the server.
+    if db.engine.dialect.name == "postgresql":
+        query = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    else:
+        # MariaDB's innodb_trx does not reliably list a waiting locking read: the processlist
+        # shows the batch's SELECT … FOR UPDATE under way instead.
+        query = (
+            "SELECT count(*) FROM information_schema.processlist "
+            "WHERE db = DATABASE() AND command = 'Query' AND info LIKE '%FOR UPDATE'"
+        )
+    with db.engine.connect() as connection:
+        return bool(connection.execute(text(query)).scalar())
+
+
+def attempt_while_held(
+    db: DatabaseConnection, run_id: str, held_from: str, held_to: str, attempt: Callable[[], str]
+) -> list[str]:
+    """Run ``attempt`` while another writer moves ``run_id`` (put in ``held_from`` first) to
+    ``held_to``: the writer holds the row until ``attempt`` waits for it, then commits. Returns
+    what ``attempt`` returned (a one-item list; empty if it never finished)."""
+    with db.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE runs SET status = :s WHERE id = :i"), {"s": held_from, "i": run_id}
+        )
+    result: list[str] = []
+    with db.engine.connect() as holder:
+        holder.execute(
+            text("UPDATE runs SET status = :s WHERE id = :i"), {"s": held_to, "i": run_id}
+        )
+        waiting = threading.Thread(target=lambda: result.append(attempt()), daemon=True)
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while not waiting_for_a_lock(db):  # the attempt's statement is under way, blocked
+            assert time.monotonic() < deadline, "the attempt never waited for the held run"
+            time.sleep(0.005)
+        holder.commit()
+    waiting.join(30)
+    return result

@@ -1,12 +1,10 @@
 """complete_and_claim_runs: a worker completes its batch and claims the next, all or nothing."""
 
-import threading
-import time
 from collections import Counter
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from cosmos_models import (
     DatabaseConnection,
@@ -22,7 +20,14 @@ from cosmos_models import (
     transition,
 )
 from cosmos_models.db.tables import RUNS
-from tests.concurrency import PROCESS_BACKENDS, hand_off_all, in_processes, in_threads, process_url
+from tests.concurrency import (
+    PROCESS_BACKENDS,
+    attempt_while_held,
+    hand_off_all,
+    in_processes,
+    in_threads,
+    process_url,
+)
 from tests.factories import at, pending_runs
 
 
@@ -141,26 +146,10 @@ def test_processes_handing_off_complete_every_run_exactly_once(
     completed = [run_id for ids in outcomes for run_id in ids]
     assert Counter(completed) == Counter(run_ids)
     with db.engine.connect() as connection:
-        counts = dict(
+        counts: dict[str, int] = dict(
             connection.execute(select(RUNS.c.status, func.count()).group_by(RUNS.c.status)).all()
         )
     assert counts == {RunStatus.COMPLETED: 60}
-
-
-def _waiting_for_a_lock(db: DatabaseConnection) -> bool:
-    # This database's sessions only: other suites share the server.
-    if db.engine.dialect.name == "postgresql":
-        query = (
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-    else:  # MariaDB lists the hand-off's SELECT … FOR UPDATE under way
-        query = (
-            "SELECT count(*) FROM information_schema.processlist "
-            "WHERE db = DATABASE() AND command = 'Query' AND info LIKE '%FOR UPDATE'"
-        )
-    with db.engine.connect() as connection:
-        return bool(connection.execute(text(query)).scalar())
 
 
 # Row locks exist on the servers only. Another writer holds one of the worker's runs while the
@@ -176,24 +165,7 @@ def test_a_hand_off_waiting_for_a_row_decides_on_its_newest_status(
 ) -> None:
     first, held = _held(db, "w", 2)
     [queued] = pending_runs(db, 1)
-    if held_from == "uploading":
-        with db.engine.begin() as connection:
-            connection.execute(
-                text("UPDATE runs SET status = 'uploading' WHERE id = :i"), {"i": held}
-            )
-    result: list[Any] = []
-    with db.engine.connect() as holder:
-        holder.execute(text("UPDATE runs SET status = :s WHERE id = :i"), {"s": held_to, "i": held})
-        attempt = threading.Thread(
-            target=lambda: result.append(_attempt(db, [first, held])), daemon=True
-        )
-        attempt.start()
-        deadline = time.monotonic() + 30
-        while not _waiting_for_a_lock(db):  # the hand-off is under way, blocked
-            assert time.monotonic() < deadline, "the hand-off never waited for the held run"
-            time.sleep(0.005)
-        holder.commit()
-    attempt.join(30)
+    result = attempt_while_held(db, held, held_from, held_to, lambda: _attempt(db, [first, held]))
     statuses = [get_run(db, run_id).status for run_id in (first, held, queued)]
     if outcome == "handed-off":
         assert result == [f"claimed:{queued}"]

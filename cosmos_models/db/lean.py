@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Dialect, Select, event
+from sqlalchemy import Connection, Dialect, Select, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor
@@ -75,19 +75,37 @@ class LeanSelect:
         Raises ``RuntimeError`` once ``db`` is closed, ``DatabaseError`` for driver errors.
         """
         compiled = self._for(db.engine.dialect)
-        processed = dict(compiled.defaults)
-        for name, value in values.items():
-            processed[name] = _processed(compiled.binds[name], value)
-        parameters: Any = (
-            processed
-            if compiled.positions is None
-            else tuple(processed[name] for name in compiled.positions)
-        )
         with driver_cursor(db) as cursor:
-            cursor.execute(compiled.sql, parameters)
+            cursor.execute(compiled.sql, _parameters(compiled, values))
             found = cursor.fetchall()
             if not compiled.results:
                 compiled.results.append(self._processors(db.engine.dialect, cursor.description))
+        return typed(found, compiled.results[0])
+
+    def rows_on(self, connection: Connection, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """``rows`` on a checked-out ``connection``, in its transaction (or autocommit).
+
+        Runs on the driver's cursor like ``rows``; a driver error goes through Core's own
+        handling, as ``connection.execute`` would: a ``sqlalchemy.exc.DBAPIError``, and for a
+        dead connection ``connection_invalidated`` set and the pool invalidated (what
+        ``run_unit`` decides on).
+        """
+        compiled = self._for(connection.dialect)
+        parameters = _parameters(compiled, values)
+        if not connection.in_transaction():
+            # What Core's execute does first: the begin (and later commit) events fire, which
+            # SQLite's BEGIN IMMEDIATE and the replicas' read-your-writes mark rely on.
+            connection.begin()
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(compiled.sql, parameters)
+            found = cursor.fetchall()
+            if not compiled.results:
+                compiled.results.append(self._processors(connection.dialect, cursor.description))
+        except Exception as exc:
+            connection._handle_dbapi_exception(exc, compiled.sql, parameters, cursor, None)
+        finally:
+            cursor.close()
         return typed(found, compiled.results[0])
 
     def _processors(self, dialect: Dialect, description: Any) -> tuple[Processor | None, ...]:
@@ -100,6 +118,16 @@ class LeanSelect:
 def dialect_key(dialect: Dialect) -> tuple[Any, ...]:
     """What the SQL and the conversions depend on: backend, driver, its paramstyle, the server."""
     return (dialect.name, dialect.driver, dialect.paramstyle, dialect.server_version_info)
+
+
+def _parameters(compiled: _Compiled, values: dict[str, Any]) -> Any:
+    """The driver's parameters: ``values`` (by bind name) and the statement's own, processed."""
+    processed = dict(compiled.defaults)
+    for name, value in values.items():
+        processed[name] = _processed(compiled.binds[name], value)
+    if compiled.positions is None:
+        return processed
+    return tuple(processed[name] for name in compiled.positions)
 
 
 def _processed(bind: Processor | None, value: Any) -> Any:

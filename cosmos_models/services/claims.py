@@ -19,6 +19,7 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Select,
+    String,
     Update,
     and_,
     any_,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.recovery import Unit
@@ -50,14 +52,22 @@ _CLAIM_VALUES: Final = {
     "updated_at": bindparam("claim_now", type_=RUNS.c.updated_at.type),
 }
 _PENDING: Final = RUNS.c.status == RunStatus.PENDING
+# VARCHAR[] without a length, as batch_transitions' ids: a cast would cut longer values.
+_TYPES: Final = ARRAY(String())
 
 
 def oldest_pending(
-    columns: Iterable[Any], *, typed: bool, gate: ColumnElement[bool] | None = None
+    columns: Iterable[Any],
+    *,
+    typed: bool,
+    gate: ColumnElement[bool] | None = None,
+    postgresql: bool = False,
 ) -> Select[Any]:
     """The claim's choice: the oldest pending runs (of ``claim_types`` if ``typed``), locked.
 
     ``gate``, a condition on no row (evaluated once), lets a statement claim only when it holds.
+    On PostgreSQL the types are one array parameter, so the SQL text is the same for any number
+    of them (compiled once, and prepared by the driver once).
     """
     query = (
         select(*columns)
@@ -67,7 +77,9 @@ def oldest_pending(
         # Rows another claimer has locked are skipped, not waited for.
         .with_for_update(skip_locked=True)  # rendered as nothing on SQLite
     )
-    if typed:
+    if typed and postgresql:
+        query = query.where(RUNS.c.model_type == any_(bindparam("claim_types", type_=_TYPES)))
+    elif typed:
         query = query.where(RUNS.c.model_type.in_(bindparam("claim_types", expanding=True)))
     return query
 
@@ -76,7 +88,8 @@ def claim_in_one(
     *, typed: bool, postgresql: bool, gate: ColumnElement[bool] | None = None
 ) -> Update:
     """The one-statement claim (``UPDATE … RETURNING``), optionally ``gate``d (see above)."""
-    chosen = oldest_pending([RUNS.c.id], typed=typed, gate=gate).scalar_subquery()
+    choice = oldest_pending([RUNS.c.id], typed=typed, gate=gate, postgresql=postgresql)
+    chosen = choice.scalar_subquery()
     # PostgreSQL may run an ``IN (subquery)`` again for each row it joins against, each run
     # locking the next pending row: one call then claims every run. ``= ANY(ARRAY(subquery))``
     # is evaluated once (an InitPlan). SQLite evaluates ``IN (subquery)`` once.

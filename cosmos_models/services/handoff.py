@@ -28,14 +28,13 @@ steps of ``transition_runs`` and ``claim_next_runs`` in one transaction, rolled 
 """
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, cast
 
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
-    Select,
     String,
     any_,
     bindparam,
@@ -49,11 +48,12 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from cosmos_models.db.connection import DatabaseConnection
+from cosmos_models.db.lean import LeanSelect
 from cosmos_models.db.recovery import Unit
 from cosmos_models.db.tables import RUNS
 from cosmos_models.errors import InvalidArgumentError
 from cosmos_models.models.checks import check_status, check_str_iterable
-from cosmos_models.models.readmodels import run_read
+from cosmos_models.models.readmodels import run_reader
 from cosmos_models.models.run import RunRead
 from cosmos_models.models.status import ALLOWED_TRANSITIONS, RunStatus
 from cosmos_models.services.batch_transitions import (
@@ -108,8 +108,8 @@ _GATE: Final = select(_READY.c.ready).scalar_subquery()
 
 
 @functools.cache
-def _in_one(columns: tuple[str, ...], typed: bool) -> Select[Any]:
-    """The PostgreSQL statement of a hand-off, built once per shape."""
+def _in_one(columns: tuple[str, ...], typed: bool) -> LeanSelect:
+    """The PostgreSQL statement of a hand-off, built (and compiled) once per shape."""
     completed = (
         RUNS.update()
         .where(RUNS.c.id == any_(IDS_ARRAY), _GATE)
@@ -118,11 +118,18 @@ def _in_one(columns: tuple[str, ...], typed: bool) -> Select[Any]:
         .cte("completed")
     )
     claimed = claim_in_one(typed=typed, postgresql=True, gate=_GATE).cte("claimed")
-    return select(
+    statement = select(
         _READY,
         select(func.count()).select_from(completed).scalar_subquery().label("completed_count"),
         *claimed.c,
     ).select_from(_READY.outerjoin(claimed, true()))
+    return LeanSelect(statement)
+
+
+@functools.cache
+def _claimed_reader(columns: tuple[str, ...]) -> Callable[[Sequence[Any]], RunRead]:
+    """Builds the claimed run of a result row of ``columns`` (``_in_one``'s)."""
+    return run_reader(columns)
 
 
 def _hand_off(
@@ -139,11 +146,12 @@ def _hand_off(
     moves = {"t_ids": ids, "t_from": source, **transition_parameters(values)}
     if unit.connection.dialect.name == "postgresql":
         statement = _in_one(tuple(values), typed)
-        rows = unit.write(statement, {**moves, **claim, "t_count": len(ids)}).all()
-        verdict = rows[0]  # ready is an aggregate: one row, joined to each claimed run
-        if not verdict.ready:
-            found = dict(zip(verdict.found_ids or (), verdict.found_statuses or (), strict=True))
-            holders = dict(zip(verdict.found_ids or (), verdict.found_workers or (), strict=True))
+        rows = unit.write_lean(statement, {**moves, **claim, "t_count": len(ids)})
+        # ready is an aggregate: one row, joined to each claimed run; its columns come first.
+        ready, found_ids, found_statuses, found_workers, completed_count = rows[0][:5]
+        if not ready:
+            found = dict(zip(found_ids or (), found_statuses or (), strict=True))
+            holders = dict(zip(found_ids or (), found_workers or (), strict=True))
             refuse_unless_ready(
                 ids,
                 {key: RunStatus(value) for key, value in found.items()},
@@ -152,9 +160,11 @@ def _hand_off(
                 (claim["claim_worker"], holders),
             )
             raise AssertionError("unreachable")  # pragma: no cover - refused above
-        if verdict.completed_count != len(ids):  # pragma: no cover - the locks are held
-            raise RuntimeError(f"complete_and_claim_runs: {verdict.completed_count} completed")
-        return oldest_first(run_read(row) for row in rows if row.id is not None)
+        if completed_count != len(ids):  # pragma: no cover - unreachable while the locks are held
+            raise RuntimeError(f"complete_and_claim_runs: {completed_count} completed")
+        read = _claimed_reader(statement.columns)
+        claimed_id = statement.columns.index("id")
+        return oldest_first(read(row) for row in rows if row[claimed_id] is not None)
     locked = {row.id: row for row in unit.read(LOCK_RUNS, {"t_ids": ids})}
     refuse_unless_ready(
         ids,
