@@ -97,6 +97,8 @@ async def _enqueue(dsn: str, runs: int) -> None:
                 f"rs_{index:06d}".encode() for index in range(start, start + count)
             ]
             await queries.enqueue(["claim"] * count, payloads, [0] * count)
+        # Statistics, as bench_claims.analyze collects them for our queue.
+        await connection.execute("ANALYZE pgqueuer")
     finally:
         await connection.close()
 

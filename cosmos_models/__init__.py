@@ -32,6 +32,7 @@ from cosmos_models.services.batch_transitions import transition_runs
 from cosmos_models.services.claims import claim_next_run, claim_next_runs
 from cosmos_models.services.editing import cancel_run, delete_prompt, delete_run, update_prompt
 from cosmos_models.services.follow import follow_progress
+from cosmos_models.services.handoff import complete_and_claim_runs
 from cosmos_models.services.lifecycle import (
     create_prompt,
     create_run,
@@ -90,6 +91,7 @@ __all__ = [
     "check_schema",
     "claim_next_run",
     "claim_next_runs",
+    "complete_and_claim_runs",
     "create_app_tables",
     "create_prompt",
     "create_run",

@@ -11,12 +11,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from cosmos_models import (
     DatabaseConnection,
     TransitionConflictError,
     claim_next_run,
     claim_next_runs,
+    complete_and_claim_runs,
     latest_progress,
     list_runs,
     progress_since,
@@ -71,14 +73,31 @@ def claim_all(conn: DatabaseConnection, worker_id: str, batch: int = 0) -> list[
     return claimed
 
 
+def hand_off_all(conn: DatabaseConnection, worker_id: str, batch: int) -> list[str]:
+    """Claim ``batch`` runs into running, then complete each batch with the hand-off that claims
+    the next, until the queue is empty; return the ids this worker completed."""
+    completed: list[str] = []
+    runs = claim_next_runs(conn, worker_id, limit=batch, to="running")
+    while runs:
+        assert len(runs) <= batch
+        assert {run.worker_id for run in runs} == {worker_id}
+        ids = [run.id for run in runs]
+        runs = complete_and_claim_runs(conn, worker_id, ids, limit=batch, to="running")
+        completed.extend(ids)
+    return completed
+
+
 def _child(job: str, url: str, arg: str, barrier: Any, results: Any) -> None:
     conn = DatabaseConnection(url)
     try:
         barrier.wait(TIMEOUT)
-        if job == "move":
+        kind, _, size = job.partition(":")
+        if kind == "move":
             results.put(move_once(conn, arg))
+        elif kind == "hand-off":  # "hand-off:N", N at a time
+            results.put(hand_off_all(conn, arg, int(size)))
         else:  # "claim" one at a time, or "claim:N" N at a time
-            results.put(claim_all(conn, arg, int(job.partition(":")[2] or 0)))
+            results.put(claim_all(conn, arg, int(size or 0)))
     except Exception as exc:
         results.put(f"error:{type(exc).__name__}: {exc}")
     finally:
@@ -86,7 +105,8 @@ def _child(job: str, url: str, arg: str, barrier: Any, results: Any) -> None:
 
 
 def in_processes(job: str, url: str, args: list[str]) -> list[Any]:
-    """Run ``job`` ("move", "claim" or "claim:N") in one spawned process per arg, started together."""
+    """Run ``job`` ("move", "claim", "claim:N" or "hand-off:N") in one spawned process per arg,
+    started together."""
     return together([(_child, (job, url, arg)) for arg in args])
 
 
@@ -207,3 +227,48 @@ def in_threads(work: Callable[[int], Any], count: int) -> list[Any]:
     for thread in threads:
         thread.join(TIMEOUT)
     return outcomes
+
+
+def waiting_for_a_lock(db: DatabaseConnection) -> bool:
+    """True while a statement of this database's sessions waits for a row lock (servers only)."""
+    # This database's sessions only: other suites share the server.
+    if db.engine.dialect.name == "postgresql":
+        query = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    else:
+        # MariaDB's innodb_trx does not reliably list a waiting locking read: the processlist
+        # shows the batch's SELECT … FOR UPDATE under way instead.
+        query = (
+            "SELECT count(*) FROM information_schema.processlist "
+            "WHERE db = DATABASE() AND command = 'Query' AND info LIKE '%FOR UPDATE'"
+        )
+    with db.engine.connect() as connection:
+        return bool(connection.execute(text(query)).scalar())
+
+
+def attempt_while_held(
+    db: DatabaseConnection, run_id: str, held_from: str, held_to: str, attempt: Callable[[], str]
+) -> list[str]:
+    """Run ``attempt`` while another writer moves ``run_id`` (put in ``held_from`` first) to
+    ``held_to``: the writer holds the row until ``attempt`` waits for it, then commits. Returns
+    what ``attempt`` returned (a one-item list; empty if it never finished)."""
+    with db.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE runs SET status = :s WHERE id = :i"), {"s": held_from, "i": run_id}
+        )
+    result: list[str] = []
+    with db.engine.connect() as holder:
+        holder.execute(
+            text("UPDATE runs SET status = :s WHERE id = :i"), {"s": held_to, "i": run_id}
+        )
+        waiting = threading.Thread(target=lambda: result.append(attempt()), daemon=True)
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while not waiting_for_a_lock(db):  # the attempt's statement is under way, blocked
+            assert time.monotonic() < deadline, "the attempt never waited for the held run"
+            time.sleep(0.005)
+        holder.commit()
+    waiting.join(30)
+    return result

@@ -24,6 +24,7 @@ BOTH_SIDES = frozenset(
         "tests.test_editing",
         "tests.test_batch_transitions",
         "tests.test_follow",
+        "tests.test_handoff",
         "tests.test_lifecycle",
         "tests.test_queries",
         "tests.test_tracking",

@@ -26,6 +26,7 @@ from cosmos_models import (
     check_schema,
     claim_next_run,
     claim_next_runs,
+    complete_and_claim_runs,
     create_app_tables,
     create_prompt,
     create_run,
@@ -217,6 +218,77 @@ CASES: list[tuple[str, str, Call]] = [
     ("claim_next_runs", "to", lambda db, p, r: claim_next_runs(db, "w", to=None)),  # type: ignore[arg-type]
     ("claim_next_runs", "now", lambda db, p, r: claim_next_runs(db, "w", now=NAIVE)),
     ("claim_next_runs", "now", lambda db, p, r: claim_next_runs(db, "w", now="2025-01-01")),  # type: ignore[arg-type]
+    ("complete_and_claim_runs", "db", lambda db, p, r: complete_and_claim_runs(None, "w", [r])),  # type: ignore[arg-type]
+    ("complete_and_claim_runs", "worker_id", lambda db, p, r: complete_and_claim_runs(db, "", [r])),
+    ("complete_and_claim_runs", "worker_id", lambda db, p, r: complete_and_claim_runs(db, 7, [r])),  # type: ignore[arg-type]
+    ("complete_and_claim_runs", "run_ids", lambda db, p, r: complete_and_claim_runs(db, "w", r)),
+    ("complete_and_claim_runs", "run_ids", lambda db, p, r: complete_and_claim_runs(db, "w", None)),  # type: ignore[arg-type]
+    ("complete_and_claim_runs", "run_ids", lambda db, p, r: complete_and_claim_runs(db, "w", [5])),  # type: ignore[list-item]
+    (
+        "complete_and_claim_runs",
+        "run_ids",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r, r]),
+    ),
+    (
+        "complete_and_claim_runs",
+        "run_ids",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [f"rs_{i}" for i in range(1001)]),
+    ),
+    (
+        "complete_and_claim_runs",
+        "model_types",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], "transfer"),
+    ),
+    (
+        "complete_and_claim_runs",
+        "model_types",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], []),
+    ),
+    (
+        "complete_and_claim_runs",
+        "expected_from",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], expected_from="pending"),
+    ),
+    (
+        "complete_and_claim_runs",
+        "expected_from",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], expected_from="completed"),
+    ),
+    (
+        "complete_and_claim_runs",
+        "expected_from",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], expected_from=None),  # type: ignore[arg-type]
+    ),
+    (
+        "complete_and_claim_runs",
+        "limit",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], limit=-1),
+    ),
+    (
+        "complete_and_claim_runs",
+        "limit",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], limit=1001),
+    ),
+    (
+        "complete_and_claim_runs",
+        "limit",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], limit=True),
+    ),  # type: ignore[arg-type]
+    (
+        "complete_and_claim_runs",
+        "limit",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], limit=2.0),
+    ),  # type: ignore[arg-type]
+    (
+        "complete_and_claim_runs",
+        "to",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], to="completed"),
+    ),
+    (
+        "complete_and_claim_runs",
+        "now",
+        lambda db, p, r: complete_and_claim_runs(db, "w", [r], now=NAIVE),
+    ),
     ("heartbeat", "db", lambda db, p, r: heartbeat(object(), r, "w")),  # type: ignore[arg-type]
     ("heartbeat", "run_id", lambda db, p, r: heartbeat(db, 5, "w")),  # type: ignore[arg-type]
     ("heartbeat", "run_id", lambda db, p, r: heartbeat(db, "\ud800", "w")),
@@ -445,6 +517,11 @@ def test_right_shaped_arguments_still_work(db: DatabaseConnection) -> None:
     assert claimed is not None
     assert claimed.id == run_id
     assert claim_next_runs(db, "w", ["transfer"], limit=MAX_PAGE, now=at(1)) == []
+    handed = complete_and_claim_runs(
+        db, "w", iter([]), frozenset({"transfer"}), expected_from="downloading", limit=MAX_PAGE
+    )
+    assert handed == []
+    assert complete_and_claim_runs(db, "w", (), limit=0) == []
     assert transition_runs(db, (), "running", expected_from="uploading") == []
     heartbeat(db, run_id, "w", now=at(2))
     record_progress_batch(

@@ -1,12 +1,9 @@
 """transition_runs: a batch moves whole or not at all, on every backend and under races."""
 
-import threading
-import time
 from collections import Counter
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from cosmos_models import (
     DatabaseConnection,
@@ -20,7 +17,7 @@ from cosmos_models import (
     transition,
     transition_runs,
 )
-from tests.concurrency import in_threads
+from tests.concurrency import attempt_while_held, in_threads
 from tests.factories import at, pending_runs
 
 
@@ -138,24 +135,6 @@ def test_overlapping_batches_racing_move_disjoint_wholes(db: DatabaseConnection)
     assert {run_id for run_id, status in stored.items() if status == "completed"} == set(moved)
 
 
-def _waiting_for_a_lock(db: DatabaseConnection) -> bool:
-    # This database's sessions only: other suites share the server.
-    if db.engine.dialect.name == "postgresql":
-        query = (
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-    else:
-        # MariaDB's innodb_trx does not reliably list a waiting locking read: the processlist
-        # shows the batch's SELECT … FOR UPDATE under way instead.
-        query = (
-            "SELECT count(*) FROM information_schema.processlist "
-            "WHERE db = DATABASE() AND command = 'Query' AND info LIKE '%FOR UPDATE'"
-        )
-    with db.engine.connect() as connection:
-        return bool(connection.execute(text(query)).scalar())
-
-
 # Row locks exist on the servers only. Another writer holds a run while the batch starts (its
 # snapshot is taken) and commits a new status while the batch waits for the row: the batch
 # decides on the newest status, for every run of it, never on the snapshot's.
@@ -168,24 +147,7 @@ def test_a_batch_waiting_for_a_row_decides_on_its_newest_status(
     backend: str, db: DatabaseConnection, held_from: str, held_to: str, outcome: str
 ) -> None:
     first, held = running_runs(db, 2)
-    if held_from == "uploading":
-        with db.engine.begin() as connection:
-            connection.execute(
-                text("UPDATE runs SET status = 'uploading' WHERE id = :i"), {"i": held}
-            )
-    result: list[Any] = []
-    with db.engine.connect() as holder:
-        holder.execute(text("UPDATE runs SET status = :s WHERE id = :i"), {"s": held_to, "i": held})
-        batch = threading.Thread(
-            target=lambda: result.append(_attempt(db, [first, held])), daemon=True
-        )
-        batch.start()
-        deadline = time.monotonic() + 30
-        while not _waiting_for_a_lock(db):  # the batch's statement is under way, blocked
-            assert time.monotonic() < deadline, "the batch never waited for the held run"
-            time.sleep(0.005)
-        holder.commit()
-    batch.join(30)
+    result = attempt_while_held(db, held, held_from, held_to, lambda: _attempt(db, [first, held]))
     statuses = [get_run(db, run_id).status for run_id in (first, held)]
     if outcome == "moved":
         assert result == ["moved"]

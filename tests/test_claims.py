@@ -16,6 +16,7 @@ from cosmos_models import (
     RunStatus,
     claim_next_run,
     claim_next_runs,
+    complete_and_claim_runs,
     create_run,
     get_run,
     transition,
@@ -261,3 +262,26 @@ def test_a_dead_connection_used_by_a_claim_costs_at_most_one_failed_call(
     _kill_pool(admin, backend, db)
     moved = transition(db, run_ids[0], "running", now=at(11))
     assert moved.status == RunStatus.RUNNING
+
+
+@pytest.mark.parametrize("backend", SERVER_BACKENDS)
+def test_a_dead_connection_used_by_a_hand_off_changes_nothing_or_is_retried(
+    backend: str, db: DatabaseConnection, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if the server dropped the connection after the checkout check (a network cut).
+    monkeypatch.setattr(recovery, "closed_by_server", lambda dbapi_connection: False)
+    run_ids = pending_runs(db, 4)
+    held, queued = run_ids[:2], run_ids[2:]
+    assert [run.id for run in claim_next_runs(db, "w", limit=2, to="running")] == held
+    _kill_pool(admin, backend, db)
+    if backend == "postgresql":
+        # The one statement was sent on a dead connection: its outcome is unknown, so it is
+        # not retried (a retry could claim a second batch); here it never ran.
+        with pytest.raises(CommitUnknownError):
+            complete_and_claim_runs(db, "w", held, limit=2, now=at(10))
+        assert {get_run(db, run_id).status for run_id in held} == {RunStatus.RUNNING}
+        assert {get_run(db, run_id).status for run_id in queued} == {RunStatus.PENDING}
+    # MariaDB: the transaction's first read fails and is retried; PostgreSQL: a fresh pool.
+    claimed = complete_and_claim_runs(db, "w", held, limit=2, now=at(10))
+    assert [run.id for run in claimed] == queued
+    assert {get_run(db, run_id).status for run_id in held} == {RunStatus.COMPLETED}

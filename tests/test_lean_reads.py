@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from sqlalchemy import column, select, table, update
+from sqlalchemy import bindparam, column, select, table, update
+from sqlalchemy import exc as sa_exc
 
 from cosmos_models import (
     DatabaseConnection,
@@ -35,6 +36,7 @@ from cosmos_models.db.lean import LeanSelect, typed
 from cosmos_models.db.tables import PROGRESS, RUNS
 from cosmos_models.models.prompt import PromptRead
 from cosmos_models.models.readmodels import row_reader
+from tests.factories import pending_runs
 from tests.test_json_filter_semantics import documents
 
 _text = st.text(
@@ -174,6 +176,25 @@ def test_lean_reads_translate_driver_errors_and_refuse_a_closed_connection(
     db.close()
     with pytest.raises(RuntimeError, match="Connection is closed"):
         get_run(db, "rs_x")
+
+
+def test_rows_on_a_connection_run_in_its_transaction_and_raise_as_core_does(
+    db: DatabaseConnection,
+) -> None:
+    [run_id] = pending_runs(db, 1)
+    status_of = LeanSelect(select(RUNS.c.status).where(RUNS.c.id == bindparam("run_id")))
+    with db.engine.connect() as connection:
+        connection.execute(update(RUNS).where(RUNS.c.id == run_id).values(status="running"))
+        # Already in a transaction (Core's execute began it): the read is part of it.
+        assert status_of.rows_on(connection, {"run_id": run_id}) == [(RunStatus.RUNNING,)]
+        connection.rollback()
+        # No transaction yet: rows_on begins one, as Core's execute would.
+        assert status_of.rows_on(connection, {"run_id": run_id}) == [(RunStatus.PENDING,)]
+        assert connection.in_transaction()
+        missing = LeanSelect(select(table("no_such_table", column("id"))))
+        with pytest.raises(sa_exc.DBAPIError, match="no_such_table") as caught:
+            missing.rows_on(connection, {})
+        assert not caught.value.connection_invalidated  # an error, not a dead connection
 
 
 def test_lean_reads_with_the_server_down_raise_one_database_error() -> None:

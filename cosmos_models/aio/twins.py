@@ -18,6 +18,7 @@ from cosmos_models.services import (
     batch_transitions,
     claims,
     editing,
+    handoff,
     lifecycle,
     progress_queries,
     queries,
@@ -52,6 +53,7 @@ transition = twin(lifecycle.transition)
 transition_runs = twin(batch_transitions.transition_runs)
 claim_next_run = twin(claims.claim_next_run)
 claim_next_runs = twin(claims.claim_next_runs)
+complete_and_claim_runs = twin(handoff.complete_and_claim_runs)
 heartbeat = twin(lifecycle.heartbeat)
 reap_stale_runs = twin(lifecycle.reap_stale_runs)
 record_progress = twin(tracking.record_progress)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Dialect, Select, event
+from sqlalchemy import Connection, Dialect, Select, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -109,21 +109,38 @@ class LeanSelect:
         dialect = db.engine.dialect
         # The last dialect asked: one identity test instead of building the key on every call.
         compiled = self._last[1] if self._last[0] is dialect else self._for(dialect)
-        binds = compiled.binds
-        processed = dict(compiled.defaults)
-        for name, value in values.items():
-            bind = binds[name]
-            processed[name] = value if bind is None or value is None else bind(value)
-        parameters: Any = (
-            processed
-            if compiled.positions is None
-            else tuple([processed[name] for name in compiled.positions])
-        )
+        parameters = _parameters(compiled, values)
         described = not compiled.results  # psycopg builds a description on each request
         found, description = fetch(db, compiled.sql, parameters, describe=described)
         if described:
             compiled.results.append(self._processors(dialect, description))
         return compiled, found
+
+    def rows_on(self, connection: Connection, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """``rows`` on a checked-out ``connection``, in its transaction (or autocommit).
+
+        Runs on the driver's cursor like ``rows``; a driver error goes through Core's own
+        handling, as ``connection.execute`` would: a ``sqlalchemy.exc.DBAPIError``, and for a
+        dead connection ``connection_invalidated`` set and the pool invalidated (what
+        ``run_unit`` decides on).
+        """
+        compiled = self._for(connection.dialect)
+        parameters = _parameters(compiled, values)
+        if not connection.in_transaction():
+            # What Core's execute does first: the begin (and later commit) events fire, which
+            # SQLite's BEGIN IMMEDIATE and the replicas' read-your-writes mark rely on.
+            connection.begin()
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(compiled.sql, parameters)
+            found = cursor.fetchall()
+            if not compiled.results:
+                compiled.results.append(self._processors(connection.dialect, cursor.description))
+        except Exception as exc:
+            connection._handle_dbapi_exception(exc, compiled.sql, parameters, cursor, None)
+        finally:
+            cursor.close()
+        return typed(found, compiled.results[0])
 
     def _processors(self, dialect: Dialect, description: Any) -> tuple[Processor | None, ...]:
         return tuple(
@@ -135,6 +152,18 @@ class LeanSelect:
 def dialect_key(dialect: Dialect) -> tuple[Any, ...]:
     """What the SQL and the conversions depend on: backend, driver, its paramstyle, the server."""
     return (dialect.name, dialect.driver, dialect.paramstyle, dialect.server_version_info)
+
+
+def _parameters(compiled: _Compiled, values: dict[str, Any]) -> Any:
+    """The driver's parameters: ``values`` (by bind name) and the statement's own, processed."""
+    binds = compiled.binds
+    processed = dict(compiled.defaults)
+    for name, value in values.items():
+        bind = binds[name]
+        processed[name] = value if bind is None or value is None else bind(value)
+    if compiled.positions is None:
+        return processed
+    return tuple([processed[name] for name in compiled.positions])
 
 
 def _processed(bind: Processor | None, value: Any) -> Any:

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, Executable, Result, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from cosmos_models.db.lean import LeanSelect
 from cosmos_models.db.translate import commit_or_unknown
 from cosmos_models.errors import CommitUnknownError, DatabaseError
 
@@ -86,6 +87,11 @@ class Unit:
         """Execute a statement that may change rows (committed at once in autocommit)."""
         self.sent_write = True
         return self.connection.execute(statement, parameters)
+
+    def write_lean(self, statement: LeanSelect, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """``write`` for a ``LeanSelect`` (its data-modifying CTEs): its rows, typed."""
+        self.sent_write = True
+        return statement.rows_on(self.connection, values)
 
 
 def unit_engine(engine: Engine) -> tuple[Engine, bool]:

@@ -52,6 +52,7 @@ from cosmos_models.errors import (
     InvalidTransitionError,
     RunNotFoundError,
     TransitionConflictError,
+    WorkerMismatchError,
 )
 from cosmos_models.models.checks import check_status, check_str_iterable
 from cosmos_models.models.readmodels import run_from, run_read
@@ -67,10 +68,10 @@ from cosmos_models.services.lifecycle import (
 
 # VARCHAR[] without the column's length: a cast to VARCHAR(255)[] would silently cut a longer
 # id down to one that may exist, and move that run instead.
-_IDS: Final = bindparam("t_ids", type_=ARRAY(String()))
+IDS_ARRAY: Final = bindparam("t_ids", type_=ARRAY(String()))
 _LOCKED: Final = (
     select(RUNS.c.id, RUNS.c.status)
-    .where(RUNS.c.id == any_(_IDS))
+    .where(RUNS.c.id == any_(IDS_ARRAY))
     .order_by(RUNS.c.id)
     .with_for_update()
     .cte("locked")
@@ -79,7 +80,7 @@ _ALL_READY: Final = (
     select(func.count()).select_from(_LOCKED).where(_LOCKED.c.status == bindparam("t_from"))
 ).scalar_subquery() == bindparam("t_count")
 # SQLite and MariaDB: the runs read whole and locked, then updated by id.
-_LOCK_RUNS: Final = (
+LOCK_RUNS: Final = (
     select(*RUN_READ_COLUMNS)
     .where(RUNS.c.id.in_(bindparam("t_ids", expanding=True)))
     .order_by(RUNS.c.id)
@@ -92,7 +93,7 @@ def _in_one(columns: tuple[str, ...]) -> Select[Any]:
     """The PostgreSQL statement for moves writing ``columns``, built once per shape."""
     moved = (
         update(RUNS)
-        .where(RUNS.c.id == any_(_IDS), _ALL_READY)
+        .where(RUNS.c.id == any_(IDS_ARRAY), _ALL_READY)
         .values(transition_sets(columns))
         .returning(*RUN_READ_COLUMNS)
         .cte("moved")
@@ -103,7 +104,7 @@ def _in_one(columns: tuple[str, ...]) -> Select[Any]:
 
 
 @functools.cache
-def _by_ids(columns: tuple[str, ...]) -> Update:
+def by_ids(columns: tuple[str, ...]) -> Update:
     """The UPDATE of the locked runs by id (SQLite, MariaDB), built once per shape."""
     # The status condition is redundant while the locks are held; it stays so that a broken
     # lock fails loudly (the row count below) instead of moving a run from the wrong status.
@@ -117,16 +118,37 @@ def _by_ids(columns: tuple[str, ...]) -> Update:
     )
 
 
-def _refuse_unless_ready(
-    ids: Sequence[str], found: Mapping[str, RunStatus], source: RunStatus, target: RunStatus
+def refuse_unless_ready(
+    ids: Sequence[str],
+    found: Mapping[str, RunStatus],
+    source: RunStatus,
+    target: RunStatus,
+    holders: tuple[str, Mapping[str, str | None]] | None = None,
 ) -> None:
-    """Raise for the first run of ``ids`` (in the caller's order) that is missing or elsewhere."""
+    """Raise for the first run of ``ids`` (in the caller's order) that is missing or elsewhere.
+
+    With ``holders`` (a worker and each run's ``worker_id``), a run that worker does not hold
+    is in the way too (``WorkerMismatchError``), whatever its status.
+    """
     for run_id in ids:
         current = found.get(run_id)
         if current is None:
             raise RunNotFoundError(run_id)
+        if holders is not None and holders[1][run_id] != holders[0]:
+            raise WorkerMismatchError(run_id, holders[0], holders[1][run_id])
         if current != source:
             raise TransitionConflictError(run_id, source.value, current.value, target.value)
+
+
+def check_batch(ids: list[str], name: str = "run_ids") -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``ids`` has up to ``MAX_PAGE`` ids, each once."""
+    if len(ids) > MAX_PAGE:
+        raise InvalidArgumentError(f"{name}: at most {MAX_PAGE} runs at once, got {len(ids)}")
+    repeated = sorted(run_id for run_id, seen in Counter(ids).items() if seen > 1)
+    if repeated:
+        raise InvalidArgumentError(
+            f"{name}: each run once, repeated: {', '.join(map(repr, repeated))}"
+        )
 
 
 def _move_all(
@@ -140,16 +162,14 @@ def _move_all(
         if len(moved) != len(ids):
             if moved:  # pragma: no cover - unreachable while the row locks are held
                 raise RuntimeError(f"transition_runs: {len(moved)} of {len(ids)} runs moved")
-            _refuse_unless_ready(
+            refuse_unless_ready(
                 ids, {row.found_id: row.found_status for row in rows}, source, target
             )
             raise AssertionError("unreachable")  # pragma: no cover - refused above
         return [moved[run_id] for run_id in ids]
-    locked = {row.id: row for row in unit.read(_LOCK_RUNS, {"t_ids": ids})}
-    _refuse_unless_ready(
-        ids, {run_id: row.status for run_id, row in locked.items()}, source, target
-    )
-    result = cast(CursorResult[Any], unit.write(_by_ids(columns), parameters))
+    locked = {row.id: row for row in unit.read(LOCK_RUNS, {"t_ids": ids})}
+    refuse_unless_ready(ids, {run_id: row.status for run_id, row in locked.items()}, source, target)
+    result = cast(CursorResult[Any], unit.write(by_ids(columns), parameters))
     if result.rowcount != len(ids):  # pragma: no cover - unreachable while the locks are held
         raise RuntimeError(f"transition_runs: {result.rowcount} of {len(ids)} runs moved")
     return [run_from({**locked[run_id]._mapping, **values}) for run_id in ids]
@@ -181,13 +201,7 @@ def transition_runs(
     source = check_status(expected_from, "expected_from")
     check_error_message(target, error_message)
     moment = resolve_now(now)
-    if len(ids) > MAX_PAGE:
-        raise InvalidArgumentError(f"run_ids: at most {MAX_PAGE} runs at once, got {len(ids)}")
-    repeated = sorted(run_id for run_id, seen in Counter(ids).items() if seen > 1)
-    if repeated:
-        raise InvalidArgumentError(
-            f"run_ids: each run once, repeated: {', '.join(map(repr, repeated))}"
-        )
+    check_batch(ids)
     if not ids:
         return []
     if target not in ALLOWED_TRANSITIONS[source]:

@@ -15,7 +15,20 @@ from datetime import datetime
 from typing import Any, Final, cast
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import CursorResult, Select, Update, any_, bindparam, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Select,
+    String,
+    Update,
+    and_,
+    any_,
+    bindparam,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.db.recovery import Unit
@@ -39,24 +52,44 @@ _CLAIM_VALUES: Final = {
     "updated_at": bindparam("claim_now", type_=RUNS.c.updated_at.type),
 }
 _PENDING: Final = RUNS.c.status == RunStatus.PENDING
+# VARCHAR[] without a length, as batch_transitions' ids: a cast would cut longer values.
+_TYPES: Final = ARRAY(String())
 
 
-def _oldest_pending(columns: Iterable[Any], *, typed: bool) -> Select[Any]:
+def oldest_pending(
+    columns: Iterable[Any],
+    *,
+    typed: bool,
+    gate: ColumnElement[bool] | None = None,
+    postgresql: bool = False,
+) -> Select[Any]:
+    """The claim's choice: the oldest pending runs (of ``claim_types`` if ``typed``), locked.
+
+    ``gate``, a condition on no row (evaluated once), lets a statement claim only when it holds.
+    On PostgreSQL the types are one array parameter, so the SQL text is the same for any number
+    of them (compiled once, and prepared by the driver once).
+    """
     query = (
         select(*columns)
-        .where(_PENDING)
+        .where(_PENDING if gate is None else and_(gate, _PENDING))
         .order_by(RUNS.c.created_at, RUNS.c.id)
         .limit(bindparam("claim_limit"))
         # Rows another claimer has locked are skipped, not waited for.
         .with_for_update(skip_locked=True)  # rendered as nothing on SQLite
     )
-    if typed:
+    if typed and postgresql:
+        query = query.where(RUNS.c.model_type == any_(bindparam("claim_types", type_=_TYPES)))
+    elif typed:
         query = query.where(RUNS.c.model_type.in_(bindparam("claim_types", expanding=True)))
     return query
 
 
-def _claim_in_one(*, typed: bool, postgresql: bool) -> Update:
-    chosen = _oldest_pending([RUNS.c.id], typed=typed).scalar_subquery()
+def claim_in_one(
+    *, typed: bool, postgresql: bool, gate: ColumnElement[bool] | None = None
+) -> Update:
+    """The one-statement claim (``UPDATE … RETURNING``), optionally ``gate``d (see above)."""
+    choice = oldest_pending([RUNS.c.id], typed=typed, gate=gate, postgresql=postgresql)
+    chosen = choice.scalar_subquery()
     # PostgreSQL may run an ``IN (subquery)`` again for each row it joins against, each run
     # locking the next pending row: one call then claims every run. ``= ANY(ARRAY(subquery))``
     # is evaluated once (an InitPlan). SQLite evaluates ``IN (subquery)`` once.
@@ -67,12 +100,12 @@ def _claim_in_one(*, typed: bool, postgresql: bool) -> Update:
 
 
 _CLAIM_IN_ONE: Final = {
-    (typed, postgresql): _claim_in_one(typed=typed, postgresql=postgresql)
+    (typed, postgresql): claim_in_one(typed=typed, postgresql=postgresql)
     for typed in (False, True)
     for postgresql in (False, True)
 }
 _SELECT_TO_CLAIM: Final = {
-    typed: _oldest_pending(RUN_READ_COLUMNS, typed=typed) for typed in (False, True)
+    typed: oldest_pending(RUN_READ_COLUMNS, typed=typed) for typed in (False, True)
 }
 _UPDATE_CLAIMED: Final = (
     update(RUNS)
@@ -81,11 +114,12 @@ _UPDATE_CLAIMED: Final = (
 )
 
 
-def _claim(unit: Unit, parameters: dict[str, Any], typed: bool) -> list[RunRead]:
+def claim_in(unit: Unit, parameters: dict[str, Any], typed: bool) -> list[RunRead]:
+    """Claim on ``unit`` with ``claim_parameters``' parameters; the claimed runs, oldest first."""
     if unit.connection.dialect.update_returning:
         statement = _CLAIM_IN_ONE[typed, unit.connection.dialect.name == "postgresql"]
         rows = unit.write(statement, parameters).all()
-        return sorted((run_read(row) for row in rows), key=lambda run: (run.created_at, run.id))
+        return oldest_first(run_read(row) for row in rows)
     chosen = unit.read(_SELECT_TO_CLAIM[typed], parameters).all()
     if not chosen:
         return []
@@ -103,6 +137,51 @@ def _claim(unit: Unit, parameters: dict[str, Any], typed: bool) -> list[RunRead]
         "updated_at": moment,
     }
     return [run_from({**row._mapping, **written}) for row in chosen]
+
+
+def claim_parameters(
+    worker_id: Any,
+    model_types: Any,
+    *,
+    limit: Any,
+    to: Any,
+    now: Any,
+    least: int = 1,
+) -> tuple[dict[str, Any], bool]:
+    """The checked arguments of a claim as its statements' parameters, and whether it is typed.
+
+    ``least`` is the smallest ``limit`` allowed. Raises ``ValueError`` naming ``worker_id``,
+    ``model_types``, ``limit``, ``to`` or ``now``.
+    """
+    try:
+        worker = _IDENTIFIER.validate_python(worker_id)
+    except ValidationError as exc:
+        raise InvalidArgumentError(f"worker_id: {exc.errors()[0]['msg']}") from None
+    check_int(limit, "limit", least, MAX_PAGE)
+    target = check_status(to, "to")
+    if target not in CLAIM_TARGETS:
+        raise InvalidArgumentError(
+            f"to: a claimed run moves to 'uploading' or 'running', not {target.value!r}"
+        )
+    types = (
+        None if model_types is None else sorted(set(check_str_iterable(model_types, "model_types")))
+    )
+    if types is not None and not types:
+        raise InvalidArgumentError("model_types: give at least one model type, or None for any")
+    parameters: dict[str, Any] = {
+        "claim_to": target,
+        "claim_worker": worker,
+        "claim_now": resolve_now(now),
+        "claim_limit": limit,
+    }
+    if types is not None:
+        parameters["claim_types"] = types
+    return parameters, types is not None
+
+
+def oldest_first(runs: Iterable[RunRead]) -> list[RunRead]:
+    """``runs`` in claim order: by ``created_at``, then ``id``."""
+    return sorted(runs, key=lambda run: (run.created_at, run.id))
 
 
 def claim_next_runs(
@@ -130,34 +209,11 @@ def claim_next_runs(
     runs it took are failed by ``reap_stale_runs`` once their heartbeat is stale).
     """
     check_connection(db)
-    try:
-        worker = _IDENTIFIER.validate_python(worker_id)
-    except ValidationError as exc:
-        raise InvalidArgumentError(f"worker_id: {exc.errors()[0]['msg']}") from None
-    check_int(limit, "limit", 1, MAX_PAGE)
-    target = check_status(to, "to")
-    if target not in CLAIM_TARGETS:
-        raise InvalidArgumentError(
-            f"to: a claimed run moves to 'uploading' or 'running', not {target.value!r}"
-        )
-    types = (
-        None if model_types is None else sorted(set(check_str_iterable(model_types, "model_types")))
-    )
-    if types is not None and not types:
-        raise InvalidArgumentError("model_types: give at least one model type, or None for any")
-    parameters: dict[str, Any] = {
-        "claim_to": target,
-        "claim_worker": worker,
-        "claim_now": resolve_now(now),
-        "claim_limit": limit,
-    }
-    if types is not None:
-        parameters["claim_types"] = types
+    parameters, typed = claim_parameters(worker_id, model_types, limit=limit, to=to, now=now)
     # READ COMMITTED: MariaDB's default REPEATABLE READ would also lock the gaps of the index
     # it scans (blocking unrelated inserts of new runs until the claim commits) and keep
     # locks on rows it only looked at, which other claimers' SKIP LOCKED then skip.
-    typed = types is not None
-    return db.run_unit(lambda unit: _claim(unit, parameters, typed), read_committed=True)
+    return db.run_unit(lambda unit: claim_in(unit, parameters, typed), read_committed=True)
 
 
 def claim_next_run(
