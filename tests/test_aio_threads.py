@@ -8,6 +8,7 @@ import time
 import pytest
 
 from cosmos_models.aio.threads import WorkerThreads
+from tests.test_aio import ticking_while
 
 
 def test_a_call_runs_off_the_loop_thread_and_its_result_or_error_comes_back() -> None:
@@ -53,17 +54,8 @@ def test_calls_beyond_the_limit_wait_their_turn_and_the_loop_keeps_running() -> 
                 running -= 1
             return index
 
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
-        results = await asyncio.gather(*(threads.run(functools.partial(call, i)) for i in range(8)))
-        ticker.cancel()
+        calls = asyncio.gather(*(threads.run(functools.partial(call, i)) for i in range(8)))
+        results, ticks = await ticking_while(calls, 0.005)
         assert results == list(range(8))
         assert most == 2  # never more threads than asked for
         assert threads._started == 2
