@@ -10,12 +10,16 @@ called one after another, sync (``cosmos_models``) and async (``await aio.…`` 
 The ratio async/sync is the number the issue asks for (target ≥ 0.8). ``async x8`` runs the same
 calls from 8 concurrent tasks (what an async web service does), for scale.
 
+The event loop is asyncio's own; when uvloop is installed (uvicorn[standard] runs apps on it) the
+async side is measured a second time on uvloop, in the same rounds, and stored as ``… (uvloop)``.
+
     .venv/bin/python bench/bench_async.py [--quick] [--backends sqlite-file,postgresql,mariadb]
 """
 
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -41,6 +45,16 @@ from tests.backends import server_database, server_reason  # noqa: E402
 
 BACKENDS = ("sqlite-memory", "sqlite-file", "postgresql", "mariadb")
 TASKS = 8
+
+
+def event_loops() -> dict[str, Callable[[], asyncio.AbstractEventLoop] | None]:
+    """The loops to measure on, by the suffix their ratios are stored under."""
+    loops: dict[str, Callable[[], asyncio.AbstractEventLoop] | None] = {"": None}
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        loops[" (uvloop)"] = uvloop.new_event_loop
+    return loops
 
 
 @contextlib.contextmanager
@@ -73,9 +87,11 @@ def seed(db: DatabaseConnection, runs: int) -> list[str]:
 
 
 def contenders(
-    db: DatabaseConnection, adb: aio.AsyncDatabase, runner: asyncio.Runner, ids: list[str]
+    db: DatabaseConnection,
+    sides: dict[str, tuple[asyncio.Runner, aio.AsyncDatabase]],
+    ids: list[str],
 ) -> dict[str, dict[str, Callable[[], int]]]:
-    """For each path, the sync, async and async-concurrent workloads over ``ids``."""
+    """For each path, the sync workload and the async and async-concurrent ones on each loop."""
 
     def sync_path(call: Callable[[DatabaseConnection, str], Any]) -> Callable[[], int]:
         def run() -> int:
@@ -85,7 +101,12 @@ def contenders(
 
         return run
 
-    def async_path(call: Callable[[aio.AsyncDatabase, str], Any], tasks: int) -> Callable[[], int]:
+    def async_path(
+        call: Callable[[aio.AsyncDatabase, str], Any],
+        tasks: int,
+        runner: asyncio.Runner,
+        adb: aio.AsyncDatabase,
+    ) -> Callable[[], int]:
         async def worker(share: list[str]) -> None:
             for run_id in share:
                 await call(adb, run_id)
@@ -105,17 +126,20 @@ def contenders(
     def async_write(adb_: aio.AsyncDatabase, run_id: str) -> Any:
         return aio.record_progress(adb_, run_id, "bench", 50.0)
 
+    paths: dict[str, tuple[Any, Any]] = {
+        "read get_run_detail": (get_run_detail, aio.get_run_detail),
+        "write record_progress": (write, async_write),
+    }
     return {
-        "read get_run_detail": {
-            "sync": sync_path(get_run_detail),
-            "async": async_path(aio.get_run_detail, 1),
-            f"async x{TASKS}": async_path(aio.get_run_detail, TASKS),
-        },
-        "write record_progress": {
-            "sync": sync_path(write),
-            "async": async_path(async_write, 1),
-            f"async x{TASKS}": async_path(async_write, TASKS),
-        },
+        path: {
+            "sync": sync_path(sync_call),
+            **{
+                f"{name}{suffix}": async_path(async_call, tasks, runner, adb)
+                for suffix, (runner, adb) in sides.items()
+                for name, tasks in (("async", 1), (f"async x{TASKS}", TASKS))
+            },
+        }
+        for path, (sync_call, async_call) in paths.items()
     }
 
 
@@ -130,26 +154,33 @@ def bench_backend(backend: str, runs: int, rounds: int) -> list[dict[str, Any]]:
             upgrade(where, backup=False)
             db = DatabaseConnection(where)
             async_location = where
-        runner = asyncio.Runner()
-        adb = aio.AsyncDatabase(async_location)
+        # One AsyncDatabase per loop: a pooled async connection belongs to the loop it opened on.
+        sides = {
+            suffix: (asyncio.Runner(loop_factory=new), aio.AsyncDatabase(async_location))
+            for suffix, new in event_loops().items()
+        }
         try:
             ids = seed(db, runs)
-            for path, workloads in contenders(db, adb, runner, ids).items():
+            for path, workloads in contenders(db, sides, ids).items():
                 best = best_of(workloads, rounds)
-                record_ratio(f"async/{backend}/{path} async vs sync", best["async"] / best["sync"])
-                rows.append(
-                    {
-                        "backend": backend,
-                        "path": path,
-                        "sync calls/s": best["sync"],
-                        "async calls/s": best["async"],
-                        "async/sync": best["async"] / best["sync"],
-                        f"async x{TASKS} calls/s": best[f"async x{TASKS}"],
-                    }
-                )
+                for suffix in sides:
+                    ratio = best[f"async{suffix}"] / best["sync"]
+                    record_ratio(f"async/{backend}/{path} async vs sync{suffix}", ratio)
+                    rows.append(
+                        {
+                            "backend": backend,
+                            "path": path,
+                            "loop": suffix.strip(" ()") or "asyncio",
+                            "sync calls/s": best["sync"],
+                            "async calls/s": best[f"async{suffix}"],
+                            "async/sync": ratio,
+                            f"async x{TASKS} calls/s": best[f"async x{TASKS}{suffix}"],
+                        }
+                    )
         finally:
-            runner.run(adb.close())
-            runner.close()
+            for runner, adb in sides.values():
+                runner.run(adb.close())
+                runner.close()
             db.close()
     return rows
 

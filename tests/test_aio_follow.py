@@ -102,7 +102,9 @@ def test_the_sqlite_waiter_closes_its_own_connection(tmp_path: Path) -> None:
         async with await aio.init_database(tmp_path / "f.db") as adb:
             events = aio.follow_progress(adb, idle_timeout=0.05)
             assert [event async for event in events] == []
-            waiter = await async_follow._waiter(FollowState(adb.sync_db, None, None, None, None))
+            waiter = await async_follow._waiter(
+                adb, FollowState(adb.sync_db, None, None, None, None)
+            )
             assert isinstance(waiter, async_follow._SQLiteWaiter)
             assert await waiter.wait(0.03) == set()  # nothing committed meanwhile
             await waiter.close()
@@ -121,7 +123,7 @@ def test_postgres_async_listener_reconnects_with_backoff(
 
         async def scenario() -> None:
             async with adb_for(db) as adb:
-                waiter = async_follow._PostgresWaiter(adb.sync_db)
+                waiter = async_follow._PostgresWaiter(adb)
                 await waiter.connect()
                 assert await waiter.wait(0.01) is None  # nothing notified: the safety read
                 # The server drops the listener: the next wait notices and lets go of it.
@@ -209,7 +211,7 @@ def test_a_listener_that_cannot_listen_is_not_left_in_the_pool(
 
     async def scenario() -> None:
         async with adb_for(db) as adb:
-            waiter = async_follow._PostgresWaiter(adb.sync_db)
+            waiter = async_follow._PostgresWaiter(adb)
             with pytest.raises(Exception, match="syntax"):
                 await waiter.connect()
             assert waiter.raw is None

@@ -1,17 +1,15 @@
 """AsyncDatabase: the database, engine options and rules of ``DatabaseConnection``, for asyncio.
 
-SQLAlchemy's asyncio extension runs sync-style code over an async driver in a greenlet
-(``AsyncSession`` works that way). An ``AsyncDatabase`` holds an ``AsyncEngine`` and a
-``DatabaseConnection`` built on that engine's sync facade: the location checks, secret masking,
-read-only handling and every connect/begin listener (SQLite pragmas, WAL, busy timeout,
-``BEGIN IMMEDIATE``) are the sync class's own, not a copy. The service functions run unchanged
-on that view inside ``greenlet_spawn``; each database round trip then awaits the async driver
-(aiosqlite, psycopg 3 async, asyncmy), so the event loop keeps running while a query waits.
+A call (a twin, ``run_sync``) runs the sync service function unchanged, whole, on a
+``DatabaseConnection``: the location checks, secret masking, read-only handling and every
+connect/begin listener (SQLite pragmas, WAL, busy timeout, ``BEGIN IMMEDIATE``) are the sync
+class's own, not a copy. Where it runs depends on the backend (``THREADED_BACKENDS``): in a
+worker thread over the sync driver, so the event loop keeps running while the call waits; or,
+as SQLAlchemy's ``AsyncSession`` does, in ``greenlet_spawn`` on the sync facade of an
+``AsyncEngine``, each round trip awaiting the async driver (asyncmy).
 """
 
-import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar, Unpack
 
@@ -19,6 +17,7 @@ from sqlalchemy import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
+from cosmos_models.aio.threads import WorkerThreads
 from cosmos_models.db.connection import ConnectionOptions, DatabaseConnection
 from cosmos_models.db.locations import get_database_url, parse_location, redact_url
 from cosmos_models.errors import InvalidArgumentError
@@ -33,6 +32,15 @@ ASYNC_DRIVERS: Final[dict[str, str]] = {
     "mysql+pymysql": "mysql+asyncmy",
     "mariadb+pymysql": "mariadb+asyncmy",
 }
+
+
+# The backends whose calls run whole in a worker thread over the sync driver: one hand-off per
+# call instead of one pass through the event loop per round trip. Measured (bench/bench_async.py,
+# README "Async"): aiosqlite hops to its own thread for every statement (0.4x the sync
+# throughput); psycopg's async wait costs each round trip about twice the sync one (raw
+# psycopg, BEGIN/SELECT/COMMIT: 0.45-0.55x sync on asyncio), a thread hop about one round trip.
+# asyncmy keeps up with PyMySQL (0.86-0.92x): MariaDB stays on the driver's own async path.
+THREADED_BACKENDS: Final = frozenset({"sqlite", "postgresql"})
 
 
 def async_url(url: URL) -> URL:
@@ -71,10 +79,11 @@ class AsyncDatabase:
     ``DatabaseConnection`` raises: ``ValueError`` naming the location's problem,
     ``DatabaseError`` for a read-only SQLite file that does not exist.
 
-    How calls run: on PostgreSQL and MariaDB in a greenlet over the async driver (psycopg 3,
-    asyncmy). On SQLite in a worker thread over the sync driver: aiosqlite hops to its thread
-    for every statement, which measured at 0.4x the sync throughput, while one hop per call
-    keeps up (``bench/bench_async.py``); a cancelled call then finishes in its thread.
+    How calls run: on SQLite and PostgreSQL in a worker thread over the sync driver (one
+    hand-off per call; see ``THREADED_BACKENDS`` for the measurements), at most ``pool_size +
+    max_overflow`` at a time, the pool's limit anyway; a cancelled call that has started
+    finishes in its thread. On MariaDB in a greenlet over asyncmy, where cancelling interrupts
+    the call at its next round trip.
     """
 
     def __init__(
@@ -84,11 +93,11 @@ class AsyncDatabase:
     ) -> None:
         self._options = options
         self._async_view: AsyncBackedConnection | None = None
-        self._threads: ThreadPoolExecutor | None = None
-        if _is_sqlite(database_url):
+        self._threads: WorkerThreads | None = None
+        if _backend(database_url) in THREADED_BACKENDS:
             self.sync_db: DatabaseConnection = DatabaseConnection(database_url, **options)
             workers = options.get("pool_size", 5) + max(options.get("max_overflow", 10), 0)
-            self._threads = ThreadPoolExecutor(workers, thread_name_prefix="cosmos-sqlite")
+            self._threads = WorkerThreads(workers, "cosmos-db")
         else:
             self._async_view = AsyncBackedConnection(database_url, **options)
             self.sync_db = self._async_view
@@ -97,7 +106,7 @@ class AsyncDatabase:
     @property
     def engine(self) -> AsyncEngine:
         """An ``AsyncEngine`` on this database, with the sync engine's options and listeners
-        (for an app's own ``AsyncSession``s; on SQLite an aiosqlite engine made on first use)."""
+        (for an app's own ``AsyncSession``s; where calls run in threads, made on first use)."""
         if self._async_view is None:
             db = self.sync_db
             self._async_view = AsyncBackedConnection(
@@ -136,8 +145,7 @@ class AsyncDatabase:
             return await greenlet_spawn(lambda: fn(db, *args, **kwargs))
         if self.closed:  # its threads are gone; say what the sync side says
             raise RuntimeError("Connection is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, lambda: fn(db, *args, **kwargs))
+        return await self._threads.run(lambda: fn(db, *args, **kwargs))
 
     async def close(self) -> None:
         """Close every pooled connection (and remove a ``:memory:`` database); idempotent.
@@ -148,7 +156,7 @@ class AsyncDatabase:
             await greenlet_spawn(self._async_view.close)
         if self._threads is not None and not self.closed:
             await self.run_sync(DatabaseConnection.close)
-            self._threads.shutdown(wait=False)
+            self._threads.shutdown()
 
     async def __aenter__(self) -> "AsyncDatabase":
         return self
@@ -163,14 +171,14 @@ class AsyncDatabase:
     __str__ = __repr__
 
 
-def _is_sqlite(location: "str | PathLike[str] | URL | None") -> bool:
-    """True when ``location`` is a SQLite database (or so broken the connection will say so)."""
+def _backend(location: "str | PathLike[str] | URL | None") -> str:
+    """The backend of ``location`` (``sqlite`` when so broken that the connection will say so)."""
     try:
-        return parse_location(get_database_url() if location is None else location).drivername == (
-            "sqlite"
-        )
+        return parse_location(
+            get_database_url() if location is None else location
+        ).get_backend_name()
     except ValueError:
-        return True
+        return "sqlite"
 
 
 def sync_view(adb: Any, name: str = "db") -> DatabaseConnection:

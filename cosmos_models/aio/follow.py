@@ -1,10 +1,10 @@
 """The async ``follow_progress``: the sync follower's reads and cursor, with waits that never block.
 
 ``FollowState`` (``cosmos_models.services.follow``) owns what is read, the cursor and how long to
-wait; its reads run over the async driver in a greenlet. Only the waiting is this module's:
-PostgreSQL ``LISTEN`` on a psycopg ``AsyncConnection`` of its own (re-opened with backoff when it
-drops), SQLite's ``PRAGMA data_version`` check run in a worker thread between ``asyncio.sleep``s,
-and plain ``asyncio.sleep`` polling on MariaDB and in-memory SQLite.
+wait; its reads run as every other call does (``AsyncDatabase.run_sync``). Only the waiting is
+this module's: PostgreSQL ``LISTEN`` on a psycopg ``AsyncConnection`` of its own (re-opened
+with backoff when it drops), SQLite's ``PRAGMA data_version`` check run in a worker thread
+between ``asyncio.sleep``s, and plain ``asyncio.sleep`` polling on MariaDB and in-memory SQLite.
 """
 
 import asyncio
@@ -15,7 +15,6 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.util import greenlet_spawn
 
 from cosmos_models.aio.database import AsyncDatabase, sync_view
-from cosmos_models.db.connection import DatabaseConnection
 from cosmos_models.errors import DatabaseError
 from cosmos_models.models.progress import ProgressRead
 from cosmos_models.services.common import NOTIFY_CHANNEL
@@ -64,16 +63,16 @@ class _SQLiteWaiter:
 
 
 class _PostgresWaiter:
-    """``LISTEN`` on a psycopg ``AsyncConnection`` taken from the engine (so with its options and
-    secrets) and never returned to the pool; re-opened with backoff when it drops."""
+    """``LISTEN`` on a psycopg ``AsyncConnection`` taken from ``adb.engine`` (so with its options
+    and secrets) and never returned to the pool; re-opened with backoff when it drops."""
 
-    def __init__(self, db: DatabaseConnection) -> None:
-        self.db = db
+    def __init__(self, adb: AsyncDatabase) -> None:
+        self.engine = adb.engine.sync_engine
         self.raw: Any = None
 
     async def connect(self) -> None:
         """Open the listening connection; raises what connecting raises."""
-        raw = await greenlet_spawn(self.db.engine.raw_connection)
+        raw = await greenlet_spawn(self.engine.raw_connection)
         try:
             driver: Any = raw.driver_connection
             await driver.set_autocommit(True)
@@ -112,11 +111,11 @@ class _PostgresWaiter:
         await self._drop()
 
 
-async def _waiter(state: FollowState) -> _AsyncWaiter:
+async def _waiter(adb: AsyncDatabase, state: FollowState) -> _AsyncWaiter:
     db = state.db
     dialect = db.engine.dialect.name
     if dialect == "postgresql":
-        waiter = _PostgresWaiter(db)
+        waiter = _PostgresWaiter(adb)
         await waiter.connect()
         return waiter
     if dialect == "sqlite" and not db.is_memory:
@@ -146,7 +145,7 @@ def follow_progress(
 
 
 async def _follow(adb: AsyncDatabase, state: FollowState) -> AsyncGenerator[ProgressRead, None]:
-    waiter = await _waiter(state)
+    waiter = await _waiter(adb, state)
     try:
         await _with_retries(lambda: adb.run_sync(lambda _: state.start()))
         while True:
