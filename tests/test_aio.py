@@ -52,6 +52,7 @@ def test_every_service_function_has_a_twin_with_its_signature_and_docstring() ->
     assert set(aio.__all__) == {name for name in dir(aio) if not name.startswith("_")} - {
         "database",
         "follow",
+        "inline",
         "threads",
         "twins",
     }

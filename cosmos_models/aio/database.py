@@ -6,7 +6,9 @@ connect/begin listener (SQLite pragmas, WAL, busy timeout, ``BEGIN IMMEDIATE``) 
 class's own, not a copy. Where it runs depends on the backend (``THREADED_BACKENDS``): in a
 worker thread over the sync driver, so the event loop keeps running while the call waits; or,
 as SQLAlchemy's ``AsyncSession`` does, in ``greenlet_spawn`` on the sync facade of an
-``AsyncEngine``, each round trip awaiting the async driver (asyncmy).
+``AsyncEngine``, each round trip awaiting the async driver (asyncmy). On SQLite in WAL mode the
+short calls start on the loop thread itself and move to a thread when they would wait
+(``inline.py``).
 """
 
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from sqlalchemy import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
+from cosmos_models.aio.inline import attempt_inline, prepare_inline
 from cosmos_models.aio.threads import WorkerThreads
 from cosmos_models.db.connection import ConnectionOptions, DatabaseConnection
 from cosmos_models.db.locations import get_database_url, parse_location, redact_url
@@ -82,8 +85,9 @@ class AsyncDatabase:
     How calls run: on SQLite and PostgreSQL in a worker thread over the sync driver (one
     hand-off per call; see ``THREADED_BACKENDS`` for the measurements), at most ``pool_size +
     max_overflow`` at a time, the pool's limit anyway; a cancelled call that has started
-    finishes in its thread. On MariaDB in a greenlet over asyncmy, where cancelling interrupts
-    the call at its next round trip.
+    finishes in its thread. On a SQLite database in WAL mode, short reads and writes first run
+    on the loop thread and never wait there (``run_short``). On MariaDB in a greenlet over
+    asyncmy, where cancelling interrupts the call at its next round trip.
     """
 
     def __init__(
@@ -94,10 +98,16 @@ class AsyncDatabase:
         self._options = options
         self._async_view: AsyncBackedConnection | None = None
         self._threads: WorkerThreads | None = None
+        self._inline = False
         if _backend(database_url) in THREADED_BACKENDS:
             self.sync_db: DatabaseConnection = DatabaseConnection(database_url, **options)
             workers = options.get("pool_size", 5) + max(options.get("max_overflow", 10), 0)
             self._threads = WorkerThreads(workers, "cosmos-db")
+            db = self.sync_db
+            if db.is_sqlite and not db.read_only and (db.sqlite_wal or db.is_memory):
+                busy_timeout_ms = options.get("busy_timeout_ms", 30_000)
+                prepare_inline(db, busy_timeout_ms)
+                self._inline = True
         else:
             self._async_view = AsyncBackedConnection(database_url, **options)
             self.sync_db = self._async_view
@@ -146,6 +156,24 @@ class AsyncDatabase:
         if self.closed:  # its threads are gone; say what the sync side says
             raise RuntimeError("Connection is closed")
         return await self._threads.run(lambda: fn(db, *args, **kwargs))
+
+    async def run_short(
+        self,
+        read: bool,
+        fn: Callable[Concatenate[DatabaseConnection, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """``run_sync`` for a call known to be short: ``read`` (idempotent) or a write in one
+        transaction (``twins.py`` says which). On a SQLite database in WAL mode it first runs on
+        the loop thread, never waiting there (``cosmos_models.aio.inline``); anywhere else, or
+        when it would wait, as ``run_sync``."""
+        if self._inline and not self.closed:
+            db = self.sync_db
+            done, result = attempt_inline(lambda: fn(db, *args, **kwargs), read=read)
+            if done:
+                return result  # type: ignore[return-value]  # R when done
+        return await self.run_sync(fn, *args, **kwargs)
 
     async def close(self) -> None:
         """Close every pooled connection (and remove a ``:memory:`` database); idempotent.

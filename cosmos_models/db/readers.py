@@ -24,6 +24,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from sqlalchemy import Engine
@@ -58,12 +59,22 @@ class Readers:
         self._server = engine.dialect.name != "sqlite"
         self._recycle = float("inf") if recycle < 0 else float(recycle)
         self._inherited: list[Loan] = []  # a parent process's connections, never touched
+        # Called with the driver connection on the borrowing thread, as it is lent and before it
+        # is given back (cosmos_models.aio.inline bounds reads on the event loop's thread).
+        self.on_lend: Callable[[Any], None] | None = None
+        self.on_return: Callable[[Any], None] | None = None
 
     def acquire(self) -> Loan | None:
         """A driver connection in autocommit, or ``None`` when all are lent (use the pool).
 
         Raises the driver's error when a new connection cannot be opened.
         """
+        loan = self._acquire()
+        if loan is not None and self.on_lend is not None:
+            self.on_lend(loan[0])
+        return loan
+
+    def _acquire(self) -> Loan | None:
         if self._forks != _forks[0]:
             self._forked()
         while True:
@@ -80,6 +91,8 @@ class Readers:
 
     def release(self, loan: Loan) -> None:
         """Give back a connection whose statement ran to the end (all rows fetched)."""
+        if self.on_return is not None:
+            self.on_return(loan[0])
         self._idle.append(loan)
         if self._closed:  # closed meanwhile: close() may have drained before this append
             self.close()
