@@ -29,6 +29,7 @@ from tests.factories import new_prompt, pending_runs
 from tests.test_aio import ticking_while
 
 LOOP = threading.main_thread().name
+PROMPT = {"model_type": "transfer", "prompt_text": "p", "inputs": {}, "parameters": {}}
 
 
 @pytest.fixture
@@ -84,14 +85,18 @@ def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
 
-def busy_timeouts(adb: AsyncDatabase) -> set[int]:
-    """The busy timeout of every connection the pool holds now."""
+def pragma(adb: AsyncDatabase, name: str) -> set[int]:
+    """The values of a pragma on every connection the pool holds now."""
     pool: Any = adb.sync_db.engine.pool
     found = set()
     for record in list(pool._pool.queue):
         if record.dbapi_connection is not None:
-            found.add(record.dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0])
+            found.add(record.dbapi_connection.execute(f"PRAGMA {name}").fetchone()[0])
     return found
+
+
+def busy_timeouts(adb: AsyncDatabase) -> set[int]:
+    return pragma(adb, "busy_timeout")
 
 
 def test_short_reads_and_writes_run_on_the_loop_thread(path: Path) -> None:
@@ -165,19 +170,19 @@ def test_a_read_over_its_budget_is_interrupted_and_run_again_in_a_thread(
 ) -> None:
     db = DatabaseConnection(path)
     pending_runs(db, 300)
-    expected = list_runs(db, limit=300)
+    expected = list_runs(db, limit=inline.SMALL)
 
     async def scenario() -> None:
         async with AsyncDatabase(path) as adb:
             statements = Statements(adb)
             monkeypatch.setattr(inline, "BUDGET_S", -1.0)  # always over: interrupted at once
-            found = await aio.list_runs(adb, limit=300)
+            found = await aio.list_runs(adb, limit=inline.SMALL)
             assert found == expected
             assert LOOP in statements.threads()  # began inline …
             assert statements.threads() - {LOOP}  # … and finished in a worker thread
             monkeypatch.undo()
             statements.clear()
-            assert await aio.list_runs(adb, limit=300) == expected
+            assert await aio.list_runs(adb, limit=inline.SMALL) == expected
             assert statements.threads() == {LOOP}
 
     run(scenario())
@@ -218,7 +223,7 @@ def test_a_write_that_committed_is_never_run_again(path: Path) -> None:
 
     async def scenario() -> None:
         async with AsyncDatabase(path) as adb:
-            await adb.run_short(False, two_transactions)
+            await adb.run_short(True, two_transactions)
             assert busy_timeouts(adb) == {30_000}
 
     run(scenario())
@@ -296,10 +301,103 @@ def test_the_progress_handler_is_only_on_while_the_loop_thread_reads(
     async def scenario() -> None:
         async with AsyncDatabase(path) as adb:
             for _ in range(3):
-                await aio.list_runs(adb, limit=300)  # inline: lean reader connections
+                await aio.list_runs(adb, limit=inline.SMALL)  # inline: lean reader connections
                 await adb.run_sync(list_runs, limit=300)  # the same connections, in a thread
                 await adb.run_sync(count_runs)  # a pooled connection, in a thread
 
     run(scenario())
     assert calls["loop"] > 0
     assert calls["worker"] == 0
+
+
+def test_calls_asking_for_many_items_run_in_a_thread(path: Path) -> None:
+    db = DatabaseConnection(path)
+    run_ids = pending_runs(db, inline.SMALL + 1)
+    db.close()
+
+    async def scenario() -> None:
+        async with AsyncDatabase(path) as adb:
+            statements = Statements(adb)
+            for call in (
+                aio.list_runs(adb, limit=inline.SMALL + 1),
+                aio.latest_progress(adb, run_ids),
+                aio.claim_next_runs(adb, "w", limit=inline.SMALL + 1),
+            ):
+                await call
+                assert statements.seen
+                assert LOOP not in statements.threads()
+                statements.clear()
+
+    run(scenario())
+
+
+async def longest_stall(work: Any, period: float = 0.005) -> tuple[Any, float]:
+    """Await ``work`` beside a ticker; return its result and the longest gap between ticks."""
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    result = await work
+    await asyncio.sleep(period * 3)  # let the ticker see the gap the work may have made
+    stop.set()
+    await task
+    return result, max(gaps)
+
+
+def test_inline_call_waits_on_the_pool_when_worker_threads_hold_every_connection(
+    path: Path,
+) -> None:
+    """WorkerThreads is sized pool_size + max_overflow: workers can hold every pooled
+    connection, and the loop thread is one consumer more. An inline call then blocks the
+    loop in QueuePool's checkout until a worker gives one back (here: until the SQLite lock
+    it waits for is released, up to busy_timeout; or pool_timeout=30 s, then TimeoutError)."""
+    hold = hold_write_lock(path, 1.0)
+    next(hold)  # another connection holds the write lock for 1 s
+
+    async def scenario() -> float:
+        async with AsyncDatabase(path) as adb:  # 15 workers; SQLite's QueuePool 5 + 10
+            # 15 writes: inline BUSY -> moved to the 15 workers, each taking a pooled connection
+            # and waiting (in its thread, rightly) for the write lock.
+            first = asyncio.gather(*(aio.create_prompt(adb, PROMPT) for _ in range(15)))
+            await asyncio.sleep(0.2)
+            # B: inline -> pool checkout on the loop thread, which now waits for A.
+            _, stall = await longest_stall(aio.create_prompt(adb, PROMPT))
+            await first
+            return stall
+
+    stall = asyncio.run(scenario())
+    next(hold, None)
+    assert stall < 0.1, f"event loop blocked {stall:.3f} s waiting for a pooled connection"
+
+
+def test_wal_checkpoints_run_in_a_worker_thread_never_in_an_inline_commit(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inline, "CHECKPOINT_EVERY", 10)
+    db = DatabaseConnection(path)
+    (run_id,) = pending_runs(db, 1)
+    db.close()
+
+    async def scenario() -> None:
+        async with AsyncDatabase(path) as adb:
+            statements = Statements(adb)
+            for step in range(35):
+                await aio.record_progress(adb, run_id, "s", float(step))
+            await asyncio.sleep(0.2)  # the last checkpoint started finishes
+            checkpoints = [name for name, sql in statements.seen if "wal_checkpoint" in sql]
+            assert len(checkpoints) == 3
+            assert LOOP not in checkpoints
+            assert pragma(adb, "wal_autocheckpoint") == {0}
+
+    run(scenario())
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size < 4 * 1024 * 1024

@@ -11,6 +11,7 @@ short calls start on the loop thread itself and move to a thread when they would
 (``inline.py``).
 """
 
+import asyncio
 from collections.abc import Callable
 from os import PathLike
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar, Unpack
@@ -19,7 +20,14 @@ from sqlalchemy import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
-from cosmos_models.aio.inline import attempt_inline, prepare_inline
+from cosmos_models.aio.inline import (
+    Checkpoints,
+    attempt_inline,
+    is_small,
+    pool_has_room,
+    prepare_inline,
+    should_yield,
+)
 from cosmos_models.aio.threads import WorkerThreads
 from cosmos_models.db.connection import ConnectionOptions, DatabaseConnection
 from cosmos_models.db.locations import get_database_url, parse_location, redact_url
@@ -98,16 +106,20 @@ class AsyncDatabase:
         self._options = options
         self._async_view: AsyncBackedConnection | None = None
         self._threads: WorkerThreads | None = None
-        self._inline = False
+        self._checkpoints: Checkpoints | None = None  # set: short calls may run inline
         if _backend(database_url) in THREADED_BACKENDS:
             self.sync_db: DatabaseConnection = DatabaseConnection(database_url, **options)
-            workers = options.get("pool_size", 5) + max(options.get("max_overflow", 10), 0)
-            self._threads = WorkerThreads(workers, "cosmos-db")
             db = self.sync_db
-            if db.is_sqlite and not db.read_only and (db.sqlite_wal or db.is_memory):
-                busy_timeout_ms = options.get("busy_timeout_ms", 30_000)
-                prepare_inline(db, busy_timeout_ms)
-                self._inline = True
+            workers = options.get("pool_size", 5) + max(options.get("max_overflow", 10), 0)
+            inline = db.is_sqlite and not db.read_only and (db.sqlite_wal or db.is_memory)
+            if inline:
+                # The loop thread's calls need a pooled connection too: one left for them.
+                pool: Any = db.engine.pool
+                workers = max(1, pool.size() + max(getattr(pool, "_max_overflow", 0), 0) - 1)
+            self._threads = WorkerThreads(workers, "cosmos-db")
+            if inline:
+                commits = prepare_inline(db, options.get("busy_timeout_ms", 30_000))
+                self._checkpoints = Checkpoints(db, commits, self._threads)
         else:
             self._async_view = AsyncBackedConnection(database_url, **options)
             self.sync_db = self._async_view
@@ -155,23 +167,37 @@ class AsyncDatabase:
             return await greenlet_spawn(lambda: fn(db, *args, **kwargs))
         if self.closed:  # its threads are gone; say what the sync side says
             raise RuntimeError("Connection is closed")
-        return await self._threads.run(lambda: fn(db, *args, **kwargs))
+        try:
+            return await self._threads.run(lambda: fn(db, *args, **kwargs))
+        finally:
+            if self._checkpoints is not None and not self.closed:
+                self._checkpoints.after_call()
 
     async def run_short(
         self,
-        read: bool,
+        write: bool,
         fn: Callable[Concatenate[DatabaseConnection, P], R],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> R:
-        """``run_sync`` for a call known to be short: ``read`` (idempotent) or a write in one
-        transaction (``twins.py`` says which). On a SQLite database in WAL mode it first runs on
-        the loop thread, never waiting there (``cosmos_models.aio.inline``); anywhere else, or
-        when it would wait, as ``run_sync``."""
-        if self._inline and not self.closed:
-            db = self.sync_db
-            done, result = attempt_inline(lambda: fn(db, *args, **kwargs), read=read)
+        """``run_sync`` for a call known to be short: a bounded read, or (``write``) a bounded
+        write in one transaction (``twins.py`` says which). On a SQLite database in WAL mode,
+        asking for few items, it first runs on the loop thread, never waiting there
+        (``cosmos_models.aio.inline``); anywhere else, or when it would wait, as ``run_sync``."""
+        checkpoints = self._checkpoints
+        db = self.sync_db
+        if (
+            checkpoints is not None
+            and not self.closed
+            and is_small(args, kwargs)
+            and pool_has_room(db)
+        ):
+            done, result = attempt_inline(lambda: fn(db, *args, **kwargs), write=write)
             if done:
+                checkpoints.after_call()
+                # A loop of inline calls must not keep the event loop to itself.
+                if should_yield():
+                    await asyncio.sleep(0)
                 return result  # type: ignore[return-value]  # R when done
         return await self.run_sync(fn, *args, **kwargs)
 
@@ -183,6 +209,8 @@ class AsyncDatabase:
         if self._async_view is not None:
             await greenlet_spawn(self._async_view.close)
         if self._threads is not None and not self.closed:
+            if self._checkpoints is not None:
+                await self._checkpoints.wait()
             await self.run_sync(DatabaseConnection.close)
             self._threads.shutdown()
 

@@ -3,20 +3,26 @@
 A SQLite call does no network I/O: a short one is CPU work, like encoding the response that
 follows it. Handing it to a worker thread costs two cross-thread wake-ups (and, under the GIL,
 two hand-overs of it), more than the call itself on a loaded or virtual machine
-(``bench/bench_async.py``: 0.52-0.67x the sync throughput in threads). So on a SQLite database in
-WAL mode the calls marked short in ``twins.py`` first run on the loop thread, where none of them
-may *wait*:
+(``bench/bench_async.py``: 0.52-0.77x the sync throughput in threads). So on a SQLite database in
+WAL mode the calls marked short in ``twins.py`` and asking for at most ``SMALL`` items first run
+on the loop thread, where none of them may wait, until it has committed something:
 
-* a read that runs longer than ``BUDGET_S`` is interrupted by SQLite's progress handler and, being
-  idempotent, run again in a worker thread (at most ``BUDGET_S`` of work is thrown away);
-* a write's first ``BEGIN IMMEDIATE`` runs with a zero busy timeout: when another connection holds
-  the write lock it fails at once, before the call has written anything, and the call runs again
-  in a worker thread, where it waits for the lock as the sync side does.
+* a write's connections have a zero busy timeout: a ``BEGIN IMMEDIATE`` meeting another
+  connection's write lock fails at once, and the call runs again in a worker thread, which waits
+  for the lock as the sync side does (WAL readers never wait for it);
+* SQLite's progress handler stops a statement once the call has run ``BUDGET_S``, and the call
+  runs again in a worker thread (at most ``BUDGET_S`` of work is thrown away);
+* a pooled connection must be free at once, or the call goes to a thread.
 
-Anything else a call raises is its own error, raised as it is. WAL readers never wait for a
-writer; a database not in WAL mode (read-only, ``sqlite_wal=False``) keeps every call in threads.
+A call that has committed never moves (it would be applied twice); anything else it raises is
+its own error, raised as it is. WAL readers never wait for a writer; a database not in WAL mode
+(read-only, ``sqlite_wal=False``) keeps every call in threads. Automatic WAL checkpoints (an
+``fsync``) are off on these connections: ``AsyncDatabase`` runs them in a worker thread every
+``CHECKPOINT_EVERY`` commits.
 """
 
+import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -25,109 +31,152 @@ from typing import Any, Final, TypeVar
 
 from sqlalchemy import event
 
+from cosmos_models.aio.threads import WorkerThreads
 from cosmos_models.db.connection import DatabaseConnection
 
 R = TypeVar("R")
 
 BUDGET_S: Final = 0.002
-"""How long a read may run on the loop thread before it is interrupted and moved to a thread."""
+"""How long a call may run SQL on the loop thread before it is interrupted and moved."""
+SMALL: Final = 100
+"""Calls with an int argument above this (a ``limit``) or a collection longer than this (ids)
+run in a thread: building that many read models is Python work no budget can interrupt."""
+YIELD_EVERY_S: Final = 0.001
+"""Inline calls one after another let the loop run its other tasks at least this often."""
+CHECKPOINT_EVERY: Final = 256
+"""Commits between two WAL checkpoints (SQLite's own: every 1,000 pages of WAL)."""
 
 # The progress handler runs every this many SQLite VM instructions (some microseconds each).
 _PROGRESS_EVERY: Final = 1_000
 _SQLITE_BUSY: Final = 5
+_log = logging.getLogger(__name__)
 
 
 class _Inline(threading.local):
     """The state of the inline call running on this thread (none on worker threads)."""
 
-    deadline: float | None = None  # an inline read: interrupted past it
-    writing: bool = False  # an inline write
-    committed: bool = False  # … that has committed a transaction: it may no longer move
+    deadline: float | None = None  # an inline call: interrupted past it, until it commits
+    writing: bool = False  # it is a write
+    committed: bool = False  # it has committed a transaction: it may no longer move
     interrupted: bool = False
-    relaxed: tuple[Any, ...] = ()  # DBAPI connections whose busy timeout is zero
-    bounded: tuple[Any, ...] = ()  # DBAPI connections with the progress handler
+    lent: tuple[Any, ...] = ()  # DBAPI connections with the progress handler
+    relaxed: tuple[Any, ...] = ()  # … and those of them with a zero busy timeout
+    yielded_at: float = 0.0  # when an inline call last let the loop run other tasks
 
 
 _STATE: Final = _Inline()
 
 
-def prepare_inline(db: DatabaseConnection, busy_timeout_ms: int) -> None:
+def prepare_inline(db: DatabaseConnection, busy_timeout_ms: int) -> Callable[[], int]:
     """Install the hooks that bound inline calls on ``db``'s connections (pooled and lean).
 
-    A read's progress handler is set only while the loop thread uses the connection: set on a
-    connection in a worker thread, it would take the GIL back every few microseconds of a long
+    Returns a function giving the number of commits on ``db`` so far. The progress handler and
+    the zero busy timeout are set only while the loop thread uses a connection: a handler left
+    on a connection in a worker thread would take the GIL back every few microseconds of a long
     query that could otherwise run beside the loop.
     """
     restore = f"PRAGMA busy_timeout={int(busy_timeout_ms)}"
     engine = db.engine
+    commits = [0]
 
     def lend(dbapi_connection: Any) -> None:
         state = _STATE
-        if state.deadline is not None:
+        if state.deadline is not None and not state.committed:
             dbapi_connection.set_progress_handler(_over_budget, _PROGRESS_EVERY)
-            state.bounded += (dbapi_connection,)
-        elif state.writing and not state.committed:
-            # Until the write has committed anything, every connection it takes (a retry's
-            # too) has a zero busy timeout: its BEGIN IMMEDIATE fails at once on a taken lock.
-            dbapi_connection.execute("PRAGMA busy_timeout=0")
-            state.relaxed += (dbapi_connection,)
+            state.lent += (dbapi_connection,)
+            if state.writing:  # WAL readers never wait for the lock
+                dbapi_connection.execute("PRAGMA busy_timeout=0")
+                state.relaxed += (dbapi_connection,)
 
     def give_back(dbapi_connection: Any) -> None:
         # On the thread that used it, before another thread can take it (None: invalidated).
         state = _STATE
-        if dbapi_connection in state.bounded:
+        if dbapi_connection in state.lent:
             dbapi_connection.set_progress_handler(None, 0)
-            state.bounded = tuple(c for c in state.bounded if c is not dbapi_connection)
+            state.lent = tuple(c for c in state.lent if c is not dbapi_connection)
         if dbapi_connection in state.relaxed:
             dbapi_connection.execute(restore)
             state.relaxed = tuple(c for c in state.relaxed if c is not dbapi_connection)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
     db.readers.on_lend = lend
     db.readers.on_return = give_back
     event.listen(engine, "checkout", lambda dbapi_connection, _r, _p: lend(dbapi_connection))
     event.listen(engine, "checkin", lambda dbapi_connection, _r: give_back(dbapi_connection))
 
-    # A commit ends the call's chance to move; the timeout is back for its later transactions.
+    # Fired before COMMIT is sent: from here on the call stays where it is, and its later
+    # transactions may wait for the lock as any other.
     @event.listens_for(engine, "commit")
     def _on_commit(connection: Any) -> None:
-        if _STATE.writing:
-            _STATE.committed = True
+        commits[0] += 1
+        state = _STATE
+        if state.deadline is not None:
+            state.committed = True
             give_back(connection.connection.dbapi_connection)
+
+    return lambda: commits[0]
 
 
 def _over_budget() -> int:
-    deadline = _STATE.deadline
-    if deadline is None or perf_counter() < deadline:
+    state = _STATE
+    deadline = state.deadline
+    if deadline is None or state.committed or perf_counter() < deadline:
         return 0
-    _STATE.interrupted = True
+    state.interrupted = True
     return 1  # SQLite stops the statement with SQLITE_INTERRUPT
 
 
-def attempt_inline(call: Callable[[], R], *, read: bool) -> tuple[bool, R | None]:
-    """Run ``call()`` on this thread as the module docstring says.
+def is_small(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a call's arguments ask for at most ``SMALL`` items (see ``SMALL``)."""
+    for value in (*args, *kwargs.values()):
+        kind = value.__class__
+        if kind is int and value > SMALL:
+            return False
+        if kind in (list, tuple, set, frozenset, dict) and len(value) > SMALL:
+            return False
+    return True
+
+
+def pool_has_room(db: DatabaseConnection) -> bool:
+    """Whether the pool can lend a connection now (the loop thread must never wait for one)."""
+    pool: Any = db.engine.pool
+    room = getattr(pool, "_max_overflow", -1)
+    return room < 0 or pool.checkedout() < pool.size() + room
+
+
+def attempt_inline(call: Callable[[], R], *, write: bool) -> tuple[bool, R | None]:
+    """Run ``call()`` on this thread as the module docstring says (``write``: it may write).
 
     Returns ``(True, result)``; or ``(False, None)`` when the call must run again in a worker
-    thread (nothing it did was kept). Raises what ``call`` raises otherwise.
+    thread (it committed nothing). Raises what ``call`` raises otherwise.
     """
     state = _STATE
     state.interrupted = state.committed = False
-    if read:
-        state.deadline = perf_counter() + BUDGET_S
-    else:
-        state.writing = True
+    state.writing = write
+    state.deadline = perf_counter() + BUDGET_S
     try:
         return True, call()
     except Exception as exc:
-        if read and (state.interrupted or _sqlite_code(exc) == _SQLITE_BUSY):
-            return False, None
-        # A write moves only when its first BEGIN found the lock taken: nothing written yet.
-        if not read and not state.committed and _sqlite_code(exc) == _SQLITE_BUSY:
+        if not state.committed and (state.interrupted or _sqlite_code(exc) == _SQLITE_BUSY):
             return False, None
         raise
     finally:
         state.deadline = None
         state.writing = False
-        state.relaxed = state.bounded = ()  # each was given back; a discarded one is closed
+        state.lent = state.relaxed = ()  # each was given back; a discarded one is closed
+
+
+def should_yield() -> bool:
+    """Whether inline calls have kept the loop for ``YIELD_EVERY_S`` since they last let the
+    other tasks run (the caller then awaits ``asyncio.sleep(0)``, as real I/O would yield)."""
+    now = perf_counter()
+    if now - _STATE.yielded_at < YIELD_EVERY_S:
+        return False
+    _STATE.yielded_at = now
+    return True
 
 
 def _sqlite_code(exc: BaseException) -> int | None:
@@ -140,3 +189,46 @@ def _sqlite_code(exc: BaseException) -> int | None:
             return int(getattr(seen, "sqlite_errorcode", 0)) & 0xFF
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+class Checkpoints:
+    """WAL checkpoints of ``db`` in a worker thread, every ``CHECKPOINT_EVERY`` commits.
+
+    ``prepare_inline`` turns SQLite's automatic checkpoint off on ``db``'s connections: it would
+    run inside whichever commit crosses 1,000 WAL pages, on the loop thread for an inline write.
+    """
+
+    def __init__(self, db: DatabaseConnection, commits: Callable[[], int], threads: WorkerThreads):
+        self._db = db
+        self._commits = commits
+        self._threads = threads
+        self._done_at = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def after_call(self) -> None:
+        """On the loop thread, after a call: start a checkpoint when one is due."""
+        if self._task is not None or self._commits() - self._done_at < CHECKPOINT_EVERY:
+            return
+        self._done_at = self._commits()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def wait(self) -> None:
+        """Wait for the checkpoint running now, if any (before closing)."""
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        try:
+            await self._threads.run(self._checkpoint)
+        except Exception as exc:  # a later one will do; the WAL only grows meanwhile
+            _log.warning("WAL checkpoint of the SQLite database failed: %s", exc)
+        finally:
+            self._task = None
+
+    def _checkpoint(self) -> None:
+        # PASSIVE: copies what no reader still needs and waits for nobody.
+        pooled = self._db.engine.raw_connection()
+        try:
+            pooled.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+        finally:
+            pooled.close()

@@ -47,12 +47,12 @@ def twin(
             return await adb.run_sync(fn, *args, **kwargs)
 
         return run
-    read = short == "read"
+    write = short == "write"
 
     @functools.wraps(fn)
     async def run_short(adb: AsyncDatabase, /, *args: P.args, **kwargs: P.kwargs) -> R:
         sync_view(adb)
-        return await adb.run_short(read, fn, *args, **kwargs)
+        return await adb.run_short(write, fn, *args, **kwargs)
 
     return run_short
 
