@@ -394,8 +394,8 @@ def test_wal_checkpoints_run_in_a_worker_thread_never_in_an_inline_commit(
                 await aio.record_progress(adb, run_id, "s", float(step))
             await asyncio.sleep(0.2)  # the last checkpoint started finishes
             checkpoints = [name for name, sql in statements.seen if "wal_checkpoint" in sql]
-            assert len(checkpoints) == 3
-            assert LOOP not in checkpoints
+            assert len(checkpoints) >= 2  # due at commits 10, 20, 30 (one at a time)
+            assert set(checkpoints) == {"cosmos-db-checkpoint"}
             assert pragma(adb, "wal_autocheckpoint") == {0}
 
     run(scenario())

@@ -119,7 +119,7 @@ class AsyncDatabase:
             self._threads = WorkerThreads(workers, "cosmos-db")
             if inline:
                 commits = prepare_inline(db, options.get("busy_timeout_ms", 30_000))
-                self._checkpoints = Checkpoints(db, commits, self._threads)
+                self._checkpoints = Checkpoints(db, commits)
         else:
             self._async_view = AsyncBackedConnection(database_url, **options)
             self.sync_db = self._async_view
@@ -192,12 +192,15 @@ class AsyncDatabase:
             and is_small(args, kwargs)
             and pool_has_room(db)
         ):
-            done, result = attempt_inline(lambda: fn(db, *args, **kwargs), write=write)
-            if done:
-                checkpoints.after_call()
-                # A loop of inline calls must not keep the event loop to itself.
+            try:
+                done, result = attempt_inline(lambda: fn(db, *args, **kwargs), write=write)
+            finally:
+                # Inline calls one after another, returning or raising, must not keep the
+                # event loop to themselves.
                 if should_yield():
                     await asyncio.sleep(0)
+            if done:
+                checkpoints.after_call()
                 return result  # type: ignore[return-value]  # R when done
         return await self.run_sync(fn, *args, **kwargs)
 
@@ -209,8 +212,9 @@ class AsyncDatabase:
         if self._async_view is not None:
             await greenlet_spawn(self._async_view.close)
         if self._threads is not None and not self.closed:
-            if self._checkpoints is not None:
-                await self._checkpoints.wait()
+            checkpoints = self._checkpoints
+            if checkpoints is not None:
+                await self._threads.run(checkpoints.join)
             await self.run_sync(DatabaseConnection.close)
             self._threads.shutdown()
 

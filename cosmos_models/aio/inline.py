@@ -17,21 +17,19 @@ on the loop thread, where none of them may wait, until it has committed somethin
 A call that has committed never moves (it would be applied twice); anything else it raises is
 its own error, raised as it is. WAL readers never wait for a writer; a database not in WAL mode
 (read-only, ``sqlite_wal=False``) keeps every call in threads. Automatic WAL checkpoints (an
-``fsync``) are off on these connections: ``AsyncDatabase`` runs them in a worker thread every
-``CHECKPOINT_EVERY`` commits.
+``fsync``) are off on these connections: ``Checkpoints`` runs them in a worker thread.
 """
 
-import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from time import perf_counter
 from typing import Any, Final, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import event
 
-from cosmos_models.aio.threads import WorkerThreads
 from cosmos_models.db.connection import DatabaseConnection
 
 R = TypeVar("R")
@@ -41,10 +39,14 @@ BUDGET_S: Final = 0.002
 SMALL: Final = 100
 """Calls with an int argument above this (a ``limit``) or a collection longer than this (ids)
 run in a thread: building that many read models is Python work no budget can interrupt."""
+WEIGHT: Final = 65_536
+"""… and so do calls whose arguments hold more text than this (characters, plus one per item)."""
 YIELD_EVERY_S: Final = 0.001
 """Inline calls one after another let the loop run its other tasks at least this often."""
 CHECKPOINT_EVERY: Final = 256
 """Commits between two WAL checkpoints (SQLite's own: every 1,000 pages of WAL)."""
+CHECKPOINT_WAIT_MS: Final = 200
+"""How long a checkpoint waits for readers on an older snapshot before it gives up."""
 
 # The progress handler runs every this many SQLite VM instructions (some microseconds each).
 _PROGRESS_EVERY: Final = 1_000
@@ -130,14 +132,38 @@ def _over_budget() -> int:
 
 
 def is_small(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether a call's arguments ask for at most ``SMALL`` items (see ``SMALL``)."""
-    for value in (*args, *kwargs.values()):
-        kind = value.__class__
-        if kind is int and value > SMALL:
+    """Whether a call's arguments are small enough to run inline: no int above ``SMALL`` (a
+    ``limit``), no collection of more than ``SMALL`` items, at most ``WEIGHT`` characters of
+    text in all (a 20 MB document is copied and parsed outside SQLite's budget), and no one-shot
+    iterator (a generator the inline attempt would use up before a move to a thread)."""
+    left = WEIGHT
+    stack: list[Any] = [*args, *kwargs.values()]
+    while stack:
+        value = stack.pop()
+        left -= 1
+        if left < 0:
             return False
-        if kind in (list, tuple, set, frozenset, dict) and len(value) > SMALL:
-            return False
-    return True
+        if value is None or isinstance(value, bool | float):
+            continue
+        if isinstance(value, int):
+            if value > SMALL:
+                return False
+        elif isinstance(value, str | bytes):
+            left -= len(value)
+        elif isinstance(value, dict):
+            if len(value) > SMALL:
+                return False
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple | set | frozenset):
+            if len(value) > SMALL:
+                return False
+            stack.extend(value)
+        elif isinstance(value, BaseModel):
+            stack.extend(value.__dict__.values())
+        elif isinstance(value, Iterable):
+            return False  # a generator, a view, a custom iterable: to a thread, untouched
+    return left >= 0
 
 
 def pool_has_room(db: DatabaseConnection) -> bool:
@@ -192,43 +218,58 @@ def _sqlite_code(exc: BaseException) -> int | None:
 
 
 class Checkpoints:
-    """WAL checkpoints of ``db`` in a worker thread, every ``CHECKPOINT_EVERY`` commits.
+    """WAL checkpoints of ``db`` in a thread of their own, every ``CHECKPOINT_EVERY`` commits.
 
     ``prepare_inline`` turns SQLite's automatic checkpoint off on ``db``'s connections: it would
     run inside whichever commit crosses 1,000 WAL pages, on the loop thread for an inline write.
+    The checkpoint is RESTART: a PASSIVE one beside writers that keep committing copies their
+    frames but never lets the WAL start over, so the file grows without bound. RESTART takes
+    the write lock for its duration (inline writes meeting it move to threads and wait) and
+    waits for readers at most ``CHECKPOINT_WAIT_MS``; when it cannot finish, the next one tries.
+    Its own thread, not a task: a task would be cancelled with the event loop that started it
+    (one ``asyncio.run`` per job), and the checkpoint lost.
     """
 
-    def __init__(self, db: DatabaseConnection, commits: Callable[[], int], threads: WorkerThreads):
+    def __init__(self, db: DatabaseConnection, commits: Callable[[], int]) -> None:
         self._db = db
         self._commits = commits
-        self._threads = threads
-        self._done_at = 0
-        self._task: asyncio.Task[None] | None = None
+        self._done_at = 0  # the commit count when the last checkpoint that finished began
+        self._thread: threading.Thread | None = None
 
     def after_call(self) -> None:
-        """On the loop thread, after a call: start a checkpoint when one is due."""
-        if self._task is not None or self._commits() - self._done_at < CHECKPOINT_EVERY:
+        """After a call: start a checkpoint when one is due and none is running."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
             return
-        self._done_at = self._commits()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._db._closed or self._commits() - self._done_at < CHECKPOINT_EVERY:
+            return
+        self._thread = threading.Thread(target=self._run, name="cosmos-db-checkpoint", daemon=True)
+        self._thread.start()
 
-    async def wait(self) -> None:
+    def join(self) -> None:
         """Wait for the checkpoint running now, if any (before closing)."""
-        if self._task is not None:
-            await self._task
+        thread = self._thread
+        if thread is not None:
+            thread.join()
 
-    async def _run(self) -> None:
+    def _run(self) -> None:
         try:
-            await self._threads.run(self._checkpoint)
-        except Exception as exc:  # a later one will do; the WAL only grows meanwhile
+            self._checkpoint()
+        except Exception as exc:  # the next one will try again; the WAL only grows meanwhile
             _log.warning("WAL checkpoint of the SQLite database failed: %s", exc)
-        finally:
-            self._task = None
 
     def _checkpoint(self) -> None:
-        # PASSIVE: copies what no reader still needs and waits for nobody.
+        began_at = self._commits()
         pooled = self._db.engine.raw_connection()
         try:
-            pooled.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+            connection: Any = pooled.dbapi_connection
+            timeout = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+            connection.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+            try:
+                busy = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+            finally:
+                connection.execute(f"PRAGMA busy_timeout={int(timeout)}")
         finally:
             pooled.close()
+        if not busy:  # done: due again CHECKPOINT_EVERY commits after it began
+            self._done_at = began_at
