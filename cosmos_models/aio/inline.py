@@ -109,13 +109,14 @@ def prepare_inline(db: DatabaseConnection, busy_timeout_ms: int) -> Callable[[],
     event.listen(engine, "checkout", lambda dbapi_connection, _r, _p: lend(dbapi_connection))
     event.listen(engine, "checkin", lambda dbapi_connection, _r: give_back(dbapi_connection))
 
-    # Fired before COMMIT is sent: from here on the call stays where it is, and its later
-    # transactions may wait for the lock as any other.
+    # Fired before COMMIT is sent: from here on a write stays where it is, and its later
+    # transactions may wait for the lock as any other (a read's sessions commit too: a read
+    # may always move, its budget holds to its end).
     @event.listens_for(engine, "commit")
     def _on_commit(connection: Any) -> None:
         commits[0] += 1
         state = _STATE
-        if state.deadline is not None:
+        if state.deadline is not None and state.writing:
             state.committed = True
             give_back(connection.connection.dbapi_connection)
 
