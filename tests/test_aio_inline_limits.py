@@ -155,3 +155,31 @@ def test_a_large_payload_runs_in_a_thread(path: Path) -> None:
             assert LOOP not in statements.threads()
 
     asyncio.run(scenario())
+
+
+def test_a_failed_checkpoint_is_logged_and_tried_again(
+    path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = DatabaseConnection(path)
+    (run_id,) = pending_runs(db, 1)
+    db.close()
+    attempts: list[int] = []
+
+    def failing(self: inline.Checkpoints) -> None:
+        attempts.append(1)
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(inline.Checkpoints, "_checkpoint", failing)
+    monkeypatch.setattr(inline, "CHECKPOINT_EVERY", 3)
+
+    async def scenario() -> None:
+        async with AsyncDatabase(path) as adb:
+            checkpoints = adb._checkpoints
+            assert checkpoints is not None
+            for _ in range(5):
+                await aio.record_progress(adb, run_id, "s", 1.0)
+                checkpoints.join()
+
+    asyncio.run(scenario())
+    assert len(attempts) == 3  # due at the 3rd commit, and after each failure again
+    assert "WAL checkpoint of the SQLite database failed: disk I/O error" in caplog.text

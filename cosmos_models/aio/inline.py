@@ -254,6 +254,8 @@ class Checkpoints:
             thread.join()
 
     def _run(self) -> None:
+        if self._db._closed:  # a call that ended while close() ran
+            return
         try:
             self._checkpoint()
         except Exception as exc:  # the next one will try again; the WAL only grows meanwhile
