@@ -24,6 +24,7 @@ from cosmos_models.aio.inline import (
     Checkpoints,
     attempt_inline,
     is_small,
+    pool_capacity,
     pool_has_room,
     prepare_inline,
     should_yield,
@@ -112,10 +113,10 @@ class AsyncDatabase:
             db = self.sync_db
             workers = options.get("pool_size", 5) + max(options.get("max_overflow", 10), 0)
             inline = db.is_sqlite and not db.read_only and (db.sqlite_wal or db.is_memory)
-            if inline:
+            capacity = pool_capacity(db)
+            if inline and capacity is not None:
                 # The loop thread's calls need a pooled connection too: one left for them.
-                pool: Any = db.engine.pool
-                workers = max(1, pool.size() + max(getattr(pool, "_max_overflow", 0), 0) - 1)
+                workers = max(1, capacity - 1)
             self._threads = WorkerThreads(workers, "cosmos-db")
             if inline:
                 commits = prepare_inline(db, options.get("busy_timeout_ms", 30_000))

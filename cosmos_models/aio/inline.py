@@ -167,11 +167,18 @@ def is_small(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return left >= 0
 
 
+def pool_capacity(db: DatabaseConnection) -> int | None:
+    """How many connections ``db``'s pool lends at most (``None``: no limit)."""
+    pool: Any = db.engine.pool
+    overflow = getattr(pool, "_max_overflow", -1)
+    return None if overflow < 0 else int(pool.size()) + overflow
+
+
 def pool_has_room(db: DatabaseConnection) -> bool:
     """Whether the pool can lend a connection now (the loop thread must never wait for one)."""
+    capacity = pool_capacity(db)
     pool: Any = db.engine.pool
-    room = getattr(pool, "_max_overflow", -1)
-    return room < 0 or pool.checkedout() < pool.size() + room
+    return capacity is None or pool.checkedout() < capacity
 
 
 def attempt_inline(call: Callable[[], R], *, write: bool) -> tuple[bool, R | None]:

@@ -39,22 +39,16 @@ def twin(
     ``AsyncDatabase.run_short`` may start on the loop thread. The twin raises ``ValueError``
     naming ``db`` unless given an ``AsyncDatabase``, and then exactly what ``fn`` raises.
     """
-    if short is None:
-
-        @functools.wraps(fn)
-        async def run(adb: AsyncDatabase, /, *args: P.args, **kwargs: P.kwargs) -> R:
-            sync_view(adb)
-            return await adb.run_sync(fn, *args, **kwargs)
-
-        return run
     write = short == "write"
 
     @functools.wraps(fn)
-    async def run_short(adb: AsyncDatabase, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def run(adb: AsyncDatabase, /, *args: P.args, **kwargs: P.kwargs) -> R:
         sync_view(adb)
+        if short is None:
+            return await adb.run_sync(fn, *args, **kwargs)
         return await adb.run_short(write, fn, *args, **kwargs)
 
-    return run_short
+    return run
 
 
 # The table: one line per service function. "read": a read of bounded size; "write": a write of
