@@ -1,7 +1,9 @@
 """Shared helpers for the benchmarks: side-by-side timing and result files.
 
 Timings alternate between the contenders round by round and keep each one's best round, so a
-burst of noise on this shared machine hurts both sides alike instead of deciding the ratio.
+burst of noise on this shared machine hurts both sides alike instead of deciding the ratio; or,
+for two sides of the same short call, compare adjacent blocks pair by pair and keep the median
+of the pairs' ratios (``paired_rates``).
 """
 
 import json
@@ -11,6 +13,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,49 @@ def best_of(contenders: dict[str, Callable[[], int]], rounds: int = 5) -> dict[s
             elapsed = time.perf_counter() - start
             best[name] = max(best[name], items / elapsed)
     return best
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Rates (items/second) of a reference and a contender measured in adjacent blocks."""
+
+    reference: list[float]
+    contender: list[float]
+
+    @property
+    def ratios(self) -> list[float]:
+        """Contender rate / reference rate, one per pair, sorted."""
+        return sorted(c / r for r, c in zip(self.reference, self.contender, strict=True))
+
+    @property
+    def median(self) -> float:
+        """The median of the pairs' ratios: the number to store."""
+        return statistics.median(self.ratios)
+
+    def quartiles(self) -> tuple[float, float]:
+        """The 25th and 75th percentiles of the pairs' ratios (how much the pairs disagree)."""
+        q1, _, q3 = statistics.quantiles(self.ratios, n=4, method="inclusive")
+        return q1, q3
+
+
+def paired_rates(reference: Callable[[], int], contender: Callable[[], int], pairs: int) -> Paired:
+    """Run a block of ``reference`` and one of ``contender`` back to back, ``pairs`` times
+    (which goes first alternates); return every block's rate.
+
+    For a ratio of two sides of the same short call: a burst of noise on this virtual machine
+    (a descheduled vCPU, a neighbour) lasts milliseconds and hits one or two adjacent blocks,
+    so each pair's ratio compares the sides under the same conditions and the median of the
+    pairs drops the hit ones. Best-of-rounds instead keeps each side's luckiest round, measured
+    at different moments: with rounds of a tenth of a second it swings by 0.1 between runs.
+    """
+    rates: dict[str, list[float]] = {"reference": [], "contender": []}
+    sides = (("reference", reference), ("contender", contender))
+    for index in range(pairs):
+        for name, run in sides if index % 2 == 0 else sides[::-1]:
+            start = time.perf_counter()
+            items = run()
+            rates[name].append(items / (time.perf_counter() - start))
+    return Paired(rates["reference"], rates["contender"])
 
 
 def interleaved_latencies(

@@ -155,3 +155,31 @@ def test_the_stored_baseline_names_existing_scripts_and_the_machine_load() -> No
         assert (BENCH / entry["script"]).is_file(), name
         assert entry["value"] > 0, name
         assert "load average" in entry["machine"], name
+
+
+def test_paired_rates_alternate_who_goes_first_and_the_median_drops_a_noisy_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    common = _module("common")
+    now = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: now[0])
+    order: list[str] = []
+    # The reference takes 1 s a block; the contender 1.25 s, except one block hit by noise.
+    contender_seconds = iter([1.25, 1.25, 10.0, 1.25, 1.25])
+
+    def reference() -> int:
+        order.append("r")
+        now[0] += 1.0
+        return 100
+
+    def contender() -> int:
+        order.append("c")
+        now[0] += next(contender_seconds)
+        return 100
+
+    paired = common.paired_rates(reference, contender, 5)
+    assert order == ["r", "c", "c", "r", "r", "c", "c", "r", "r", "c"]
+    assert paired.reference == [100.0] * 5
+    assert paired.ratios == pytest.approx([0.1, 0.8, 0.8, 0.8, 0.8])
+    assert paired.median == pytest.approx(0.8)
+    assert paired.quartiles() == pytest.approx((0.8, 0.8))
