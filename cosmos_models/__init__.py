@@ -20,6 +20,7 @@ from cosmos_models.errors import (
     RunNotFoundError,
     SchemaNotCurrentError,
     TransitionConflictError,
+    ValueTooLargeError,
     WorkerMismatchError,
 )
 from cosmos_models.models.progress import Progress, ProgressCreate, ProgressRead
@@ -83,6 +84,7 @@ __all__ = [
     "RunStatus",
     "SchemaNotCurrentError",
     "TransitionConflictError",
+    "ValueTooLargeError",
     "WorkerMismatchError",
     "api_json_schemas",
     "app_metadata",

@@ -38,6 +38,15 @@ class IntegrityViolation(DatabaseError):
     """The database refused a write: a foreign key, NOT NULL, CHECK or unique rule."""
 
 
+class ValueTooLargeError(DatabaseError, InvalidArgumentError):
+    """A statement's values are larger than the server takes in one packet (MariaDB/MySQL
+    ``max_allowed_packet``, 16 MB by default): nothing was written, and retrying cannot help.
+
+    A ``DatabaseError`` (the server refused it) and an ``InvalidArgumentError`` (the caller's
+    value is the cause; HTTP 422).
+    """
+
+
 class CommitUnknownError(DatabaseError):
     """The connection was lost during COMMIT: the transaction may or may not have been applied.
 

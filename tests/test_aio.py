@@ -265,3 +265,18 @@ def test_a_failed_init_closes_what_it_opened(tmp_path: Path) -> None:
     assert adb.engine.dialect.is_async
     assert "s3cr3t" not in repr(adb.engine.url)
     run(adb.close())
+
+
+@pytest.mark.parametrize("location", ["memory", "file"])
+def test_concurrent_closes_all_return_once_it_is_closed(location: str, tmp_path: Path) -> None:
+    # Both passed "not closed" and the slower one then found the database closed.
+    where = ":memory:" if location == "memory" else str(tmp_path / "close.db")
+
+    async def scenario() -> list[Any]:
+        adb = await aio.init_database(where)
+        results = await asyncio.gather(*(adb.close() for _ in range(5)), return_exceptions=True)
+        assert adb.closed
+        await adb.close()  # and later still
+        return results
+
+    assert asyncio.run(scenario()) == [None] * 5

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from cosmos_models import DatabaseConnection, ProgressRead, aio, record_progress
+from cosmos_models import DatabaseConnection, DatabaseError, ProgressRead, aio, record_progress
 from cosmos_models.aio import AsyncDatabase
 from cosmos_models.aio import follow as async_follow
 from cosmos_models.services.follow import FollowState
@@ -220,4 +220,33 @@ def test_a_listener_that_cannot_listen_is_not_left_in_the_pool(
     try:
         asyncio.run(scenario())
     finally:
+        db.close()
+
+
+def test_a_follower_finding_no_free_connection_gets_a_database_error(tmp_path: Path) -> None:
+    # Each PostgreSQL follower LISTENs on a pooled connection of its own: past the pool's size
+    # the next one waited pool_timeout and raised SQLAlchemy's raw TimeoutError.
+    db = connect("postgresql", tmp_path)
+    try:
+        db.create_tables()
+        (run_id,) = pending_runs(db, 1)
+
+        async def scenario() -> None:
+            location = db.url.render_as_string(hide_password=False)
+            async with AsyncDatabase(location, pool_size=1, max_overflow=0) as adb:
+                adb.engine.sync_engine.pool._timeout = 0.2  # type: ignore[attr-defined]
+                first = aio.follow_progress(adb, [run_id], idle_timeout=5)
+                waiting = asyncio.ensure_future(anext(first))
+                await asyncio.sleep(0.5)  # LISTENing on the pool's only connection
+                second = aio.follow_progress(adb, [run_id], idle_timeout=5)
+                with pytest.raises(DatabaseError, match="no free connection to LISTEN on"):
+                    await anext(second)
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+                await first.aclose()
+
+        asyncio.run(scenario())
+    finally:
+        empty_tables(db)
         db.close()

@@ -168,3 +168,12 @@ def test_health_reports_the_revision(api: Api) -> None:
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
     assert health.json()["read_only"] is False
+
+
+def test_a_value_too_large_for_the_server_is_a_422_naming_the_limit() -> None:
+    from cosmos_models.api.errors import _detail, status_of
+    from cosmos_models.errors import ValueTooLargeError
+
+    error = ValueTooLargeError("value too large: … (max_allowed_packet: 16,777,216 bytes)")
+    assert status_of(error) == 422
+    assert "max_allowed_packet" in _detail(error, 422)

@@ -1,6 +1,7 @@
 """The live stream (SSE), health and the server's edges, over real HTTP on every backend."""
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -146,3 +147,20 @@ def test_cors_is_off_by_default_and_on_for_the_origins_given() -> None:
     with serving(opened) as base:
         response = httpx.options(f"{base}/runs", headers=preflight)
         assert response.headers["access-control-allow-origin"] == "https://dash.example"
+
+
+def test_a_stream_of_a_finished_run_ends_without_waiting_a_keepalive(url: str) -> None:
+    # It waited one keep-alive interval (15 s by default) before reading the run's status.
+    with (
+        DatabaseConnection(url) as db,
+        serving(create_app(url, tokens=TOKENS, keepalive=60)) as base,
+    ):
+        run_id = create_run(db, new_prompt(db)).id
+        transition(db, run_id, "running")
+        record_progress(db, run_id, "render", 10.0)
+        transition(db, run_id, "completed")
+        started = time.monotonic()
+        with httpx.stream("GET", f"{base}/runs/{run_id}/events", timeout=30) as response:
+            events = read_events(response.iter_lines())
+        assert [e["event"] for e in events] == ["progress", "end"]
+        assert time.monotonic() - started < 30  # not the 60 s keep-alive

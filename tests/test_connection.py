@@ -1,7 +1,11 @@
 """The connection layer: locations, sessions, SQLite settings, secrets."""
 
 import logging
+import sqlite3
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,13 +16,15 @@ from sqlalchemy import select, text
 from cosmos_models import (
     DatabaseConnection,
     DatabaseError,
+    IntegrityViolation,
     MigrationError,
     Prompt,
     get_database_url,
+    get_prompt,
     init_database,
 )
 from cosmos_models.db.locations import ENV_VAR, parse_location
-from tests.factories import make_prompt
+from tests.factories import make_prompt, new_prompt
 
 # -- locations ------------------------------------------------------------------------------
 
@@ -269,3 +275,109 @@ def test_redaction_covers_encoded_forms() -> None:
     url = parse_location(SECRET_URL)
     assert redact(f"a {SECRET} b s3cr3t-P%40ss c", url) == "a *** b *** c"
     assert redact("nothing", parse_location(":memory:")) == "nothing"
+
+
+# -- WAL switch under another connection's write lock -------------------------------------
+
+
+def _migrated_journal_file(tmp_path: Path) -> Path:
+    from cosmos_models.db.migrate import upgrade
+
+    path = tmp_path / "fresh.db"
+    upgrade(path, backup=False)  # migrations leave the file in rollback-journal mode
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    return path
+
+
+@contextmanager
+def _write_lock_held(path: Path, seconds: float) -> Iterator[None]:
+    """Another connection holds ``path``'s write lock for ``seconds`` from now."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(seconds, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        yield
+    finally:
+        release.join()
+        holder.close()
+
+
+def test_first_connection_waits_for_a_write_lock_to_switch_to_wal(tmp_path: Path) -> None:
+    # Leaving rollback-journal mode needs the file to itself and SQLite calls no busy handler
+    # for it: the first write on a freshly migrated file failed at once ("database is locked").
+    path = _migrated_journal_file(tmp_path)
+    db = DatabaseConnection(path)
+    try:
+        with _write_lock_held(path, 0.3):
+            prompt_id = new_prompt(db)
+        assert get_prompt(db, prompt_id).id == prompt_id
+        with sqlite3.connect(path) as check:
+            assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+
+
+def test_wal_switch_gives_up_after_the_busy_timeout_naming_the_lock(tmp_path: Path) -> None:
+    path = _migrated_journal_file(tmp_path)
+    db = DatabaseConnection(path, busy_timeout_ms=100)
+    try:
+        with _write_lock_held(path, 1.0):
+            started = time.monotonic()
+            with pytest.raises(DatabaseError, match="database is locked"):
+                new_prompt(db)
+            assert 0.09 <= time.monotonic() - started < 0.9
+        assert get_prompt(db, new_prompt(db))  # the lock gone, the switch is made
+    finally:
+        db.close()
+
+
+def test_a_failing_rollback_after_an_error_does_not_hide_that_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a connection the error broke, the ROLLBACK fails too (MariaDB: "server has gone
+    # away"): that raw second error reached the caller instead of the translated first one.
+    from sqlalchemy import exc as sa_exc
+    from sqlmodel import Session
+
+    db = DatabaseConnection(tmp_path / "rollback.db")
+    db.create_tables()
+    prompt_id = new_prompt(db)
+
+    def broken_rollback(self: Session) -> None:
+        raise sa_exc.OperationalError("ROLLBACK", {}, Exception("server has gone away"))
+
+    monkeypatch.setattr(Session, "rollback", broken_rollback)
+    try:
+        with pytest.raises(IntegrityViolation):
+            with db.get_session() as session:
+                # A duplicate id: IntegrityError from the driver, then the broken rollback.
+                session.execute(
+                    text("INSERT INTO prompts SELECT * FROM prompts WHERE id = :id"),
+                    {"id": prompt_id},
+                )
+        with pytest.raises(KeyError):
+            with db.get_session():
+                raise KeyError("the body's own error")
+    finally:
+        monkeypatch.undo()
+        db.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])  # SQLite keeps its own sizes
+def test_no_free_pooled_connection_is_a_database_error(backend: str, tmp_path: Path) -> None:
+    from tests.conftest import connect as connect_to
+
+    source = connect_to(backend, tmp_path)
+    location = source.url.render_as_string(hide_password=False)
+    source.close()
+    db = DatabaseConnection(location, pool_size=1, max_overflow=0)
+    db.engine.pool._timeout = 0.2  # type: ignore[attr-defined]
+    try:
+        with db.engine.connect():  # the only connection, held
+            with pytest.raises(DatabaseError, match="no free connection"):
+                with db.get_session() as session:
+                    session.execute(text("SELECT 1"))
+    finally:
+        db.close()

@@ -14,6 +14,7 @@ from sqlalchemy import URL, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from cosmos_models import DatabaseConnection, DatabaseError, IntegrityViolation
+from cosmos_models.aio import AsyncDatabase
 from cosmos_models.db.locations import (
     get_database_url,
     is_secret_parameter,
@@ -125,9 +126,26 @@ def test_query_parameter_secrets_are_masked_in_repr_and_errors() -> None:
     )
     db = DatabaseConnection(location)
     try:
-        for shown in (repr(db), str(db), redact_url(db.url), str(db.engine.url), repr(db.engine)):
+        adb = AsyncDatabase(db.url)  # the whole URL goes through, secrets included
+        shown_by = (
+            repr(db),
+            str(db),
+            redact_url(db.url),
+            str(db.engine.url),
+            repr(db.engine),
+            repr(db.url),  # SQLAlchemy's own URL repr masks the password alone
+            str(db.url),
+            repr(adb.url),
+            repr(adb),
+            repr(db.url.set(database="other")),
+        )
+        for shown in shown_by:
             assert "S3cret" not in shown
             assert "visible-app" in shown
+        assert "sslpassword=ssl-S3cret" in db.url.render_as_string(hide_password=False)
+        assert adb.sync_db.url.render_as_string(hide_password=False) == (
+            db.url.render_as_string(hide_password=False)
+        )
         with pytest.raises(DatabaseError) as caught, db.connect() as connection:
             connection.execute(text("SELECT 1"))
         assert str(caught.value).startswith("cannot connect to postgresql+psycopg://nobody@")

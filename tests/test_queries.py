@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from cosmos_models import (
     DatabaseConnection,
+    InvalidArgumentError,
     JsonFilter,
     RunCreate,
     RunNotFoundError,
@@ -150,6 +151,27 @@ def test_tampered_cursors_are_refused(document: dict[str, Any]) -> None:
     cursor = base64.urlsafe_b64encode(json.dumps(document).encode()).decode()
     with pytest.raises(ValueError, match="cursor"):
         decode_cursor(cursor, "runs", "newest")
+
+
+def _forged(row_id: str) -> str:
+    document = {"k": "runs", "o": "newest", "t": "2026-11-28T15:55:15+00:00", "i": row_id}
+    return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("row_id", ["\ud800", "a\x00b"], ids=["lone surrogate", "NUL"])
+def test_a_forged_cursor_id_no_backend_can_bind_is_refused_naming_the_cursor(
+    db: DatabaseConnection, row_id: str
+) -> None:
+    # Was a UnicodeEncodeError (500 over HTTP) for the surrogate on every backend, and a
+    # DatabaseError (503) for NUL on PostgreSQL.
+    with pytest.raises(InvalidArgumentError, match=r"^cursor: .* \(id: "):
+        list_runs(db, cursor=_forged(row_id))
+
+
+def test_a_cursor_error_does_not_echo_the_decoders_message() -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        decode_cursor("gQ", "runs", "newest")  # base64 of 0x81: not UTF-8
+    assert str(raised.value) == "cursor: not a cursor returned by list_runs with order='newest'"
 
 
 def test_cursor_round_trip() -> None:

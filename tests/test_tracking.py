@@ -24,6 +24,7 @@ from cosmos_models import (
     transition,
 )
 from cosmos_models.db.tables import PROGRESS, RUNS
+from cosmos_models.errors import ValueTooLargeError
 from cosmos_models.services.progress_queries import latest_progress_query
 from tests.factories import at
 
@@ -58,6 +59,45 @@ def test_record_progress_returns_the_stored_event(db: DatabaseConnection) -> Non
     assert later.id > event.id
     assert later.message == ""
     assert later.timestamp.tzinfo is UTC
+
+
+# 17 MB: over MariaDB's default max_allowed_packet (16 MB), nothing to SQLite or PostgreSQL.
+_LARGE = "é" * (17 << 19)
+
+
+def test_a_message_larger_than_the_server_takes_is_refused_whole_or_stored_whole(
+    db: DatabaseConnection, backend: str
+) -> None:
+    # MariaDB dropped the connection mid-packet: "server has gone away" (a 503 "try again
+    # later") on the sync side, a raw OperationalError at COMMIT on the async side.
+    (run_id,) = runs(db, 1)
+    calls = [
+        lambda: record_progress(db, run_id, "s", 1.0, _LARGE),
+        lambda: record_progress_batch(
+            db, [{"run_id": run_id, "stage": "s", "percentage": 2.0, "message": _LARGE}]
+        ),
+    ]
+    for call in calls:
+        if backend == "mariadb":
+            with pytest.raises(ValueTooLargeError, match="max_allowed_packet: 16,777,216 bytes"):
+                call()
+        else:
+            call()
+    expected = 0 if backend == "mariadb" else 2
+    assert progress_count(db) == expected
+    assert get_run(db, run_id).progress_count == expected
+    if backend != "mariadb":
+        assert latest_progress(db, [run_id])[run_id].message == _LARGE
+    assert record_progress(db, run_id, "after", 3.0).seq == expected + 1  # still usable
+
+
+def test_a_closed_database_refuses_even_a_call_with_nothing_to_do(db: DatabaseConnection) -> None:
+    # An empty batch returned 0 on the sync side (and on MariaDB's async side) but raised on
+    # the others: now every side and backend says the connection is closed.
+    db.close()
+    for call in (lambda: record_progress_batch(db, []), lambda: latest_progress(db, [])):
+        with pytest.raises(RuntimeError, match="Connection is closed"):
+            call()
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,7 @@ class AsyncDatabase:
         self._async_view: AsyncBackedConnection | None = None
         self._threads: WorkerThreads | None = None
         self._checkpoints: Checkpoints | None = None  # set: short calls may run inline
+        self._closing: asyncio.Future[None] | None = None  # the close() under way or done
         if _backend(database_url) in THREADED_BACKENDS:
             self.sync_db: DatabaseConnection = DatabaseConnection(database_url, **options)
             db = self.sync_db
@@ -208,8 +209,14 @@ class AsyncDatabase:
     async def close(self) -> None:
         """Close every pooled connection (and remove a ``:memory:`` database); idempotent.
 
-        Later calls through this database raise ``RuntimeError("Connection is closed")``.
+        Later calls through this database raise ``RuntimeError("Connection is closed")``. Calls
+        made while one is running wait for that one (``gather(adb.close(), adb.close())``).
         """
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         if self._async_view is not None:
             await greenlet_spawn(self._async_view.close)
         if self._threads is not None and not self.closed:

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol, TypeVar
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.util import greenlet_spawn
 
 from cosmos_models.aio.database import AsyncDatabase, sync_view
@@ -116,7 +117,15 @@ async def _waiter(adb: AsyncDatabase, state: FollowState) -> _AsyncWaiter:
     dialect = db.engine.dialect.name
     if dialect == "postgresql":
         waiter = _PostgresWaiter(adb)
-        await waiter.connect()
+        try:
+            await waiter.connect()
+        except sa_exc.TimeoutError:
+            # Each follower LISTENs on a connection of its own from adb.engine's pool.
+            raise DatabaseError(
+                "follow_progress: no free connection to LISTEN on: every connection of the "
+                "pool (pool_size + max_overflow) is held by other followers or calls; close "
+                "some, or open the AsyncDatabase with a larger max_overflow"
+            ) from None
         return waiter
     if dialect == "sqlite" and not db.is_memory:
         path = db.url.database or ""

@@ -124,7 +124,7 @@ def _detail(exc: CosmosModelsError, status: int) -> str:
     if isinstance(exc, IntegrityViolation):
         # The driver's text names constraints and values: say what happened, not how.
         return "the database refused the write: a duplicate id or a reference to a missing row"
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, DatabaseError) and status == 503:
         return "the database cannot be reached or refused the request; try again later"
     if isinstance(exc, MigrationError):
         return str(exc)  # names the command to run; carries no URL

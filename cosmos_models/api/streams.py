@@ -66,7 +66,13 @@ async def _stream(
     database: AsyncDatabase, run_id: str, after: int, keepalive: float
 ) -> AsyncIterator[str]:
     last = after
-    finished: RunRead | None = None
+    # A run already final needs no idle wait: its events, then the end (a stream resumed after
+    # the run ended would otherwise wait one keep-alive interval for nothing).
+    try:
+        run = await database.run_sync(get_run, run_id)
+    except RunNotFoundError:
+        return
+    finished: RunRead | None = run if run.status.is_final else None
     while True:
         # Once the run is final, one more pass without waiting sends what committed between
         # the last idle wait and the status read (a final run takes no more events).

@@ -32,6 +32,7 @@ from sqlmodel import Session
 
 from cosmos_models.db.lean import utc_sessions
 from cosmos_models.db.locations import (
+    MaskedURL,
     get_database_url,
     is_secret_parameter,
     parse_location,
@@ -47,7 +48,12 @@ from cosmos_models.db.sqlite_files import (
     on_read_only_file_system,
     sqlite_engine_url,
 )
-from cosmos_models.db.translate import commit_or_unknown, describe_error
+from cosmos_models.db.translate import (
+    commit_or_unknown,
+    describe_error,
+    refuse_oversized_values,
+    settled,
+)
 from cosmos_models.errors import DatabaseError, IntegrityViolation, InvalidArgumentError
 from cosmos_models.models.checks import check_bool, check_int
 from cosmos_models.models.values import dumps_json
@@ -121,6 +127,7 @@ class DatabaseConnection:
                 self.url = parse_location(location)
             except ValueError as exc:
                 raise InvalidArgumentError(f"location: {exc}") from None
+        self.url = MaskedURL.of(self.url)  # its repr masks every secret, not just the password
         replica_urls = replica_locations(replicas, self.url, from_environment=location is None)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_memory = self.is_sqlite and not self.url.database
@@ -190,6 +197,8 @@ class DatabaseConnection:
         )
         utc_sessions(engine)  # the primary's and each replica's sessions
         discard_closed_on_checkout(engine)
+        if engine.dialect.name == "mysql":
+            refuse_oversized_values(engine)
         return engine
 
     def _create_sqlite_engine(self, *, busy_timeout_ms: int, echo: bool) -> Engine:
@@ -271,14 +280,8 @@ class DatabaseConnection:
             else:
                 session = (self._read_session if read_only else self.SessionLocal)()
             try:
-                yield session
-                commit_or_unknown(session, self.translate_error)
-            except sa_exc.DBAPIError as exc:
-                session.rollback()
-                raise self.translate_error(exc) from None
-            except BaseException:
-                session.rollback()
-                raise
+                with settled(session, self.translate_error):
+                    yield session
             finally:
                 session.close()
 

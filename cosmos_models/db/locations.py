@@ -284,3 +284,20 @@ def get_replica_urls() -> list[str]:
                 f"{REPLICA_ENV_VAR} is invalid: entry {index + 1}: {exc}"
             ) from None
     return entries
+
+
+class MaskedURL(URL):
+    """A SQLAlchemy ``URL`` whose ``repr`` and ``str`` mask the password *and* the secret query
+    parameters (``sslpassword``, ``token``…), which ``URL``'s own ``repr`` shows. Everything
+    else is ``URL``'s: ``render_as_string(hide_password=False)`` still gives the whole URL, and
+    ``set()``/``update_query_dict()`` keep the masking. ``DatabaseConnection.url`` is one."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, url: URL) -> "MaskedURL":
+        """``url`` with the masked ``repr``."""
+        return url if isinstance(url, cls) else cls._make(url)
+
+    def __repr__(self) -> str:
+        return redact_url(self)

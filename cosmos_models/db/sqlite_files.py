@@ -3,6 +3,7 @@ and the engine URI of a path."""
 
 import os
 import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def configure_sqlite_engine(
         if read_only:
             cursor.execute("PRAGMA query_only=ON")
         if wal:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            use_wal(cursor, busy_timeout_ms)
             cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
 
@@ -90,3 +91,29 @@ def configure_sqlite_engine(
     def _on_begin(connection: Any) -> None:
         writer = connection.get_execution_options().get("cosmos_writer", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+def use_wal(cursor: Any, busy_timeout_ms: int) -> None:
+    """Put the database of ``cursor`` in WAL mode, waiting up to ``busy_timeout_ms`` for a lock.
+
+    A file is WAL once switched (the mode persists), so the switch is made only when needed.
+    Leaving rollback-journal mode needs the file to itself, and SQLite does not call its busy
+    handler for it: a connection opened while another holds the write lock (the first one
+    opened on a freshly migrated file, for instance) would fail at once with "database is
+    locked". So the switch is retried, with a growing pause, until the busy timeout is spent;
+    then that error is raised.
+    """
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    pause = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            left = deadline - time.monotonic()
+            if "locked" not in str(exc) or left <= 0:
+                raise
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)

@@ -1,13 +1,16 @@
 """Driver and SQLite errors as one-line `DatabaseError`s with a hint of what to do."""
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
+from sqlalchemy import Engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
-from cosmos_models.errors import CommitUnknownError, DatabaseError
+from cosmos_models.errors import CommitUnknownError, DatabaseError, ValueTooLargeError
 
 _NOT_MIGRATED: Final = "not migrated: run cosmos-models db upgrade"
 
@@ -83,3 +86,102 @@ def commit_or_unknown(
             "the connection was lost during COMMIT: the transaction may or may not have been "
             f"applied; check before retrying ({translate(exc)})"
         ) from None
+
+
+@contextmanager
+def settled(
+    session: Session, translate: Callable[[BaseException], DatabaseError]
+) -> Iterator[None]:
+    """Commit ``session`` when the block ends cleanly, else roll it back; errors translated.
+
+    Pending ORM changes are flushed first: a failure there (a connection lost while sending)
+    is before COMMIT, so nothing was written, unlike a failure of the COMMIT itself
+    (``CommitUnknownError``, from ``commit_or_unknown``). Driver errors come out as
+    ``translate`` makes them, an exhausted pool as a ``DatabaseError``, anything else as it is.
+    """
+    try:
+        yield
+        session.flush()
+        commit_or_unknown(session, translate)
+    except sa_exc.DBAPIError as exc:
+        _roll_back(session)
+        raise translate(exc) from None
+    except sa_exc.TimeoutError:
+        _roll_back(session)
+        raise DatabaseError(
+            "no free connection: every connection of the pool (pool_size + max_overflow) "
+            "stayed in use for pool_timeout seconds"
+        ) from None
+    except BaseException:
+        _roll_back(session)
+        raise
+
+
+def _roll_back(session: Session) -> None:
+    """Roll ``session`` back after an error; the error being raised is the one to report.
+
+    On a connection the failure broke, the ROLLBACK fails too (MySQL "server has gone away"):
+    the server has discarded the transaction with the connection, which SQLAlchemy has marked
+    invalid, so that second error says nothing new.
+    """
+    with suppress(sa_exc.DBAPIError):
+        session.rollback()
+
+
+def values_size(parameters: object) -> int:
+    """The bytes of text and binary values in a statement's parameters (a mapping, a sequence of
+    them, or of tuples), as UTF-8: what a too-large packet is made of."""
+    stack = [parameters]
+    size = 0
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            size += len(value.encode("utf-8", "surrogatepass"))
+        elif isinstance(value, bytes | bytearray):
+            size += len(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return size
+
+
+def refuse_oversized_values(engine: Engine) -> None:
+    """Make ``engine`` (MariaDB/MySQL) refuse, before sending it, a statement whose values are
+    larger than the server's ``max_allowed_packet`` (read on the first connection).
+
+    The server would drop the connection in the middle of such a packet: the sync driver then
+    raises "server has gone away" at the statement, the async one at the COMMIT after it, which
+    reads as an unreachable server or an unknown commit, and retrying cannot help. Raises
+    ``ValueTooLargeError`` instead, nothing sent. With ``executemany`` each row is one packet at
+    most (the driver splits the batch), so each row is measured.
+    """
+    limit: list[int] = []
+
+    @event.listens_for(engine, "connect")
+    def _read_limit(dbapi_connection: Any, _record: Any) -> None:
+        if not limit:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT @@max_allowed_packet")
+                limit.append(int(cursor.fetchone()[0]))
+            finally:
+                cursor.close()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _check(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool
+    ) -> None:
+        if not limit:
+            return
+        rows = parameters if many else [parameters]
+        size = max((values_size(row) for row in rows), default=0) + len(statement)
+        if size > limit[0]:
+            raise ValueTooLargeError(_too_large(size, limit[0]))
+
+
+def _too_large(size: int, allowed: int) -> str:
+    return (
+        f"value too large: the statement and its values are {size:,} bytes, more than the "
+        f"server takes in one packet (max_allowed_packet: {allowed:,} bytes); nothing was written"
+    )

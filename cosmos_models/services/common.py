@@ -18,9 +18,12 @@ NOTIFY_CHANNEL: Final = "cosmos_progress"
 
 
 def check_connection(db: Any) -> None:
-    """Raise ``ValueError`` naming ``db`` unless it is a ``DatabaseConnection``."""
+    """Raise ``ValueError`` naming ``db`` unless it is a ``DatabaseConnection``, and
+    ``RuntimeError("Connection is closed")`` after its ``close()``: before anything else, so
+    that a call with nothing to do (an empty batch) answers the same as any other."""
     if not isinstance(db, DatabaseConnection):
         raise InvalidArgumentError(f"db: must be a DatabaseConnection, got {type(db).__name__}")
+    db._check_open()
 
 
 def resolve_now(now: datetime | None, name: str = "now") -> datetime:

@@ -142,9 +142,9 @@ def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
         if document["k"] != kind or document["o"] != order:
             raise InvalidArgumentError("from another listing or order")
         created_at = resolve_now(datetime.fromisoformat(document["t"]), "cursor")
-        row_id = document["i"]
-        if not isinstance(row_id, str):
-            raise TypeError("id is not a string")
+        # A forged id must be one every backend can bind: no NUL (PostgreSQL refuses it), no
+        # lone surrogate (not UTF-8), as any id given as an argument.
+        row_id = check_str(document["i"], "id")
     except (
         binascii.Error,
         UnicodeError,
@@ -154,8 +154,10 @@ def decode_cursor(cursor: str, kind: str, order: Order) -> tuple[datetime, str]:
         AttributeError,
         RecursionError,  # [[[[…]]]]: json.loads recurses once per level
     ) as exc:
+        # Our own findings are named; a decoder's message (Python internals) is not echoed.
+        reason = f" ({exc})" if isinstance(exc, InvalidArgumentError) else ""
         raise InvalidArgumentError(
-            f"cursor: not a cursor returned by list_{kind} with order={order!r} ({exc})"
+            f"cursor: not a cursor returned by list_{kind} with order={order!r}{reason}"
         ) from None
     return created_at, row_id
 
