@@ -280,3 +280,20 @@ def test_concurrent_closes_all_return_once_it_is_closed(location: str, tmp_path:
         return results
 
     assert asyncio.run(scenario()) == [None] * 5
+
+
+def test_a_close_cut_short_at_the_loops_teardown_can_be_made_again(tmp_path: Path) -> None:
+    # asyncio.run cancels what is left at its end, the close too: that cancelled close stayed
+    # the answer of every later close(), and the database was never closed.
+    where = str(tmp_path / "teardown.db")
+    adb = asyncio.run(aio.init_database(where))
+
+    left: list[asyncio.Future[None]] = []
+
+    async def leave_a_close_running() -> None:
+        left.append(asyncio.ensure_future(adb.close()))
+
+    asyncio.run(leave_a_close_running())
+    assert left[0].cancelled()
+    asyncio.run(adb.close())
+    assert adb.closed

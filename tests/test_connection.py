@@ -19,9 +19,12 @@ from cosmos_models import (
     IntegrityViolation,
     MigrationError,
     Prompt,
+    delete_run,
     get_database_url,
     get_prompt,
     init_database,
+    list_prompts,
+    transition,
 )
 from cosmos_models.db.locations import ENV_VAR, parse_location
 from tests.factories import make_prompt, new_prompt
@@ -379,5 +382,14 @@ def test_no_free_pooled_connection_is_a_database_error(backend: str, tmp_path: P
             with pytest.raises(DatabaseError, match="no free connection"):
                 with db.get_session() as session:
                     session.execute(text("SELECT 1"))
+            # A lean read, a unit (transition) and a Core transaction (delete_run) each took
+            # their connection elsewhere and let the raw TimeoutError through (a 500 over HTTP).
+            for call in (
+                lambda: list_prompts(db),
+                lambda: transition(db, "r", "running"),
+                lambda: delete_run(db, "r"),
+            ):
+                with pytest.raises(DatabaseError, match="no free connection"):
+                    call()
     finally:
         db.close()

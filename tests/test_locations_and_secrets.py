@@ -138,6 +138,7 @@ def test_query_parameter_secrets_are_masked_in_repr_and_errors() -> None:
             repr(adb.url),
             repr(adb),
             repr(db.url.set(database="other")),
+            repr(db.url.difference_update_query(["password"])),
         )
         for shown in shown_by:
             assert "S3cret" not in shown

@@ -61,20 +61,22 @@ def test_record_progress_returns_the_stored_event(db: DatabaseConnection) -> Non
     assert later.timestamp.tzinfo is UTC
 
 
-# 17 MB: over MariaDB's default max_allowed_packet (16 MB), nothing to SQLite or PostgreSQL.
-_LARGE = "é" * (17 << 19)
+# Over MariaDB's default max_allowed_packet (16 MB) as sent, nothing to SQLite or PostgreSQL:
+# 17 MB of UTF-8, and 9 MB of backslashes, which the driver sends escaped (doubled).
+_LARGE = ("é" * (17 << 19), "\\" * (9 << 20))
 
 
+@pytest.mark.parametrize("large", _LARGE, ids=["17 MB of UTF-8", "9 MB escaped to 18"])
 def test_a_message_larger_than_the_server_takes_is_refused_whole_or_stored_whole(
-    db: DatabaseConnection, backend: str
+    db: DatabaseConnection, backend: str, large: str
 ) -> None:
     # MariaDB dropped the connection mid-packet: "server has gone away" (a 503 "try again
     # later") on the sync side, a raw OperationalError at COMMIT on the async side.
     (run_id,) = runs(db, 1)
     calls = [
-        lambda: record_progress(db, run_id, "s", 1.0, _LARGE),
+        lambda: record_progress(db, run_id, "s", 1.0, large),
         lambda: record_progress_batch(
-            db, [{"run_id": run_id, "stage": "s", "percentage": 2.0, "message": _LARGE}]
+            db, [{"run_id": run_id, "stage": "s", "percentage": 2.0, "message": large}]
         ),
     ]
     for call in calls:
@@ -87,7 +89,7 @@ def test_a_message_larger_than_the_server_takes_is_refused_whole_or_stored_whole
     assert progress_count(db) == expected
     assert get_run(db, run_id).progress_count == expected
     if backend != "mariadb":
-        assert latest_progress(db, [run_id])[run_id].message == _LARGE
+        assert latest_progress(db, [run_id])[run_id].message == large
     assert record_progress(db, run_id, "after", 3.0).seq == expected + 1  # still usable
 
 

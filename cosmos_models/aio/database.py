@@ -212,9 +212,11 @@ class AsyncDatabase:
         Later calls through this database raise ``RuntimeError("Connection is closed")``. Calls
         made while one is running wait for that one (``gather(adb.close(), adb.close())``).
         """
-        if self._closing is None:
-            self._closing = asyncio.ensure_future(self._close())
-        await asyncio.shield(self._closing)
+        closing = self._closing
+        if closing is None or (closing.done() and (closing.cancelled() or closing.exception())):
+            # None yet, or one cut short (cancelled at the loop's teardown, or failed): again.
+            closing = self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(closing)
 
     async def _close(self) -> None:
         if self._async_view is not None:

@@ -294,7 +294,7 @@ class DatabaseConnection:
         try:
             with self._replicas.read_connection() as connection:
                 yield connection
-        except sa_exc.DBAPIError as exc:
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             raise self.translate_error(exc) from None
 
     @contextmanager
@@ -316,7 +316,7 @@ class DatabaseConnection:
                     if not read_only:
                         connection.execution_options(cosmos_writer=True)
                     yield connection
-            except sa_exc.DBAPIError as exc:
+            except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
                 raise self.translate_error(exc) from None
 
     @contextmanager
@@ -352,7 +352,7 @@ class DatabaseConnection:
             return run_unit(
                 self._unit_engine, work, self.translate_error, read_committed=read_committed
             )
-        except sa_exc.DBAPIError as exc:
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             raise self.translate_error(exc) from None
 
     def translate_error(self, exc: BaseException) -> DatabaseError:

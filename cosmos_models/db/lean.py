@@ -223,11 +223,15 @@ def fetch(
         loan = readers.acquire()
     except driver_error as exc:
         raise _translated(db, exc, driver_error) from None
+    except sa_exc.TimeoutError as exc:  # the pool had no connection to open a reader with
+        raise db.translate_error(exc) from None
     if loan is None:  # every reader is busy: a pooled connection
         try:
             pooled = db.engine.raw_connection()  # the pool's errors are the driver's own
         except driver_error as exc:
             raise _translated(db, exc, driver_error) from None
+        except sa_exc.TimeoutError as exc:  # … but waiting for a free connection
+            raise db.translate_error(exc) from None
         try:
             return _run(
                 pooled, sql, parameters, db, driver_error, describe=describe, options=options

@@ -6,7 +6,7 @@ secret-looking query parameters never reach a message (`redact`, `redact_url`).
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from os import PathLike, environ
 from pathlib import Path
 from typing import Any, Final
@@ -298,6 +298,10 @@ class MaskedURL(URL):
     def of(cls, url: URL) -> "MaskedURL":
         """``url`` with the masked ``repr``."""
         return url if isinstance(url, cls) else cls._make(url)
+
+    def difference_update_query(self, names: Iterable[str]) -> "MaskedURL":
+        # URL's own builds a plain URL (URL.create) where it removes a key.
+        return MaskedURL.of(super().difference_update_query(names))
 
     def __repr__(self) -> str:
         return redact_url(self)

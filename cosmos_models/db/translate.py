@@ -30,6 +30,12 @@ def describe_error(error: BaseException, where: str) -> str:
 
     ``where`` names the database (a path or a redacted URL). The caller redacts secrets.
     """
+    if isinstance(error, sa_exc.TimeoutError):  # the pool's, waiting for a free connection
+        return NO_FREE_CONNECTION
+    return _describe_driver_error(error, where)
+
+
+def _describe_driver_error(error: BaseException, where: str) -> str:
     text = (str(error).strip().splitlines() or [""])[0]
     lowered = text.lower()
     name = type(error).__name__
@@ -108,10 +114,7 @@ def settled(
         raise translate(exc) from None
     except sa_exc.TimeoutError:
         _roll_back(session)
-        raise DatabaseError(
-            "no free connection: every connection of the pool (pool_size + max_overflow) "
-            "stayed in use for pool_timeout seconds"
-        ) from None
+        raise DatabaseError(NO_FREE_CONNECTION) from None
     except BaseException:
         _roll_back(session)
         raise
@@ -128,17 +131,27 @@ def _roll_back(session: Session) -> None:
         session.rollback()
 
 
+# What the MySQL drivers send escaped, as two bytes: a value of backslashes or quotes doubles.
+_ESCAPED: Final = ("\\", "'", '"', "\x00", "\n", "\r", "\x1a")
+
+NO_FREE_CONNECTION: Final = (
+    "no free connection: every connection of the pool (pool_size + max_overflow) stayed in use "
+    "for pool_timeout seconds"
+)
+
+
 def values_size(parameters: object) -> int:
     """The bytes of text and binary values in a statement's parameters (a mapping, a sequence of
-    them, or of tuples), as UTF-8: what a too-large packet is made of."""
+    them, or of tuples) as the MySQL drivers send them: UTF-8, each escaped character twice."""
     stack = [parameters]
     size = 0
     while stack:
         value = stack.pop()
         if isinstance(value, str):
             size += len(value.encode("utf-8", "surrogatepass"))
+            size += sum(value.count(char) for char in _ESCAPED)
         elif isinstance(value, bytes | bytearray):
-            size += len(value)
+            size += len(value) + sum(value.count(char.encode()) for char in _ESCAPED)
         elif isinstance(value, dict):
             stack.extend(value.values())
         elif isinstance(value, list | tuple):
