@@ -177,3 +177,13 @@ def test_a_value_too_large_for_the_server_is_a_422_naming_the_limit() -> None:
     error = ValueTooLargeError("value too large: … (max_allowed_packet: 16,777,216 bytes)")
     assert status_of(error) == 422
     assert "max_allowed_packet" in _detail(error, 422)
+
+
+def test_an_argument_error_names_its_argument_in_errors(api: Api) -> None:
+    # The README promises errors with loc/msg for every 422; argument errors had detail alone.
+    response = api.client.get("/runs", params={"cursor": "!!!"})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith(PROBLEM)
+    (error,) = response.json()["errors"]
+    assert error["loc"] == ["cursor"]
+    assert error["msg"].startswith("not a cursor returned by list_runs")

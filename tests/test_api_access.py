@@ -175,6 +175,17 @@ def test_a_bad_token_list_is_refused_without_echoing_it(text: str) -> None:
     assert "0123456789abcdef" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["ro:0123456789abcdef,rw:0123456789abcdef", "rw:0123456789abcdef, rw:0123456789abcdef"],
+)
+def test_a_token_listed_twice_is_refused_naming_the_entries_not_the_token(text: str) -> None:
+    # Listed as ro and as rw, it was granted write access without a word.
+    with pytest.raises(InvalidArgumentError, match="entries 1 and 2 hold the same token") as caught:
+        TokenStore.parse(text)
+    assert "0123456789abcdef" not in str(caught.value)
+
+
 def test_wrong_options_are_refused_when_the_app_is_made() -> None:
     with pytest.raises(InvalidArgumentError, match="COSMOS_API_TOKENS: must be a string"):
         create_app("sqlite://", tokens=b"rw:0123456789abcdef")  # type: ignore[arg-type]

@@ -54,6 +54,7 @@ class TokenStore:
         if text is not None and not isinstance(text, str):
             raise InvalidArgumentError(f"{ENV_VAR}: must be a string, got {type(text).__name__}")
         entries: list[tuple[bytes, Access]] = []
+        positions: dict[bytes, int] = {}  # where each token was first listed
         for position, item in enumerate((text or "").split(","), start=1):
             if not item.strip():
                 continue
@@ -63,7 +64,15 @@ class TokenStore:
                     f"{ENV_VAR}: entry {position} must be 'rw:TOKEN' or 'ro:TOKEN' with a token "
                     "of at least 16 characters"
                 )
-            entries.append((_digest(token), Access.WRITE if scope == "rw" else Access.READ))
+            digest = _digest(token)
+            if digest in positions:
+                # Listed as ro and as rw, the token would get the broader access silently.
+                raise InvalidArgumentError(
+                    f"{ENV_VAR}: entries {positions[digest]} and {position} hold the same token; "
+                    "list each token once, with the access it is to have"
+                )
+            positions[digest] = position
+            entries.append((digest, Access.WRITE if scope == "rw" else Access.READ))
         return cls(tuple(entries))
 
     @classmethod

@@ -134,7 +134,18 @@ def _detail(exc: CosmosModelsError, status: int) -> str:
 async def _cosmos_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CosmosModelsError)
     status = status_of(exc)
-    return problem(status, _detail(exc, status))
+    errors = _argument_problems(exc) if isinstance(exc, InvalidArgumentError) else None
+    return problem(status, _detail(exc, status), errors)
+
+
+def _argument_problems(exc: InvalidArgumentError) -> list[FieldProblem]:
+    """The ``errors`` of an argument error: its message names the argument first ("cursor: …",
+    "Last-Event-ID: …"), which becomes the ``loc``; a message naming none has an empty one."""
+    text = str(exc)
+    name, separator, message = text.partition(": ")
+    if not separator or " " in name:
+        return [FieldProblem(loc=[], msg=text, type="value_error")]
+    return [FieldProblem(loc=[name], msg=message, type="value_error")]
 
 
 async def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
