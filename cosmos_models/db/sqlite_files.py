@@ -103,7 +103,8 @@ def use_wal(cursor: Any, busy_timeout_ms: int) -> None:
     locked". So the switch is retried, with a growing pause, until the busy timeout is spent;
     then that error is raised.
     """
-    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+    cursor.execute("PRAGMA journal_mode")  # DB-API only: the aiosqlite adapter's too
+    if str(cursor.fetchone()[0]).lower() == "wal":
         return
     deadline = time.monotonic() + busy_timeout_ms / 1000
     pause = 0.001
