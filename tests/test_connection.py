@@ -393,3 +393,13 @@ def test_no_free_pooled_connection_is_a_database_error(backend: str, tmp_path: P
                     call()
     finally:
         db.close()
+
+
+def test_values_are_measured_as_the_mysql_drivers_send_them() -> None:
+    from cosmos_models.db.translate import values_size
+
+    row = {"a": "é\\'x", "b": [b"\x00y", ("z",)], "c": 5, "d": None}
+    # é: 2 bytes; \ and ' escaped: 2 each; x: 1 -> 7; b"\x00y": 3; "z": 1.
+    assert values_size(row) == 11
+    assert values_size(row, bound=True) == 4 * 4 + 2 * 2 + 4 * 1  # never below the exact size
+    assert values_size([row, row]) == 22
