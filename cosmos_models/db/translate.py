@@ -103,18 +103,15 @@ def settled(
     Pending ORM changes are flushed first: a failure there (a connection lost while sending)
     is before COMMIT, so nothing was written, unlike a failure of the COMMIT itself
     (``CommitUnknownError``, from ``commit_or_unknown``). Driver errors come out as
-    ``translate`` makes them, an exhausted pool as a ``DatabaseError``, anything else as it is.
+    ``translate`` makes them (an exhausted pool too), anything else as it is.
     """
     try:
         yield
         session.flush()
         commit_or_unknown(session, translate)
-    except sa_exc.DBAPIError as exc:
+    except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
         _roll_back(session)
         raise translate(exc) from None
-    except sa_exc.TimeoutError:
-        _roll_back(session)
-        raise DatabaseError(NO_FREE_CONNECTION) from None
     except BaseException:
         _roll_back(session)
         raise
